@@ -1,0 +1,50 @@
+"""Where and in which precision the model runs."""
+from __future__ import annotations
+
+import enum
+import functools
+import os
+
+import torch
+
+
+class Precision(str, enum.Enum):
+    AUTO = "auto"  # fp16 on CUDA, bf16 on CPUs with native bf16 (AMX / AVX512-BF16), else fp32
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """cuda, then mps, then cpu; `requested` or TWINSIGHT_DEVICE overrides."""
+    requested = requested or os.environ.get("TWINSIGHT_DEVICE")
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes bf16 natively; elsewhere bf16 is emulated and slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_dtype(device: torch.device, precision: Precision | str | None = None) -> torch.dtype:
+    """The weight dtype for `device`; TWINSIGHT_PRECISION=fp32 forces full precision everywhere."""
+    precision = Precision(precision or os.environ.get("TWINSIGHT_PRECISION", "auto"))
+    if precision is Precision.AUTO:
+        if device.type == "cuda":
+            return torch.float16
+        if device.type == "cpu" and cpu_has_fast_bf16():
+            return torch.bfloat16
+        return torch.float32
+    return {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[precision]

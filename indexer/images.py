@@ -1,0 +1,126 @@
+"""Safe image loading: every source becomes an RGB PIL image, or an ImageError that says what to do."""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Decompression-bomb guard. 64 MP covers every camera photo; a 30000x30000 image (900 MP) is refused
+# before its pixels are decoded. Raise it with TWINSIGHT_MAX_PIXELS for huge scans.
+MAX_PIXELS = int(os.environ.get("TWINSIGHT_MAX_PIXELS", 64_000_000))
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+
+class ImageError(ValueError):
+    """An input that cannot be used as an image. The message names the problem and the fix."""
+
+
+def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open `source` (path, bytes, PIL image or HxW[xC] array) as an upright RGB image.
+
+    Handles EXIF rotation, the first frame of animations, 16-bit and float images, CMYK, palette and
+    alpha (composited on white, so transparent backgrounds do not turn black).
+    """
+    if source is None:
+        raise ImageError("No image given: upload or drop an image file.")
+    if isinstance(source, Image.Image):
+        image = source
+        _check_size(image.size, max_pixels, "the image")
+    elif isinstance(source, np.ndarray):
+        image = _from_array(source)
+        _check_size(image.size, max_pixels, "the array")
+    else:
+        image = _open(source, max_pixels)
+    return to_rgb(image)
+
+
+def _open(source: Union[str, os.PathLike, bytes], max_pixels: int) -> Image.Image:
+    if isinstance(source, (bytes, bytearray)):
+        name, data = "the uploaded data", bytes(source)
+        if not data:
+            raise ImageError("The image is empty (0 bytes): upload a JPEG, PNG, WebP, GIF, BMP or TIFF file.")
+        fp = io.BytesIO(data)
+    else:
+        path = Path(source)
+        name = f"'{path.name}'"
+        if not path.is_file():
+            raise ImageError(f"Image file {path} does not exist: check the path.")
+        if path.stat().st_size == 0:
+            raise ImageError(f"Image file {name} is empty (0 bytes): upload a JPEG, PNG, WebP, GIF, BMP or TIFF file.")
+        fp = path.open("rb")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                image = Image.open(fp)
+            except UnidentifiedImageError:
+                raise ImageError(
+                    f"{name} is not an image format Twinsight can read (JPEG, PNG, WebP, GIF, BMP, TIFF); "
+                    "convert it to PNG or JPEG and try again."
+                ) from None
+            except Image.DecompressionBombError:
+                raise ImageError(f"{name} is too large to open safely; downscale it below {max_pixels:,} pixels.") from None
+            _check_size(image.size, max_pixels, name)
+            try:
+                image.seek(0)  # first frame of animated GIF/WebP/APNG
+                image.load()
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise ImageError(f"{name} is truncated or corrupt ({exc}); re-export or re-upload the file.") from None
+        return image
+    finally:
+        if not isinstance(source, (bytes, bytearray)):
+            fp.close()
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageError(f"{name} has no pixels ({width}x{height}); upload a real image.")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(a guard against decompression bombs); downscale it, or raise TWINSIGHT_MAX_PIXELS."
+        )
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"An image array must be HxW, HxWx3 or HxWx4; got shape {array.shape}.")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype != np.uint8:
+        array = _scale_to_uint8(array)
+    return Image.fromarray(array)
+
+
+def _scale_to_uint8(array: np.ndarray, full_scale: float | None = None) -> np.ndarray:
+    is_float = np.issubdtype(array.dtype, np.floating)
+    array = np.asarray(array, dtype=np.float64)
+    if is_float and array.size and array.max() <= 1.0 and array.min() >= 0.0:
+        return np.round(array * 255).astype(np.uint8)
+    high = full_scale or (65535.0 if array.max(initial=0) > 255 else 255.0)
+    return np.clip(np.round(array / high * 255), 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright RGB copy of an opened image; alpha is composited on white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # PIL's own I->RGB conversion clips 16-bit values to 255, which turns most photos white.
+        full_scale = 65535.0 if image.mode.startswith("I;16") else None
+        image = Image.fromarray(_scale_to_uint8(np.asarray(image), full_scale))
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return image

@@ -1,0 +1,150 @@
+"""The Embedder interface every backend implements.
+
+Pipeline shape, as in transformers: `preprocess` (PIL -> tensor, CPU only, safe to run in worker
+threads), `forward_images` (the only step that touches the model), `postprocess` (float32, L2-normalised).
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..images import ImageSource, load_image
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
+
+
+class CapabilityError(RuntimeError):
+    """The loaded model lacks what was asked of it (a text tower, a classifier head)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Embedder(ABC):
+    """A shared-weight image (and optionally text) encoder with L2-normalised float32 outputs."""
+
+    supports_text: bool = False
+    supports_classify: bool = False
+
+    def __init__(self, name: str, device: torch.device, dtype: torch.dtype, batch_size: int = DEFAULT_BATCH_SIZE):
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.notice: str | None = None  # shown in the UI, e.g. the offline fallback
+        # One forward at a time: concurrent forwards on CPU only fight over the same cores,
+        # and the lock keeps non-thread-safe backends (compiled graphs, CUDA streams) correct.
+        self._lock = threading.Lock()
+        self.dim = 0
+
+    def _finish_init(self) -> None:
+        """Warm up once and learn the embedding size from a real forward pass."""
+        self.dim = int(self.encode_images([Image.new("RGB", (32, 32), "gray")]).shape[1])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, dim={self.dim}, device={self.device}, dtype={self.dtype})"
+
+    @property
+    def description(self) -> str:
+        """Short human-readable description: model, device and precision."""
+        return f"{self.name} · {self.device.type} · {str(self.dtype).replace('torch.', '')}"
+
+    # -- the three pipeline steps ------------------------------------------------------------------------
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> float32 CHW tensor. CPU only; never touches the model."""
+
+    @abstractmethod
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Model forward on a batch already on `device` in `dtype`."""
+
+    def forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        with self._lock, torch.inference_mode():
+            return self._image_features(pixels.to(self.device, self.dtype)).float().cpu()
+
+    @staticmethod
+    def postprocess(features: torch.Tensor) -> np.ndarray:
+        return torch.nn.functional.normalize(features.float(), dim=-1).numpy().astype(np.float32, copy=False)
+
+    # -- public API --------------------------------------------------------------------------------------
+    def preprocess_many(self, images: Sequence[ImageSource]) -> torch.Tensor:
+        return torch.stack([self.preprocess(load_image(image)) for image in images])
+
+    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """Embeddings for a preprocessed batch (used by the indexer's parallel decode pipeline)."""
+        return self.postprocess(self.forward_images(pixels))
+
+    def encode_images(self, images: Sequence[ImageSource], batch_size: int | None = None) -> np.ndarray:
+        """(n, dim) float32, L2-normalised. Accepts paths, bytes, PIL images or arrays."""
+        batch_size = batch_size or self.batch_size
+        if len(images) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = [self.embed_pixels(self.preprocess_many(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+        return np.concatenate(chunks)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32, L2-normalised, in the same space as the images."""
+        if not self.supports_text:
+            raise CapabilityError(
+                f"{self.name} has no text tower, so it cannot embed text; load a CLIP model "
+                "(e.g. open_clip:ViT-B-32/laion2b_s34b_b79k) for text search and zero-shot labels."
+            )
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            return self.postprocess(self._text_features(texts).float().cpu())
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names of the classifier head, index-aligned with its logits."""
+        raise CapabilityError(f"{self.name} has no classifier head; use zero-shot labels or gallery votes.")
+
+    def classify(self, images: Sequence[ImageSource], top_k: int = 5) -> list[list[Prediction]]:
+        """Top-k labels of the model's own classifier head for each image, best first."""
+        if not self.supports_classify:
+            raise CapabilityError(f"{self.name} has no classifier head; use zero-shot labels or gallery votes.")
+        pixels = self.preprocess_many(images)
+        with self._lock, torch.inference_mode():
+            logits = self._logits(pixels.to(self.device, self.dtype)).float().cpu()
+        return [_top_k(row.softmax(-1), self.labels, top_k) for row in logits]
+
+    def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def zero_shot(
+        self, images: Sequence[ImageSource], labels: Sequence[str], template: str = DEFAULT_PROMPT_TEMPLATE, top_k: int = 5
+    ) -> list[list[Prediction]]:
+        """CLIP zero-shot: softmax over the similarity of each image to `template.format(label)`."""
+        labels = [label.strip() for label in labels if label and label.strip()]
+        if not labels:
+            raise ValueError("Zero-shot classification needs at least one label, e.g. 'cat, dog, car'.")
+        if "{}" not in template:
+            raise ValueError("The prompt template must contain {} where the label goes, e.g. 'a photo of a {}.'")
+        text = torch.from_numpy(self.encode_texts([template.format(label) for label in labels]))
+        image = torch.from_numpy(self.encode_images(images))
+        probs = (self.logit_scale * image @ text.T).softmax(-1)
+        return [_top_k(row, labels, top_k) for row in probs]
+
+    logit_scale: float = 100.0  # CLIP's learned temperature; backends override with the model's own
+
+
+def _top_k(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[Prediction]:
+    values, indices = probs.topk(min(k, len(labels)))
+    return [Prediction(labels[int(i)], float(v)) for v, i in zip(values, indices)]
