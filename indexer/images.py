@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Union
@@ -64,8 +65,13 @@ def _open(source: Union[str, os.PathLike, bytes], max_pixels: int) -> Image.Imag
                     f"{name} is not an image format Twinsight can read (JPEG, PNG, WebP, GIF, BMP, TIFF); "
                     "convert it to PNG or JPEG and try again."
                 ) from None
-            except Image.DecompressionBombError:
-                raise ImageError(f"{name} is too large to open safely; downscale it below {max_pixels:,} pixels.") from None
+            except Image.DecompressionBombError as exc:
+                found = re.search(r"\((\d+) pixels\)", str(exc))
+                size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+                raise ImageError(
+                    f"{name} has {size}, over the limit of {max_pixels:,} (a guard against decompression bombs); "
+                    "downscale it, or raise TWINSIGHT_MAX_PIXELS."
+                ) from None
             _check_size(image.size, max_pixels, name)
             try:
                 image.seek(0)  # first frame of animated GIF/WebP/APNG

@@ -34,7 +34,7 @@ class HFEmbedder(Embedder):
             self._image_processor, self._tokenizer = processor.image_processor, processor.tokenizer
             self.supports_text = True
             if hasattr(self.model, "logit_scale"):
-                self.logit_scale = float(self.model.logit_scale.exp().clamp(max=100))
+                self.logit_scale = float(self.model.logit_scale.detach().exp().clamp(max=100))
         else:
             self.supports_classify = any(a.endswith("ForImageClassification") for a in architectures) and bool(
                 getattr(config, "id2label", None)

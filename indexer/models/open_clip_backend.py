@@ -25,7 +25,7 @@ class OpenClipEmbedder(Embedder):
         )
         self.model = model.to(dtype=dtype).eval()
         self.tokenizer = open_clip.get_tokenizer(spec.name)
-        self.logit_scale = float(model.logit_scale.exp().clamp(max=100)) if hasattr(model, "logit_scale") else 100.0
+        self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100)) if hasattr(model, "logit_scale") else 100.0
         self._finish_init()
 
     def preprocess(self, image):

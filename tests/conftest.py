@@ -1,0 +1,58 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+# Tests never reach the hub: a test that needs it is a broken test.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from tiny_models import register_tiny_open_clip, save_tiny_hf_clip, save_tiny_vit  # noqa: E402
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_spec() -> str:
+    return register_tiny_open_clip()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_spec):
+    from indexer import load_embedder
+
+    return load_embedder(tiny_clip_spec, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def effnet():
+    from indexer import load_embedder
+
+    return load_embedder("effnet-lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_clip_dir(tmp_path_factory) -> Path:
+    return save_tiny_hf_clip(tmp_path_factory.mktemp("hf") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_dir(tmp_path_factory) -> Path:
+    return save_tiny_vit(tmp_path_factory.mktemp("hf") / "tiny-vit")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_classifier_dir(tmp_path_factory) -> Path:
+    return save_tiny_vit(tmp_path_factory.mktemp("hf") / "tiny-vit-cls", labels=["apple", "banana", "cherry"])
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """Real photos that ship with scikit-image."""
+    import skimage.data
+
+    return {name: getattr(skimage.data, name)() for name in ("chelsea", "coffee", "astronaut", "rocket")}

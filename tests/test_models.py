@@ -1,0 +1,152 @@
+"""The embedding engine: every backend through the one Embedder interface."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from indexer import CapabilityError, create_embedder, load_embedder
+from indexer.models import ModelSpec, Backend
+
+
+def _assert_normalized(vectors, dim):
+    assert vectors.dtype == np.float32
+    assert vectors.shape[1] == dim
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("auto", ModelSpec(Backend.AUTO)),
+        ("effnet-lite0", ModelSpec(Backend.EFFNET_LITE0)),
+        ("open_clip:ViT-B-32/laion2b_s34b_b79k", ModelSpec(Backend.OPEN_CLIP, "ViT-B-32", "laion2b_s34b_b79k")),
+        ("open_clip:ViT-B-32//ckpt/model.pt", ModelSpec(Backend.OPEN_CLIP, "ViT-B-32", "/ckpt/model.pt")),
+        ("open_clip:hf-hub:laion/CLIP-ViT-B-32", ModelSpec(Backend.OPEN_CLIP, "hf-hub:laion/CLIP-ViT-B-32")),
+        ("hf:openai/clip-vit-base-patch32", ModelSpec(Backend.HF, "openai/clip-vit-base-patch32")),
+    ],
+)
+def test_spec_parsing_round_trips(spec, expected):
+    parsed = ModelSpec.parse(spec)
+    assert parsed == expected
+    assert ModelSpec.parse(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize("bad", ["clip", "torch:resnet", "hf:", "open_clip:"])
+def test_unknown_spec_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="model spec"):
+        ModelSpec.parse(bad)
+
+
+def test_open_clip_images_and_texts(tiny_clip, photos):
+    images = list(photos.values())
+    vectors = tiny_clip.encode_images(images)
+    _assert_normalized(vectors, 32)
+    assert tiny_clip.dim == 32
+    # Batching must not change results.
+    one_by_one = tiny_clip.encode_images(images, batch_size=1)
+    np.testing.assert_allclose(vectors, one_by_one, atol=1e-5)
+    texts = tiny_clip.encode_texts(["a photo of a cat", "a dog", "a car"])
+    _assert_normalized(texts, 32)
+    assert not np.allclose(texts[0], texts[1])
+    assert tiny_clip.encode_images([]).shape == (0, 32)
+
+
+def test_open_clip_zero_shot_is_a_sorted_distribution(tiny_clip, photos):
+    [predictions] = tiny_clip.zero_shot([photos["chelsea"]], ["cat", "dog", "car", "boat"], top_k=4)
+    scores = [p.score for p in predictions]
+    assert scores == sorted(scores, reverse=True)
+    assert sum(scores) == pytest.approx(1.0, abs=1e-4)
+    assert {p.label for p in predictions} == {"cat", "dog", "car", "boat"}
+    with pytest.raises(ValueError, match="template"):
+        tiny_clip.zero_shot([photos["chelsea"]], ["cat"], template="no placeholder")
+
+
+def test_open_clip_local_checkpoint_file(tiny_clip, tiny_clip_spec, photos, tmp_path):
+    """A checkpoint file given as PRETRAINED loads exactly the saved weights."""
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(tiny_clip.model.state_dict(), checkpoint)
+    reloaded = create_embedder(f"{tiny_clip_spec}/{checkpoint}", device="cpu", precision="fp32")
+    np.testing.assert_allclose(
+        reloaded.encode_images([photos["coffee"]]), tiny_clip.encode_images([photos["coffee"]]), atol=1e-5
+    )
+
+
+def test_bf16_path_agrees_with_fp32(tiny_clip_spec, tiny_clip, photos):
+    fast = create_embedder(tiny_clip_spec, device="cpu", precision="bf16")
+    assert fast.dtype == torch.bfloat16
+    fast.model.load_state_dict({k: v.to(torch.bfloat16) for k, v in tiny_clip.model.state_dict().items()})
+    a = fast.encode_images(list(photos.values()))
+    b = tiny_clip.encode_images(list(photos.values()))
+    assert a.dtype == np.float32
+    assert (a * b).sum(1).min() > 0.99
+
+
+def test_hf_clip_gives_images_and_texts(tiny_hf_clip_dir, photos):
+    embedder = create_embedder(f"hf:{tiny_hf_clip_dir}", device="cpu", precision="fp32")
+    assert embedder.supports_text and not embedder.supports_classify
+    _assert_normalized(embedder.encode_images([photos["chelsea"], photos["rocket"]]), 24)
+    texts = embedder.encode_texts(["a photo of a cat.", "a dog"])
+    _assert_normalized(texts, 24)
+    assert not np.allclose(texts[0], texts[1])
+
+
+def test_hf_vision_model_gives_pooled_features_and_refuses_text(tiny_vit_dir, photos):
+    embedder = create_embedder(f"hf:{tiny_vit_dir}", device="cpu", precision="fp32")
+    _assert_normalized(embedder.encode_images([photos["coffee"]]), 32)
+    with pytest.raises(CapabilityError, match="no text tower"):
+        embedder.encode_texts(["a cat"])
+    with pytest.raises(CapabilityError, match="classifier head"):
+        embedder.classify([photos["coffee"]])
+
+
+def test_hf_image_classifier_gives_its_labels(tiny_vit_classifier_dir, photos):
+    embedder = create_embedder(f"hf:{tiny_vit_classifier_dir}", device="cpu", precision="fp32")
+    assert embedder.supports_classify
+    assert embedder.labels == ["apple", "banana", "cherry"]
+    [predictions] = embedder.classify([photos["coffee"]], top_k=2)
+    assert len(predictions) == 2 and predictions[0].score >= predictions[1].score
+    assert {p.label for p in predictions} <= {"apple", "banana", "cherry"}
+    _assert_normalized(embedder.encode_images([photos["coffee"]]), 32)
+
+
+def test_effnet_real_weights_recognise_real_photos(effnet, photos):
+    cat, coffee = effnet.classify([photos["chelsea"], photos["coffee"]], top_k=3)
+    assert any("cat" in p.label for p in cat), cat
+    assert any(p.label in ("espresso", "cup") for p in coffee), coffee
+    vectors = effnet.encode_images([photos["chelsea"], photos["coffee"]])
+    _assert_normalized(vectors, 1280)
+    with pytest.raises(CapabilityError, match="CLIP"):
+        effnet.encode_texts(["a cat"])
+
+
+def test_effnet_fast_path_agrees_with_fp32(effnet, photos):
+    fp32 = create_embedder("effnet-lite0", device="cpu", precision="fp32")
+    bf16 = create_embedder("effnet-lite0", device="cpu", precision="bf16")
+    images = list(photos.values())
+    a, b = fp32.encode_images(images), bf16.encode_images(images)
+    assert (a * b).sum(1).min() > 0.99
+    assert [p.label for p in fp32.classify(images, 1)[0]] == [p.label for p in bf16.classify(images, 1)[0]]
+
+
+def test_registry_shares_one_instance_across_threads(tiny_clip_spec):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(load_embedder(tiny_clip_spec, device="cpu", precision="fp32"))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(e) for e in results}) == 1
+
+
+def test_concurrent_encoding_is_consistent(tiny_clip, photos):
+    expected = tiny_clip.encode_images([photos["astronaut"]])
+    outputs = []
+    threads = [threading.Thread(target=lambda: outputs.append(tiny_clip.encode_images([photos["astronaut"]]))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outputs) == 6
+    for out in outputs:
+        np.testing.assert_allclose(out, expected, atol=1e-6)
