@@ -1,0 +1,40 @@
+"""Twinsight: classification, pairwise similarity and gallery search sharing one embedding model."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import gradio as gr
+
+from demo import classification, gallery, pairwise, runtime
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="Twinsight") as app:
+        gr.Markdown("# Twinsight\nVisual similarity: classify an image, compare two, search a gallery.")
+        gr.Markdown(runtime.status_markdown())
+        with gr.Tabs():
+            with gr.Tab("Classification"):
+                classification.build()
+            with gr.Tab("Pairwise similarity"):
+                pairwise.build()
+            with gr.Tab("Gallery search"):
+                gallery.build()
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", help="model spec: auto (default), effnet-lite0, open_clip:ARCH/PRETRAINED, hf:ID_OR_PATH")
+    parser.add_argument("--gallery", help="hub dataset id, saved dataset, parquet file or image folder to search")
+    parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 on Spaces)")
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtime.configure(model=args.model, gallery=args.gallery)
+    runtime.warm_up()
+    build_app().queue().launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()

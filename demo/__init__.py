@@ -1,0 +1,1 @@
+"""Twinsight's Gradio UI: one module per tab; `app.py` composes them."""

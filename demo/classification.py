@@ -1,0 +1,75 @@
+"""Classification tab: top labels for an image, from zero-shot CLIP, the model's own head, or gallery votes."""
+from __future__ import annotations
+
+import enum
+
+import gradio as gr
+
+from indexer.models.base import DEFAULT_PROMPT_TEMPLATE
+
+from . import runtime
+
+DEFAULT_LABELS = "cat, dog, bird, car, airplane, rocket, coffee, person, flower, building"
+MAX_LABELS = 100
+MAX_TEXT = 2000
+
+
+class Source(str, enum.Enum):
+    ZERO_SHOT = "Zero-shot (CLIP text prompts)"
+    HEAD = "Model's own classifier"
+
+
+def available_sources() -> list[str]:
+    model = runtime.embedder()
+    sources = []
+    if model.supports_text:
+        sources.append(Source.ZERO_SHOT.value)
+    if model.supports_classify:
+        sources.append(Source.HEAD.value)
+    return sources
+
+
+def parse_labels(text: str) -> list[str]:
+    if len(text or "") > MAX_TEXT:
+        raise ValueError(f"The label list is over {MAX_TEXT} characters; shorten it.")
+    labels = list(dict.fromkeys(part.strip() for part in (text or "").replace("\n", ",").split(",") if part.strip()))
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"{len(labels)} labels given; use at most {MAX_LABELS}.")
+    return labels
+
+
+def classify(image: str | None, source: str, labels: str, template: str, top_k: int = 5) -> tuple[dict[str, float], str]:
+    """Top-k labels for `image` as {label: confidence}, and which source answered."""
+    try:
+        model = runtime.embedder()
+        source = Source(source) if source else Source(available_sources()[0])
+        if source is Source.ZERO_SHOT:
+            [predictions] = model.zero_shot([image], parse_labels(labels), template or DEFAULT_PROMPT_TEMPLATE, int(top_k))
+        else:
+            [predictions] = model.classify([image], int(top_k))
+    except runtime.FRIENDLY_ERRORS as exc:
+        raise runtime.user_error(exc) from None
+    return {p.label: p.score for p in predictions}, f"Answered by: **{source.value}** with `{model.name}`"
+
+
+def build() -> gr.Blocks:
+    sources = available_sources()
+    zero_shot = Source.ZERO_SHOT.value in sources
+    with gr.Blocks() as page:
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"])
+                source = gr.Radio(sources, value=sources[0] if sources else None, label="Label source")
+                labels = gr.Textbox(DEFAULT_LABELS, label="Candidate labels (comma-separated)", visible=zero_shot, max_length=MAX_TEXT)
+                template = gr.Textbox(DEFAULT_PROMPT_TEMPLATE, label="Prompt template", visible=zero_shot, max_length=200)
+                top_k = gr.Slider(1, 10, value=5, step=1, label="Top-k")
+                button = gr.Button("Classify", variant="primary")
+            with gr.Column():
+                result = gr.Label(label="Top labels", num_top_classes=10)
+                answered_by = gr.Markdown()
+        button.click(classify, [image, source, labels, template, top_k], [result, answered_by], api_name="classify")
+    return page
+
+
+if __name__ == "__main__":
+    build().launch()
