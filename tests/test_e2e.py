@@ -1,0 +1,81 @@
+"""The real app in a real browser (Debian chromium driven by Playwright), and every API endpoint via gradio_client."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app_server import ROOT, AppServer
+
+pytestmark = pytest.mark.e2e
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    app = AppServer(tmp_path_factory.mktemp("app")).wait_ready()
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, photos):
+    folder = tmp_path_factory.mktemp("uploads")
+    paths = {}
+    for name, array in photos.items():
+        paths[name] = folder / f"{name}.png"
+        Image.fromarray(array).save(paths[name])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (the README's test command does it)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(server.url)
+        page.get_by_role("tab", name="Classification").wait_for()
+        yield page
+        browser.close()
+
+
+def _open_tab(page, name):
+    page.get_by_role("tab", name=name).click()
+    return page.locator(".tabitem:visible")
+
+
+def test_browser_classification(page, images):
+    tab = _open_tab(page, "Classification")
+    tab.locator("input[type=file]").first.set_input_files(str(images["coffee"]))
+    tab.get_by_role("button", name="Classify").click()
+    tab.get_by_text("espresso").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "classification.png"), full_page=True)
+
+
+def test_browser_pairwise(page, images):
+    tab = _open_tab(page, "Pairwise similarity")
+    inputs = tab.locator("input[type=file]")
+    inputs.nth(0).set_input_files(str(images["chelsea"]))
+    tab.locator("input[type=file]").last.set_input_files(str(images["chelsea"]))
+    tab.get_by_role("button", name="Compare").click()
+    tab.get_by_text("match").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "pairwise.png"), full_page=True)
+
+
+def test_api_endpoints_via_gradio_client(server, images):
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, verbose=False)
+    labels, answered_by = client.predict(handle_file(str(images["coffee"])), "Model's own classifier", "", "", 3, api_name="/classify")
+    assert labels["label"] == "espresso" and len(labels["confidences"]) == 3
+    score, verdict = client.predict(handle_file(str(images["chelsea"])), handle_file(str(images["chelsea"])), 0.5, api_name="/compare")
+    assert score == pytest.approx(1.0, abs=1e-3) and "match" in verdict
