@@ -36,7 +36,7 @@ class BinaryCodec:
 
     @classmethod
     def fit(cls, vectors: np.ndarray, kind: CodeKind | str = CodeKind.SIGN, bits: int = 0,
-            iterations: int = 30, seed: int = 0) -> "BinaryCodec":
+            iterations: int = 30, seed: int = 0, sample: int = 10_000) -> "BinaryCodec":
         kind = CodeKind(kind)
         dim = vectors.shape[1]
         bits = bits or dim
@@ -46,13 +46,15 @@ class BinaryCodec:
             return cls(kind, bits)
         if bits > dim or len(vectors) < bits:
             raise ValueError(f"ITQ with {bits} bits needs bits <= dim ({dim}) and at least {bits} vectors (got {len(vectors)}).")
+        rng = np.random.default_rng(seed)
+        if len(vectors) > sample:  # the projection is learned from a random sample: fitting cost stays bounded
+            vectors = vectors[rng.choice(len(vectors), sample, replace=False)]
         x = np.asarray(vectors, dtype=np.float64)
         mean = x.mean(axis=0)
         x = x - mean
         _, _, vt = np.linalg.svd(x, full_matrices=False)
         pca = vt[:bits].T  # (dim, bits)
         v = x @ pca
-        rng = np.random.default_rng(seed)
         rotation, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
         for _ in range(iterations):  # alternate: B = sign(VR); R = argmin ||B - VR|| (orthogonal Procrustes)
             b = np.where(v @ rotation >= 0, 1.0, -1.0)

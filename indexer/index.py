@@ -437,7 +437,7 @@ class GalleryIndex:
         vector: np.ndarray | None = None,
         metric: Metric | str = Metric.COSINE,
         exact: bool = False,
-        rerank: int = 100,
+        rerank: int = 500,
     ) -> list[SearchHit]:
         """The k most similar items, best first, with cosine similarity scores.
 

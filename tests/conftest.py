@@ -1,12 +1,16 @@
 """Fixtures for the index tests: a tiny random open_clip model (with a text tower) and small galleries."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from anywhere without installing the package
+    sys.path.insert(0, str(ROOT))
 CONFIGS = Path(__file__).parent / "configs"
 TINY_CLIP_SPEC = "open_clip:tiny-test"
 
