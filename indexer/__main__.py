@@ -56,7 +56,8 @@ def run_build(args) -> int:
     report = index.build_report
     print(json.dumps({"index": str(report.out), "count": report.count, "embedded": report.embedded,
                       "skipped": report.skipped, "resumed_from": report.resumed_from,
-                      "seconds": round(report.seconds, 2), "images_per_second": round(report.images_per_second, 1)}))
+                      "seconds": round(report.seconds, 2), "model_seconds": round(report.model_seconds, 2),
+                      "decode_wait_seconds": round(report.decode_wait_seconds, 2), "images_per_second": round(report.images_per_second, 1)}))
     return 0
 
 

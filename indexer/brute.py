@@ -44,3 +44,11 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of each row of `truth` (ids) present in the same row of `found`."""
     hits = sum(len(set(map(int, f)) & set(map(int, t))) for f, t in zip(found, truth))
     return hits / max(1, truth.size)
+
+
+def clustered_unit_vectors(n: int, dim: int, clusters: int = 50, seed: int = 0, spread: float = 0.35) -> np.ndarray:
+    """Synthetic gallery for recall measurements: unit vectors around `clusters` fixed centres (the same
+    centres for every seed, so another seed gives fresh queries from the same distribution)."""
+    centres = np.random.default_rng(1234).normal(size=(clusters, dim))
+    rng = np.random.default_rng(seed)
+    return normalize(centres[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, dim)))

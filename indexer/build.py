@@ -41,8 +41,10 @@ class BuildReport:
     count: int  # items in the index afterwards
     embedded: int  # images embedded by this call
     skipped: int  # unreadable images skipped by this call
-    resumed_from: int  # row this call started at (0 for a fresh build)
+    resumed_from: int  # items already in the index when this call started (not re-embedded)
     seconds: float
+    model_seconds: float = 0.0  # time in embedder.embed_pixels
+    decode_wait_seconds: float = 0.0  # time the model step waited for decoding (near 0: decoding keeps up)
     skipped_examples: list[str] = field(default_factory=list)
 
     @property
@@ -128,7 +130,7 @@ def build_index(
     index.source["end"] = end
     is_folder = source.kind is SourceKind.FOLDER
     known = {index.get(i).source for i in index.ids} if is_folder else set()  # folders resume by path
-    report = BuildReport(out, end, len(index), 0, 0, start, 0.0)
+    report = BuildReport(out, end, len(index), 0, 0, len(index), 0.0)
     if not _has_work(source, start, end, known):
         if hamming and index.hamming is None:
             index.enable_hamming(hamming, hamming_bits)
@@ -149,7 +151,9 @@ def build_index(
             def finish_one():
                 nonlocal done, last_save
                 batch, futures = in_flight.popleft()
+                waited = time.perf_counter()
                 prepared = [f.result() for f in futures]
+                report.decode_wait_seconds += time.perf_counter() - waited
                 good = [(r, t) for r, t in zip(batch, prepared) if isinstance(t, torch.Tensor)]
                 for message in (t for t in prepared if isinstance(t, str)):
                     log.warning("skipping unreadable image: %s", message)
@@ -157,7 +161,9 @@ def build_index(
                     if len(report.skipped_examples) < 20:
                         report.skipped_examples.append(message)
                 if good:
+                    model_started = time.perf_counter()
                     vectors = embedder.embed_pixels(torch.stack([t for _, t in good]))
+                    report.model_seconds += time.perf_counter() - model_started
                     index.add_vectors(vectors, [r.label for r, _ in good], [r.source for r, _ in good],
                                       [r.row for r, _ in good])
                     report.embedded += len(good)
@@ -226,7 +232,8 @@ def _checkpoint(index: GalleryIndex, out: Path, report: BuildReport) -> None:
 
 def _report_dict(report: BuildReport) -> dict:
     return {"embedded": report.embedded, "skipped": report.skipped, "resumed_from": report.resumed_from,
-            "seconds": round(report.seconds, 3), "skipped_examples": report.skipped_examples}
+            "seconds": round(report.seconds, 3), "model_seconds": round(report.model_seconds, 3),
+            "decode_wait_seconds": round(report.decode_wait_seconds, 3), "skipped_examples": report.skipped_examples}
 
 
 class _NoBar:

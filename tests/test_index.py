@@ -12,15 +12,8 @@ from PIL import Image
 from conftest import TINY_CLIP_SPEC, make_images
 from indexer import (CodeKind, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Metric, build_index,
                      open_index)
-from indexer.brute import exact_search, recall_at_k
+from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k
 from indexer.data import SourceError, open_source
-
-
-def clustered_vectors(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dim))
-    x = centres[rng.integers(0, clusters, n)] + 0.35 * rng.normal(size=(n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 # -- building from datasets and folders -------------------------------------------------------------------
@@ -247,8 +240,8 @@ def test_unreadable_images_are_skipped(tiny_clip, image_folder, tmp_path):
 # -- recall and Hamming mode --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def clustered():
-    vectors = clustered_vectors(20_000, 64, clusters=50, seed=0)
-    queries = clustered_vectors(200, 64, clusters=50, seed=0)  # same centres, fresh noise
+    vectors = clustered_unit_vectors(20_000, 64, clusters=50, seed=0)
+    queries = clustered_unit_vectors(200, 64, clusters=50, seed=1)  # same centres, fresh points
     index = GalleryIndex(64, "vectors", capacity=20_000)
     index.add_vectors(vectors)
     truth, _ = exact_search(queries, vectors, 10)
