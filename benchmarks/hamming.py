@@ -29,7 +29,7 @@ def run(name: str, vectors: np.ndarray, queries: np.ndarray, k: int = 10) -> Non
     found = np.array([[h.id for h in index.search(vector=q, k=k)] for q in queries])
     print(json.dumps({"data": name, "n": len(vectors), "dim": vectors.shape[1], "mode": "hnsw",
                       "recall@10": round(recall_at_k(found, truth), 4), "bytes": index.memory_bytes()["float32"]}))
-    for kind, bits in (("sign", 0), ("itq", 0), ("itq", min(128, vectors.shape[1]))):
+    for kind, bits in (("sign", 0), ("itq", min(128, vectors.shape[1]))):
         started = time.perf_counter()
         index.enable_hamming(kind, bits)
         fit = time.perf_counter() - started

@@ -37,7 +37,7 @@ def add_build(subparsers) -> None:
                    help=f"hnsw build-time candidate list (default {defaults.ef_construction})")
     p.add_argument("--ef", type=int, default=defaults.ef, help=f"hnsw search-time candidate list (default {defaults.ef})")
     p.add_argument("--hamming", choices=[k.value for k in CodeKind], help="also store binary codes for Hamming search")
-    p.add_argument("--hamming-bits", type=int, default=0, help="bits per code for --hamming itq (default: dim)")
+    p.add_argument("--hamming-bits", type=int, default=0, help="bits per code for --hamming itq (default 128; sign codes have one bit per dimension)")
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, help="save progress this often (default 30)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial build")
     p.set_defaults(func=run_build)

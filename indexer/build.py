@@ -128,6 +128,7 @@ def build_index(
     index, start = _open_or_create(out, embedder, described, params, resume)
     index.source.update({k: v for k, v in described.items() if k != "next_row"})
     index.source["end"] = end
+    index.attach_source(source)  # image(id) of dataset rows reads from the already-open source
     is_folder = source.kind is SourceKind.FOLDER
     known = {index.get(i).source for i in index.ids} if is_folder else set()  # folders resume by path
     report = BuildReport(out, end, len(index), 0, 0, len(index), 0.0)

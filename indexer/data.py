@@ -110,6 +110,7 @@ class DatasetSource(GallerySource):
 
         self.kind, self.dataset, self.config, self.split, self.revision = kind, dataset, config, split, revision
         self.base_dir = base_dir
+        self.revision_sha: str | None = None  # the commit a hub dataset resolved to (informative)
         self.image_column = detect_image_column(ds.features, image_column)
         self.label_column = detect_label_column(ds.features, label_column, self.image_column)
         feature = ds.features[self.image_column]
@@ -165,7 +166,7 @@ class DatasetSource(GallerySource):
 
     def describe(self):
         return {"kind": self.kind.value, "dataset": self.dataset, "config": self.config, "split": self.split,
-                "revision": self.revision, "fingerprint": self.fingerprint, "image_column": self.image_column,
+                "revision": self.revision, "revision_sha": self.revision_sha, "fingerprint": self.fingerprint, "image_column": self.image_column,
                 "label_column": self.label_column or NONE, "num_rows": len(self)}
 
 
@@ -249,8 +250,9 @@ def open_source(dataset: str | os.PathLike, config: str | None = None, split: st
                           "--config and --split, and that the hub is reachable (or use a local path).") from exc
     if isinstance(loaded, datasets.DatasetDict):
         loaded, split = _pick_split(loaded, split, name)
-    revision = revision or _hub_sha(name, revision)
-    return DatasetSource(loaded, SourceKind.HUB, name, config, split, revision, image_column, label_column)
+    source = DatasetSource(loaded, SourceKind.HUB, name, config, split, revision, image_column, label_column)
+    source.revision_sha = _hub_sha(name, revision)
+    return source
 
 
 def _hub_sha(repo_id: str, revision: str | None) -> str | None:

@@ -8,7 +8,7 @@ Two code families:
 - `SIGN`: bit i = (x_i > 0). No training; good when the embedding is roughly centred.
 - `ITQ`: learned projection (Gong & Lazebnik, Iterative Quantization): centre, PCA to `bits` dims,
   then a rotation learned so that sign bits lose as little as possible. Better recall per bit, and the
-  only way to get fewer bits than dimensions; needs at least `bits` training vectors.
+  only way to get fewer bits than dimensions; needs at least `bits` training vectors. Default 128 bits.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 WORD_BITS = 64
+ITQ_DEFAULT_BITS = 128  # the fit is O(dim^2 * bits) per iteration: 128 learned bits fit in seconds to a minute
 
 
 class CodeKind(str, enum.Enum):
@@ -39,11 +40,12 @@ class BinaryCodec:
             iterations: int = 30, seed: int = 0, sample: int = 10_000) -> "BinaryCodec":
         kind = CodeKind(kind)
         dim = vectors.shape[1]
-        bits = bits or dim
         if kind is CodeKind.SIGN:
+            bits = bits or dim
             if bits != dim:
                 raise ValueError(f"sign codes have one bit per dimension ({dim}); use kind='itq' for {bits} bits.")
             return cls(kind, bits)
+        bits = bits or min(dim, ITQ_DEFAULT_BITS)
         if bits > dim or len(vectors) < bits:
             raise ValueError(f"ITQ with {bits} bits needs bits <= dim ({dim}) and at least {bits} vectors (got {len(vectors)}).")
         rng = np.random.default_rng(seed)

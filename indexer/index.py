@@ -522,6 +522,10 @@ class GalleryIndex:
             raise FileNotFoundError(f"Item {item.id} has no image source (it was added as a bare vector).")
         return load_image(source)
 
+    def attach_source(self, source) -> None:
+        """Use an already-open data.GallerySource for image() of dataset rows instead of reopening it."""
+        self._dataset = source
+
     def source_args(self) -> dict:
         """Arguments of data.open_source that reopen this index's dataset."""
         keys = ("dataset", "config", "split", "revision", "image_column", "label_column")
