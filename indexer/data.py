@@ -170,21 +170,28 @@ class DatasetSource(GallerySource):
                 "label_column": self.label_column or NONE, "num_rows": len(self)}
 
 
+def _detect_column(features, requested: str, feature_type, names, accepts, option: str) -> str | None:
+    """The requested column (checked), else the first column of `feature_type`, else the first of `names`
+    whose feature `accepts`; None if nothing fits."""
+    if requested != AUTO:
+        if requested not in features:
+            raise SourceError(f"No column {requested!r}; columns are {list(features)}: pick one with {option}.")
+        return requested
+    for name, feature in features.items():
+        if isinstance(feature, feature_type):
+            return name
+    return next((name for name in names if name in features and accepts(features[name])), None)
+
+
 def detect_image_column(features, requested: str | None = AUTO) -> str:
     import datasets
 
-    if requested and requested != AUTO:
-        if requested not in features:
-            raise SourceError(f"No column {requested!r}; columns are {list(features)}: pick one with --image-column.")
-        return requested
-    for name, feature in features.items():
-        if isinstance(feature, datasets.Image):
-            return name
-    for name in IMAGE_COLUMN_NAMES:
-        if name in features and getattr(features[name], "dtype", None) in ("string", "large_string"):
-            return name
-    raise SourceError(f"No image column found (no Image feature, no column named {', '.join(IMAGE_COLUMN_NAMES[:4])}...); "
-                      f"columns are {list(features)}: name it with --image-column.")
+    is_text = lambda feature: getattr(feature, "dtype", None) in ("string", "large_string")  # noqa: E731
+    column = _detect_column(features, requested or AUTO, datasets.Image, IMAGE_COLUMN_NAMES, is_text, "--image-column")
+    if column is None:
+        raise SourceError(f"No image column found (no Image feature, no column named {', '.join(IMAGE_COLUMN_NAMES[:4])}...); "
+                          f"columns are {list(features)}: name it with --image-column.")
+    return column
 
 
 def detect_label_column(features, requested: str | None = AUTO, image_column: str | None = None) -> str | None:
@@ -192,17 +199,9 @@ def detect_label_column(features, requested: str | None = AUTO, image_column: st
 
     if requested is None or requested == NONE:
         return None
-    if requested != AUTO:
-        if requested not in features:
-            raise SourceError(f"No column {requested!r}; columns are {list(features)}: pick one with --label-column or use 'none'.")
-        return requested
-    for name, feature in features.items():
-        if isinstance(feature, datasets.ClassLabel):
-            return name
-    for name in LABEL_COLUMN_NAMES:
-        if name in features and name != image_column and isinstance(features[name], datasets.Value):
-            return name
-    return None
+    names = [name for name in LABEL_COLUMN_NAMES if name != image_column]
+    return _detect_column(features, requested, datasets.ClassLabel, names,
+                          lambda feature: isinstance(feature, datasets.Value), "--label-column (or 'none')")
 
 
 def _pick_split(dsd, split: str | None, where: str):
