@@ -364,3 +364,39 @@ def test_cli_build_and_search(tiny_clip, image_folder, tmp_path, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["search", "--index", str(tmp_path / "none"), "--text", "x"]) == 2
     assert "not a Twinsight index" in capsys.readouterr().err
+
+
+def test_hub_dataset_default_gallery_and_fallback(tiny_clip, image_dataset, tmp_path, monkeypatch):
+    import datasets
+
+    import indexer.data as data
+    import indexer.models.registry as registry
+    from indexer.gallery import BUILTIN_IMAGES, DEFAULT_HUB_GALLERY, DEFAULT_HUB_SPLIT, GALLERY_ENV, open_default_gallery
+
+    requests = []
+
+    def fake_load_dataset(name, config=None, split=None, revision=None):  # the hub, as datasets would return it
+        requests.append((name, config, split))
+        dsd = datasets.DatasetDict({"train": image_dataset, DEFAULT_HUB_SPLIT: image_dataset.select(range(6))})
+        return dsd[split] if split else dsd
+
+    monkeypatch.delenv(GALLERY_ENV, raising=False)
+    monkeypatch.setattr(registry, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(data, "_hub_sha", lambda repo, revision: "abc123")
+    index = open_default_gallery(tiny_clip, cache_root=tmp_path)
+    assert requests[0] == (DEFAULT_HUB_GALLERY, None, DEFAULT_HUB_SPLIT) and len(index) == 6
+    assert index.source["kind"] == "hub" and index.source["revision_sha"] == "abc123"
+    assert index.get(4).source == f"dataset:{DEFAULT_HUB_GALLERY}[{DEFAULT_HUB_SPLIT}]#4"
+    reopened = open_index(index.path)  # image() of a dataset row reopens the dataset from meta.json
+    assert np.array_equal(np.asarray(reopened.image(4)), np.asarray(image_dataset[4]["image"].convert("RGB")))
+
+    other = build_index("org/other", model=tiny_clip, out=tmp_path / "other")  # no split: train is picked
+    assert other.source["split"] == "train" and len(other) == 24
+
+    def hub_down(*args, **kwargs):
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", hub_down)
+    fallback = open_default_gallery(tiny_clip, cache_root=tmp_path)
+    assert fallback.source["kind"] == "builtin" and len(fallback) == len(BUILTIN_IMAGES)
