@@ -25,7 +25,7 @@ import torch
 from .data import AUTO, GallerySource, Record, SourceKind, open_source
 from .hamming import CodeKind
 from .images import load_image
-from .index import META_FILE, GalleryIndex, HnswParams
+from .index import META_FILE, GalleryIndex, HnswParams, IndexMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def build_index(
     hamming: CodeKind | str | None = None,
     hamming_bits: int = 0,
     index_root: str | os.PathLike | None = None,
+    into: GalleryIndex | None = None,
 ) -> GalleryIndex:
     """Embed `dataset` (hub id, saved dataset dir, parquet file, image folder, or 'builtin') into an index.
 
@@ -114,6 +115,8 @@ def build_index(
     model, it continues from the next unembedded row (resume=False starts over); a finished build is
     returned as is, and rows the source gained since are added. progress(done, total) is called after
     every batch (the app passes gr.Progress here); show_progress draws a tqdm bar (images/s, ETA).
+    into: continue into this already-open index (same model and source) instead of loading `out`, so a
+    running app's index gains the new rows while it keeps serving searches.
     The returned index has a `build_report` attribute (BuildReport).
     """
     from .models import Embedder, load_embedder
@@ -123,9 +126,9 @@ def build_index(
     source = open_source(dataset, config, split, revision, image_column, label_column)
     described = source.describe()
     end = len(source) if limit is None else min(int(limit), len(source))
-    out = Path(out) if out else index_dir_for(embedder.name, described, index_root)
+    out = Path(out) if out else into.path if into is not None and into.path else index_dir_for(embedder.name, described, index_root)
 
-    index, start = _open_or_create(out, embedder, described, params, resume)
+    index, start = _open_or_create(out, embedder, described, params, resume, into)
     index.source.update({k: v for k, v in described.items() if k != "next_row"})
     index.source["end"] = end
     index.attach_source(source)  # image(id) of dataset rows reads from the already-open source
@@ -212,9 +215,13 @@ def _has_work(source: GallerySource, start: int, end: int, known: set[str]) -> b
     return start < end
 
 
-def _open_or_create(out: Path, embedder, described: dict, params: HnswParams, resume: bool) -> tuple[GalleryIndex, int]:
-    if resume and (out / META_FILE).is_file():
-        index = GalleryIndex.load(out, embedder)  # refuses another model or dimension
+def _open_or_create(out: Path, embedder, described: dict, params: HnswParams, resume: bool,
+                    into: GalleryIndex | None) -> tuple[GalleryIndex, int]:
+    if into is not None or (resume and (out / META_FILE).is_file()):
+        index = into if into is not None else GalleryIndex.load(out, embedder)  # refuses another model or dim
+        if into is not None and (into.model != embedder.name or into.dim != embedder.dim):
+            raise IndexMismatchError(f"cannot add {embedder.name} (dim {embedder.dim}) embeddings to an index of "
+                                     f"{into.model} (dim {into.dim}): use the index's own model.")
         theirs = {key: index.source.get(key) for key in SOURCE_IDENTITY}
         ours = {key: described.get(key) for key in SOURCE_IDENTITY}
         if theirs != ours:

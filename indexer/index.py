@@ -324,10 +324,11 @@ class GalleryIndex:
             return ids
 
     def add(self, images: Sequence[ImageSource], labels: Sequence[str | None] | None = None) -> list[int]:
-        """Embed and add images: file paths (referenced by path) or PIL images, bytes, arrays (stored in the
-        index directory's images/ on the next save). Needs the index's embedder."""
+        """Embed and add images: file paths (referenced by path) or PIL images, bytes, arrays, dataset image
+        values (stored in the index directory's images/ on the next save). Needs the index's embedder.
+        New rows of the index's own dataset or folder: use sync()."""
         embedder = self._require_embedder()
-        images = list(images)
+        images = [_undecoded(image) for image in images]
         decoded = [load_image(image) for image in images]
         vectors = embedder.encode_images(decoded)
         sources = [str(Path(image).resolve()) if isinstance(image, (str, os.PathLike)) else "" for image in images]
@@ -526,6 +527,16 @@ class GalleryIndex:
         """Use an already-open data.GallerySource for image() of dataset rows instead of reopening it."""
         self._dataset = source
 
+    def sync(self, progress=None, **build_options) -> "GalleryIndex":
+        """Embed what this index's dataset or folder gained since it was built (new rows or files), in place,
+        and save. Returns self, with a fresh `build_report`."""
+        from .build import build_index
+
+        if not self.source.get("dataset"):
+            raise ValueError("This index has no dataset or folder to sync from; add images with add().")
+        return build_index(self.source["dataset"], model=self._require_embedder(), into=self, progress=progress,
+                           **{k: v for k, v in self.source_args().items() if k != "dataset"}, **build_options)
+
     def source_args(self) -> dict:
         """Arguments of data.open_source that reopen this index's dataset."""
         keys = ("dataset", "config", "split", "revision", "image_column", "label_column")
@@ -656,6 +667,13 @@ class GalleryIndex:
             raise ValueError(f"This index has no model attached; open it with open_index(path) or pass "
                              f"embedder=load_embedder({self.model!r}).")
         return self.embedder
+
+
+def _undecoded(image):
+    """A datasets Image value left undecoded ({'bytes': ..., 'path': ...}) -> bytes or path."""
+    if isinstance(image, dict):
+        return image.get("bytes") or image.get("path")
+    return image
 
 
 def read_meta(path: str | os.PathLike) -> dict:

@@ -50,10 +50,15 @@ def test_build_from_image_folder_labels_are_relative_parents(tiny_clip, image_fo
     assert np.array_equal(np.asarray(index.image(3)), np.asarray(Image.open(path).convert("RGB")))
     hits = index.search(path, k=1)
     assert hits[0].id == 3 and hits[0].label == item.label
-    # a new file in the folder is picked up by the next build without re-embedding the rest
+    # new files in the folder are picked up without re-embedding the rest: by the next build ...
     make_images(1, seed=9)[0].save(image_folder / "Alphabet_1" / "new.png")
     index = build_index(image_folder, model=tiny_clip, out=tmp_path / "ix")
     assert index.build_report.embedded == 1 and len(index) == 13
+    # ... or in place, by the open index
+    make_images(1, seed=10)[0].save(image_folder / "Alphabet_0" / "newer.png")
+    assert index.sync() is index and index.build_report.embedded == 1 and len(index) == 14
+    assert index.search(image_folder / "Alphabet_0" / "newer.png", k=1)[0].label == "Alphabet_0"
+    assert len(open_index(tmp_path / "ix")) == 14  # and saved
 
 
 def test_column_detection_and_overrides(tiny_clip, tmp_path):
@@ -98,6 +103,9 @@ def test_add_delete_reload(tiny_clip, image_folder, tmp_path):
     new_file.save(tmp_path / "extra.png")
     ids = index.add([new_pil, tmp_path / "extra.png"], labels=["added", "added-file"])
     assert ids == [12, 13] and len(index) == 14
+    [row_id] = index.add([{"bytes": (tmp_path / "extra.png").read_bytes(), "path": None}])  # a dataset row's image
+    assert {h.id for h in index.search(vector=index.vectors([row_id])[0], k=2)} == {row_id, 13}  # same pixels as extra.png
+    index.delete([row_id])
     assert index.search(new_pil, k=1)[0].id == 12
     assert index.delete([0, 5]) == 2
     with pytest.raises(KeyError):
@@ -114,7 +122,7 @@ def test_add_delete_reload(tiny_clip, image_folder, tmp_path):
     assert again.get(12).label == "added" and again.get(13).source == str((tmp_path / "extra.png").resolve())
     assert np.array_equal(np.asarray(again.image(12)), np.asarray(new_pil))  # stored inside the index dir
     assert again.search(new_pil, k=1)[0].id == 12
-    assert again.add_vectors(again.vectors([1])) == [14]  # ids are never reused after deletes
+    assert again.add_vectors(again.vectors([1])) == [15]  # ids are never reused after deletes
     meta = json.loads((out / "meta.json").read_text())
     assert meta["count"] == 12 and meta["dim"] == 32 and meta["model"] == TINY_CLIP_SPEC
     assert meta["metric"] == "cosine" and "hnswlib" in meta["versions"] and len(meta["checksum"]) == 64
