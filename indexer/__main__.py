@@ -14,6 +14,7 @@ from typing import Callable
 from .data import AUTO
 from .hamming import CodeKind
 from .index import HnswParams, Metric
+from .models import CapabilityError
 
 
 def add_build(subparsers) -> None:
@@ -71,7 +72,8 @@ def add_search(subparsers) -> None:
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     p.add_argument("--label", action="append", help="only items with this label (repeatable)")
     p.add_argument("--metric", choices=[m.value for m in Metric], default=Metric.COSINE.value)
-    p.add_argument("--exact", action="store_true", help="brute force instead of the hnsw graph")
+    p.add_argument("--exact", action="store_true", default=None,
+                   help="brute force instead of the hnsw graph (the default below 1,000 items)")
     p.add_argument("--ef", type=int, help="override the stored hnsw ef")
     p.set_defaults(func=run_search)
 
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as exc:  # our errors say what to do; no traceback
+    except (ValueError, KeyError, FileNotFoundError, CapabilityError) as exc:  # our errors say what to do
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -53,6 +53,7 @@ INDEX_SOURCE_PREFIX = "index:"  # image stored inside the index directory
 DATASET_SOURCE_PREFIX = "dataset:"  # a row of the index's dataset
 BUILTIN_SOURCE_PREFIX = "builtin:"  # an image of the built-in offline gallery
 MIN_CAPACITY = 1024
+EXACT_SEARCH_BELOW = 1000  # galleries this small are searched exactly by default (as fast as the graph, and exact)
 VERSIONED_PACKAGES = ("hnswlib", "numpy", "pyarrow", "torch", "datasets", "open_clip_torch", "transformers", "pillow")
 
 
@@ -437,14 +438,15 @@ class GalleryIndex:
         text: str | None = None,
         vector: np.ndarray | None = None,
         metric: Metric | str = Metric.COSINE,
-        exact: bool = False,
+        exact: bool | None = None,
         rerank: int = 500,
     ) -> list[SearchHit]:
         """The k most similar items, best first, with cosine similarity scores.
 
         label_filter: a label or labels; only those items are searched (exactly, since a filtered graph
         walk misses rare labels). metric=HAMMING: popcount over binary codes, then the best `rerank`
-        candidates re-ranked by cosine. exact=True: brute force over all vectors.
+        candidates re-ranked by cosine. exact=True: brute force over all vectors; False: the hnsw graph;
+        None (default): brute force for galleries under EXACT_SEARCH_BELOW items, else the graph.
         """
         q = self.embed_query(query, image=image, text=text, vector=vector)
         metric = Metric(metric)
@@ -455,7 +457,7 @@ class GalleryIndex:
             allowed = self._filter_positions(label_filter)
             if metric is Metric.HAMMING:
                 positions, scores = self._hamming(q, k, allowed, rerank)
-            elif exact or allowed is not None:
+            elif allowed is not None or (self._count < EXACT_SEARCH_BELOW if exact is None else exact):
                 positions, scores = self._exact(q, k, allowed)
             else:
                 positions, scores = self._graph(q, k)
