@@ -148,54 +148,53 @@ def build_index(
     last_save = time.monotonic()
     done = start
     workers = workers or min(4, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="twinsight-decode")
+    in_flight: deque[tuple[list[Record], list[Future]]] = deque()
+
+    def finish_one():
+        nonlocal done, last_save
+        batch, futures = in_flight.popleft()
+        waited = time.perf_counter()
+        prepared = [f.result() for f in futures]
+        report.decode_wait_seconds += time.perf_counter() - waited
+        good = [(r, t) for r, t in zip(batch, prepared) if isinstance(t, torch.Tensor)]
+        for message in (t for t in prepared if isinstance(t, str)):
+            log.warning("skipping unreadable image: %s", message)
+            report.skipped += 1
+            if len(report.skipped_examples) < 20:
+                report.skipped_examples.append(message)
+        if good:
+            model_started = time.perf_counter()
+            vectors = embedder.embed_pixels(torch.stack([t for _, t in good]))
+            report.model_seconds += time.perf_counter() - model_started
+            index.add_vectors(vectors, [r.label for r, _ in good], [r.source for r, _ in good],
+                              [r.row for r, _ in good])
+            report.embedded += len(good)
+        index.source["next_row"] = batch[-1].row + 1
+        bar.update(batch[-1].row + 1 - done)
+        done = batch[-1].row + 1
+        if progress is not None:
+            progress(done, end)
+        if time.monotonic() - last_save >= checkpoint_seconds:
+            _checkpoint(index, out, report)
+            last_save = time.monotonic()
+
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="twinsight-decode") as pool:
-            in_flight: deque[tuple[list[Record], list[Future]]] = deque()
-
-            def finish_one():
-                nonlocal done, last_save
-                batch, futures = in_flight.popleft()
-                waited = time.perf_counter()
-                prepared = [f.result() for f in futures]
-                report.decode_wait_seconds += time.perf_counter() - waited
-                good = [(r, t) for r, t in zip(batch, prepared) if isinstance(t, torch.Tensor)]
-                for message in (t for t in prepared if isinstance(t, str)):
-                    log.warning("skipping unreadable image: %s", message)
-                    report.skipped += 1
-                    if len(report.skipped_examples) < 20:
-                        report.skipped_examples.append(message)
-                if good:
-                    model_started = time.perf_counter()
-                    vectors = embedder.embed_pixels(torch.stack([t for _, t in good]))
-                    report.model_seconds += time.perf_counter() - model_started
-                    index.add_vectors(vectors, [r.label for r, _ in good], [r.source for r, _ in good],
-                                      [r.row for r, _ in good])
-                    report.embedded += len(good)
-                index.source["next_row"] = batch[-1].row + 1
-                bar.update(batch[-1].row + 1 - done)
-                done = batch[-1].row + 1
-                if progress is not None:
-                    progress(done, end)
-                if time.monotonic() - last_save >= checkpoint_seconds:
-                    _checkpoint(index, out, report)
-                    last_save = time.monotonic()
-
-            for batch in _batches(records, batch_size or embedder.batch_size):
-                in_flight.append((batch, [pool.submit(_prepare, embedder, r) for r in batch]))
-                if len(in_flight) > prefetch:
-                    finish_one()
-            while in_flight:
+        for batch in _batches(records, batch_size or embedder.batch_size):
+            in_flight.append((batch, [pool.submit(_prepare, embedder, r) for r in batch]))
+            if len(in_flight) > prefetch:
                 finish_one()
+        while in_flight:
+            finish_one()
     except BaseException:
-        for _batch, futures in locals().get("in_flight", ()):
-            for f in futures:
-                f.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)  # queued decodes are dropped, not finished
         if len(index):
             log.warning("build interrupted at row %s; saving a checkpoint to %s so the next build resumes there",
                         index.source.get("next_row"), out)
             _checkpoint(index, out, report)
         raise
     finally:
+        pool.shutdown(wait=True)
         bar.close()
     index.source["next_row"] = end
     if hamming and index.hamming is None:
