@@ -127,3 +127,16 @@ def open_default_gallery(
         log.warning("default gallery %s unavailable (%s); using the built-in offline gallery", dataset, exc)
         return build_index(BUILTIN, **kwargs)
 
+
+
+def describe_gallery(index: GalleryIndex) -> str:
+    """One line for the UI, e.g. 'AI-Lab-Makerere/beans [validation] · 133 images · 3 labels · MIT'."""
+    source = index.source
+    name = "built-in gallery (scikit-image photos)" if source.get("kind") == SourceKind.BUILTIN.value else str(
+        source.get("dataset") or "custom gallery")
+    if source.get("split"):
+        name += f" [{source['split']}]"
+    parts = [name, f"{len(index)} images", f"{len(index.labels())} labels"]
+    if source.get("dataset") == DEFAULT_HUB_GALLERY:
+        parts.append(DEFAULT_HUB_LICENSE)
+    return " · ".join(parts)

@@ -553,6 +553,7 @@ class GalleryIndex:
         target = target.absolute()
         target.parent.mkdir(parents=True, exist_ok=True)
         with self._save_lock, self._lock.read():
+            _remove_stale_temps(target)
             tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             try:
@@ -729,6 +730,18 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _remove_stale_temps(target: Path, older_than_s: float = 3600.0) -> None:
+    """Temp directories of saves that crashed (an hour old: no live save takes that long)."""
+    import time
+
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        try:
+            if time.time() - stale.stat().st_mtime > older_than_s:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _recover(path: Path) -> None:

@@ -186,10 +186,15 @@ def test_crash_mid_save_leaves_previous_index_loadable(tmp_path, monkeypatch):
     assert len(GalleryIndex.load(out)) == 8
     assert [p.name for p in tmp_path.iterdir()] == ["ix"]  # no temp dir left behind
     monkeypatch.undo()
+    stale = tmp_path / ".ix.tmp-0badc0de"  # left by a save that crashed hard an hour ago
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    index.save(out)
+    assert not stale.exists() and len(GalleryIndex.load(out)) == 11
 
     # a crash between "rename old aside" and "rename new in": the next load restores the old index
     os.rename(out, tmp_path / ".ix.old-deadbeef")
-    assert len(GalleryIndex.load(out)) == 8
+    assert len(GalleryIndex.load(out)) == 11
     # damaged files are detected by the checksums
     with open(out / "vectors.npy", "r+b") as fp:
         fp.seek(-4, os.SEEK_END)
@@ -337,7 +342,7 @@ def test_concurrent_search_while_adding():
 # -- the app's default gallery and the command line -------------------------------------------------------------
 def test_default_gallery_is_builtin_offline_and_cached(tiny_clip, tmp_path, monkeypatch):
     import indexer.models.registry as registry
-    from indexer.gallery import BUILTIN_IMAGES, GALLERY_ENV, open_default_gallery
+    from indexer.gallery import BUILTIN_IMAGES, GALLERY_ENV, describe_gallery, open_default_gallery
 
     monkeypatch.delenv(GALLERY_ENV, raising=False)
     monkeypatch.setattr(registry, "hub_reachable", lambda *a, **k: False)
@@ -347,6 +352,7 @@ def test_default_gallery_is_builtin_offline_and_cached(tiny_clip, tmp_path, monk
     assert "cat" in index.labels() and index.get(2).source == "builtin:chelsea"
     assert index.image(2).size == (451, 300)
     assert index.path.parent.parent == tmp_path  # cache_root/MODEL/DATASET-HASH
+    assert describe_gallery(index).startswith("built-in gallery") and f"{len(BUILTIN_IMAGES)} images" in describe_gallery(index)
     again = open_default_gallery(tiny_clip, cache_root=tmp_path)
     assert again.build_report.embedded == 0 and len(again) == len(index)
     monkeypatch.setenv(GALLERY_ENV, str(tmp_path / "nowhere"))
@@ -381,7 +387,8 @@ def test_hub_dataset_default_gallery_and_fallback(tiny_clip, image_dataset, tmp_
 
     import indexer.data as data
     import indexer.models.registry as registry
-    from indexer.gallery import BUILTIN_IMAGES, DEFAULT_HUB_GALLERY, DEFAULT_HUB_SPLIT, GALLERY_ENV, open_default_gallery
+    from indexer.gallery import (BUILTIN_IMAGES, DEFAULT_HUB_GALLERY, DEFAULT_HUB_SPLIT, GALLERY_ENV, describe_gallery,
+                                 open_default_gallery)
 
     requests = []
 
@@ -397,6 +404,7 @@ def test_hub_dataset_default_gallery_and_fallback(tiny_clip, image_dataset, tmp_
     index = open_default_gallery(tiny_clip, cache_root=tmp_path)
     assert requests[0] == (DEFAULT_HUB_GALLERY, None, DEFAULT_HUB_SPLIT) and len(index) == 6
     assert index.source["kind"] == "hub" and index.source["revision_sha"] == "abc123"
+    assert describe_gallery(index) == f"{DEFAULT_HUB_GALLERY} [{DEFAULT_HUB_SPLIT}] · 6 images · 3 labels · MIT"
     assert index.get(4).source == f"dataset:{DEFAULT_HUB_GALLERY}[{DEFAULT_HUB_SPLIT}]#4"
     reopened = open_index(index.path)  # image() of a dataset row reopens the dataset from meta.json
     assert np.array_equal(np.asarray(reopened.image(4)), np.asarray(image_dataset[4]["image"].convert("RGB")))
