@@ -82,8 +82,12 @@ def run_search(args) -> int:
     from .index import open_index
 
     index = open_index(args.index, ef=args.ef, load_model=args.id is None)
-    query = dict(image=args.image) if args.image else dict(text=args.text) if args.text else dict(vector=index.vectors([args.id])[0])
-    for hit in index.search(k=args.k, label_filter=args.label, metric=args.metric, exact=args.exact, **query):
+    options = dict(k=args.k, label_filter=args.label, metric=args.metric, exact=args.exact)
+    if args.id is not None:
+        hits = index.similar(args.id, **options)
+    else:
+        hits = index.search(image=args.image, text=args.text, **options)
+    for hit in hits:
         print(json.dumps({"id": hit.id, "score": round(hit.score, 6), "label": hit.label, "source": hit.source}))
     return 0
 

@@ -464,6 +464,11 @@ class GalleryIndex:
             return [SearchHit(self._ids[p], float(s), self._labels[p], self._sources[p], self._rows[p])
                     for p, s in zip(positions, scores)]
 
+    def similar(self, item_id: int, k: int = 10, **options) -> list[SearchHit]:
+        """Search with the stored vector of an item (the app's "click a result"): no image decoding or model
+        call; the item itself comes first. Options as for search()."""
+        return self.search(vector=self.vectors([item_id])[0], k=k, **options)
+
     def _filter_positions(self, label_filter) -> np.ndarray | None:
         if label_filter is None:
             return None

@@ -378,6 +378,9 @@ def test_cli_build_and_search(tiny_clip, image_folder, tmp_path, capsys):
     assert lines[0]["source"] == str(query.resolve()) and lines[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert main(["search", "--index", str(out), "--text", "a cat", "-k", "2", "--metric", "hamming"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["search", "--index", str(out), "--id", "7", "-k", "2", "--exact"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["id"] == 7 and lines[0]["score"] == pytest.approx(1.0, abs=1e-4) and len(lines) == 2
     assert main(["search", "--index", str(tmp_path / "none"), "--text", "x"]) == 2
     assert "not a Twinsight index" in capsys.readouterr().err
 
