@@ -28,7 +28,7 @@ def tiny_clip():
     return load_embedder(TINY_CLIP_SPEC)
 
 
-def make_images(n: int, seed: int = 0, size: int = 40) -> list[Image.Image]:
+def make_gallery_images(n: int, seed: int = 0, size: int = 40) -> list[Image.Image]:
     """n distinct random RGB images (colour blocks, so the tiny model sees different inputs)."""
     rng = np.random.default_rng(seed)
     images = []
@@ -40,13 +40,13 @@ def make_images(n: int, seed: int = 0, size: int = 40) -> list[Image.Image]:
 
 
 @pytest.fixture()
-def image_dataset():
+def gallery_dataset():
     """A datasets.Dataset with an Image feature and a ClassLabel, 24 rows, 3 classes."""
     import datasets
 
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["red", "green", "blue"]),
                                   "caption": datasets.Value("string")})
-    images = make_images(24, seed=1)
+    images = make_gallery_images(24, seed=1)
     return datasets.Dataset.from_dict(
         {"image": images, "label": [i % 3 for i in range(24)], "caption": [f"item {i}" for i in range(24)]},
         features=features,
@@ -54,10 +54,10 @@ def image_dataset():
 
 
 @pytest.fixture()
-def image_folder(tmp_path):
+def gallery_folder(tmp_path):
     """An Omniglot-like folder: ALPHABET/characterNN/*.png, 12 images in 4 label folders."""
     root = tmp_path / "folder"
-    for i, image in enumerate(make_images(12, seed=2)):
+    for i, image in enumerate(make_gallery_images(12, seed=2)):
         folder = root / f"Alphabet_{i % 2}" / f"character{i % 4:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         image.save(folder / f"{i:03d}.png")

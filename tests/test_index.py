@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_CLIP_SPEC, make_images
+from conftest import TINY_CLIP_SPEC, make_gallery_images
 from indexer import (CodeKind, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Metric, build_index,
                      open_index)
 from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k
@@ -17,9 +17,9 @@ from indexer.data import SourceError, open_source
 
 
 # -- building from datasets and folders -------------------------------------------------------------------
-def test_build_from_saved_dataset_and_parquet(tiny_clip, image_dataset, tmp_path):
-    image_dataset.save_to_disk(str(tmp_path / "saved"))
-    image_dataset.to_parquet(str(tmp_path / "data.parquet"))
+def test_build_from_saved_dataset_and_parquet(tiny_clip, gallery_dataset, tmp_path):
+    gallery_dataset.save_to_disk(str(tmp_path / "saved"))
+    gallery_dataset.to_parquet(str(tmp_path / "data.parquet"))
     for source in ("saved", "data.parquet"):
         index = build_index(tmp_path / source, model=tiny_clip, out=tmp_path / f"ix-{source}", batch_size=8)
         assert len(index) == 24
@@ -32,32 +32,32 @@ def test_build_from_saved_dataset_and_parquet(tiny_clip, image_dataset, tmp_path
             assert hit.id == item_id and hit.score == pytest.approx(1.0, abs=1e-4)
             assert hit.row == item_id and hit.label == ["red", "green", "blue"][item_id % 3]
         # image(id) reads the dataset row back
-        expected = np.asarray(image_dataset[5]["image"].convert("RGB"))
+        expected = np.asarray(gallery_dataset[5]["image"].convert("RGB"))
         assert np.array_equal(np.asarray(index.image(5)), expected)
         # the same image as a query finds its row first
-        assert index.search(image_dataset[5]["image"], k=1)[0].id == 5
+        assert index.search(gallery_dataset[5]["image"], k=1)[0].id == 5
 
 
-def test_build_from_image_folder_labels_are_relative_parents(tiny_clip, image_folder, tmp_path):
-    index = build_index(image_folder, model=tiny_clip, out=tmp_path / "ix", batch_size=5)
+def test_build_from_image_folder_labels_are_relative_parents(tiny_clip, gallery_folder, tmp_path):
+    index = build_index(gallery_folder, model=tiny_clip, out=tmp_path / "ix", batch_size=5)
     assert len(index) == 12
     assert "Alphabet_0/character00" in index.labels() and len(index.labels()) == 4
-    files = sorted(image_folder.rglob("*.png"))  # rows follow the sorted file list
+    files = sorted(gallery_folder.rglob("*.png"))  # rows follow the sorted file list
     item = index.get(3)
     path = files[3]
     assert item.row == 3 and item.source == str(path.resolve())
-    assert item.label == path.parent.relative_to(image_folder).as_posix()
+    assert item.label == path.parent.relative_to(gallery_folder).as_posix()
     assert np.array_equal(np.asarray(index.image(3)), np.asarray(Image.open(path).convert("RGB")))
     hits = index.search(path, k=1)
     assert hits[0].id == 3 and hits[0].label == item.label
     # new files in the folder are picked up without re-embedding the rest: by the next build ...
-    make_images(1, seed=9)[0].save(image_folder / "Alphabet_1" / "new.png")
-    index = build_index(image_folder, model=tiny_clip, out=tmp_path / "ix")
+    make_gallery_images(1, seed=9)[0].save(gallery_folder / "Alphabet_1" / "new.png")
+    index = build_index(gallery_folder, model=tiny_clip, out=tmp_path / "ix")
     assert index.build_report.embedded == 1 and len(index) == 13
     # ... or in place, by the open index
-    make_images(1, seed=10)[0].save(image_folder / "Alphabet_0" / "newer.png")
+    make_gallery_images(1, seed=10)[0].save(gallery_folder / "Alphabet_0" / "newer.png")
     assert index.sync() is index and index.build_report.embedded == 1 and len(index) == 14
-    assert index.search(image_folder / "Alphabet_0" / "newer.png", k=1)[0].label == "Alphabet_0"
+    assert index.search(gallery_folder / "Alphabet_0" / "newer.png", k=1)[0].label == "Alphabet_0"
     assert len(open_index(tmp_path / "ix")) == 14  # and saved
 
 
@@ -66,7 +66,7 @@ def test_column_detection_and_overrides(tiny_clip, tmp_path):
 
     features = datasets.Features({"pic": datasets.Image(), "kind": datasets.ClassLabel(names=["a", "b"]),
                                   "note": datasets.Value("string")})
-    ds = datasets.Dataset.from_dict({"pic": make_images(4), "kind": [0, 1, 0, 1], "note": list("wxyz")}, features=features)
+    ds = datasets.Dataset.from_dict({"pic": make_gallery_images(4), "kind": [0, 1, 0, 1], "note": list("wxyz")}, features=features)
     ds.save_to_disk(str(tmp_path / "d"))
     source = open_source(tmp_path / "d")
     assert (source.image_column, source.label_column) == ("pic", "kind")
@@ -80,8 +80,8 @@ def test_column_detection_and_overrides(tiny_clip, tmp_path):
 
 
 # -- search ---------------------------------------------------------------------------------------------
-def test_search_text_label_filter_and_exact(tiny_clip, image_dataset, tmp_path):
-    image_dataset.save_to_disk(str(tmp_path / "saved"))
+def test_search_text_label_filter_and_exact(tiny_clip, gallery_dataset, tmp_path):
+    gallery_dataset.save_to_disk(str(tmp_path / "saved"))
     index = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix")
     hits = index.search(text="a red square", k=5)
     assert len(hits) == 5 and all(-1.0 <= h.score <= 1.0 for h in hits)
@@ -96,10 +96,10 @@ def test_search_text_label_filter_and_exact(tiny_clip, image_dataset, tmp_path):
 
 
 # -- update ---------------------------------------------------------------------------------------------
-def test_add_delete_reload(tiny_clip, image_folder, tmp_path):
+def test_add_delete_reload(tiny_clip, gallery_folder, tmp_path):
     out = tmp_path / "ix"
-    index = build_index(image_folder, model=tiny_clip, out=out)
-    new_pil, new_file = make_images(2, seed=5)
+    index = build_index(gallery_folder, model=tiny_clip, out=out)
+    new_pil, new_file = make_gallery_images(2, seed=5)
     new_file.save(tmp_path / "extra.png")
     ids = index.add([new_pil, tmp_path / "extra.png"], labels=["added", "added-file"])
     assert ids == [12, 13] and len(index) == 14
@@ -212,8 +212,8 @@ def test_ef_is_reapplied_after_load(tmp_path):
 
 
 # -- resumable build -------------------------------------------------------------------------------------
-def test_interrupted_build_resumes_and_matches_a_clean_build(tiny_clip, image_dataset, tmp_path):
-    image_dataset.save_to_disk(str(tmp_path / "saved"))
+def test_interrupted_build_resumes_and_matches_a_clean_build(tiny_clip, gallery_dataset, tmp_path):
+    gallery_dataset.save_to_disk(str(tmp_path / "saved"))
 
     class Stop(Exception):
         pass
@@ -245,9 +245,9 @@ def test_interrupted_build_resumes_and_matches_a_clean_build(tiny_clip, image_da
     assert again.build_report.embedded == 0 and len(again) == 24  # cached: nothing re-embedded
 
 
-def test_unreadable_images_are_skipped(tiny_clip, image_folder, tmp_path):
-    (image_folder / "Alphabet_0" / "broken.png").write_bytes(b"not an image")
-    index = build_index(image_folder, model=tiny_clip, out=tmp_path / "ix")
+def test_unreadable_images_are_skipped(tiny_clip, gallery_folder, tmp_path):
+    (gallery_folder / "Alphabet_0" / "broken.png").write_bytes(b"not an image")
+    index = build_index(gallery_folder, model=tiny_clip, out=tmp_path / "ix")
     assert len(index) == 12 and index.build_report.skipped == 1
     assert "broken.png" in index.build_report.skipped_examples[0]
 
@@ -360,18 +360,18 @@ def test_default_gallery_is_builtin_offline_and_cached(tiny_clip, tmp_path, monk
         open_default_gallery(tiny_clip, cache_root=tmp_path)
 
 
-def test_cli_build_and_search(tiny_clip, image_folder, tmp_path, capsys):
+def test_cli_build_and_search(tiny_clip, gallery_folder, tmp_path, capsys):
     from indexer.__main__ import main
 
     out = tmp_path / "ix"
-    assert main(["build", "--dataset", str(image_folder), "--model", TINY_CLIP_SPEC, "--out", str(out), "--M", "8",
+    assert main(["build", "--dataset", str(gallery_folder), "--model", TINY_CLIP_SPEC, "--out", str(out), "--M", "8",
                  "--ef", "40", "--hamming", "sign"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["count"] == 12 and report["embedded"] == 12
     meta = json.loads((out / "meta.json").read_text())
     assert meta["hnsw"]["M"] == 8 and meta["hnsw"]["ef"] == 40 and meta["hamming"]["kind"] == "sign"
 
-    query = next(image_folder.rglob("*.png"))
+    query = next(gallery_folder.rglob("*.png"))
     assert main(["search", "--index", str(out), "--image", str(query), "-k", "3"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 3 and set(lines[0]) == {"id", "score", "label", "source"}
@@ -385,7 +385,7 @@ def test_cli_build_and_search(tiny_clip, image_folder, tmp_path, capsys):
     assert "not a Twinsight index" in capsys.readouterr().err
 
 
-def test_hub_dataset_default_gallery_and_fallback(tiny_clip, image_dataset, tmp_path, monkeypatch):
+def test_hub_dataset_default_gallery_and_fallback(tiny_clip, gallery_dataset, tmp_path, monkeypatch):
     import datasets
 
     import indexer.data as data
@@ -397,7 +397,7 @@ def test_hub_dataset_default_gallery_and_fallback(tiny_clip, image_dataset, tmp_
 
     def fake_load_dataset(name, config=None, split=None, revision=None):  # the hub, as datasets would return it
         requests.append((name, config, split))
-        dsd = datasets.DatasetDict({"train": image_dataset, DEFAULT_HUB_SPLIT: image_dataset.select(range(6))})
+        dsd = datasets.DatasetDict({"train": gallery_dataset, DEFAULT_HUB_SPLIT: gallery_dataset.select(range(6))})
         return dsd[split] if split else dsd
 
     monkeypatch.delenv(GALLERY_ENV, raising=False)
@@ -410,7 +410,7 @@ def test_hub_dataset_default_gallery_and_fallback(tiny_clip, image_dataset, tmp_
     assert describe_gallery(index) == f"{DEFAULT_HUB_GALLERY} [{DEFAULT_HUB_SPLIT}] · 6 images · 3 labels · MIT"
     assert index.get(4).source == f"dataset:{DEFAULT_HUB_GALLERY}[{DEFAULT_HUB_SPLIT}]#4"
     reopened = open_index(index.path)  # image() of a dataset row reopens the dataset from meta.json
-    assert np.array_equal(np.asarray(reopened.image(4)), np.asarray(image_dataset[4]["image"].convert("RGB")))
+    assert np.array_equal(np.asarray(reopened.image(4)), np.asarray(gallery_dataset[4]["image"].convert("RGB")))
 
     other = build_index("org/other", model=tiny_clip, out=tmp_path / "other")  # no split: train is picked
     assert other.source["split"] == "train" and len(other) == 24
