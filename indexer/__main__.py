@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError, CapabilityError) as exc:  # our errors say what to do
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command == "build":
+            print("interrupted: progress was saved; run the same command again to resume.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
