@@ -1,5 +1,28 @@
 """Twinsight's library: embedding models, image loading, gallery indexes. Never imports gradio."""
+from .build import BuildReport, build_index
+from .hamming import BinaryCodec, CodeKind
 from .images import ImageError, load_image
+from .index import GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item, Metric, SearchHit, open_index
 from .models import CapabilityError, Embedder, Prediction, create_embedder, load_embedder
 
-__all__ = ["CapabilityError", "Embedder", "ImageError", "Prediction", "create_embedder", "load_embedder", "load_image"]
+__all__ = [
+    "BinaryCodec",
+    "BuildReport",
+    "CapabilityError",
+    "CodeKind",
+    "Embedder",
+    "GalleryIndex",
+    "HnswParams",
+    "ImageError",
+    "IndexFormatError",
+    "IndexMismatchError",
+    "Item",
+    "Metric",
+    "Prediction",
+    "SearchHit",
+    "build_index",
+    "create_embedder",
+    "load_embedder",
+    "load_image",
+    "open_index",
+]

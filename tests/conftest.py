@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from tiny_models import register_tiny_open_clip, save_tiny_hf_clip, save_tiny_vit  # noqa: E402
+from tiny_models import make_gallery_images, register_tiny_open_clip, save_tiny_hf_clip, save_tiny_vit  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -25,7 +25,7 @@ def tiny_clip_spec() -> str:
 def tiny_clip(tiny_clip_spec):
     from indexer import load_embedder
 
-    return load_embedder(tiny_clip_spec, device="cpu", precision="fp32")
+    return load_embedder(tiny_clip_spec)  # the shared instance, as the app would get it
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +56,27 @@ def photos():
     import skimage.data
 
     return {name: getattr(skimage.data, name)() for name in ("chelsea", "coffee", "astronaut", "rocket")}
+
+
+@pytest.fixture()
+def gallery_dataset():
+    """A datasets.Dataset with an Image feature and a ClassLabel, 24 rows, 3 classes."""
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["red", "green", "blue"]),
+                                  "caption": datasets.Value("string")})
+    return datasets.Dataset.from_dict(
+        {"image": make_gallery_images(24, seed=1), "label": [i % 3 for i in range(24)], "caption": [f"item {i}" for i in range(24)]},
+        features=features,
+    )
+
+
+@pytest.fixture()
+def gallery_folder(tmp_path):
+    """An Omniglot-like folder: ALPHABET/characterNN/*.png, 12 images in 4 label folders."""
+    root = tmp_path / "folder"
+    for i, image in enumerate(make_gallery_images(12, seed=2)):
+        folder = root / f"Alphabet_{i % 2}" / f"character{i % 4:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"{i:03d}.png")
+    return root

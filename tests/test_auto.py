@@ -3,7 +3,13 @@ import socket
 
 import pytest
 
-from indexer.models import OFFLINE_NOTICE, clear_cache, load_embedder, registry
+from indexer.models import OFFLINE_NOTICE, load_embedder, registry
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry(monkeypatch):
+    """Each test starts with an empty registry; the shared instances of other tests are put back after."""
+    monkeypatch.setattr(registry, "_loaded", {})
 
 
 @pytest.fixture
@@ -17,9 +23,7 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    clear_cache()
     yield calls
-    clear_cache()
 
 
 def test_auto_falls_back_offline_without_network_call(monkeypatch, no_network):
@@ -45,11 +49,7 @@ def test_auto_falls_back_when_hub_unreachable(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", unreachable)
     assert registry.hub_reachable() is False
     assert probes and probes[0][1] <= registry.HUB_PROBE_TIMEOUT_S
-    clear_cache()
-    try:
-        assert load_embedder("auto", device="cpu").name == "effnet-lite0"
-    finally:
-        clear_cache()
+    assert load_embedder("auto", device="cpu").name == "effnet-lite0"
 
 
 def test_auto_uses_cached_clip_weights(monkeypatch, no_network, tiny_clip_spec, tiny_clip, tmp_path):

@@ -45,7 +45,7 @@ def test_open_clip_images_and_texts(tiny_clip, photos):
     assert tiny_clip.dim == 32
     # Batching must not change results.
     one_by_one = tiny_clip.encode_images(images, batch_size=1)
-    np.testing.assert_allclose(vectors, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(vectors, one_by_one, atol=2e-2 if tiny_clip.dtype == torch.bfloat16 else 1e-5)
     texts = tiny_clip.encode_texts(["a photo of a cat", "a dog", "a car"])
     _assert_normalized(texts, 32)
     assert not np.allclose(texts[0], texts[1])
@@ -66,18 +66,19 @@ def test_open_clip_local_checkpoint_file(tiny_clip, tiny_clip_spec, photos, tmp_
     """A checkpoint file given as PRETRAINED loads exactly the saved weights."""
     checkpoint = tmp_path / "tiny.pt"
     torch.save(tiny_clip.model.state_dict(), checkpoint)
-    reloaded = create_embedder(f"{tiny_clip_spec}/{checkpoint}", device="cpu", precision="fp32")
+    reloaded = create_embedder(f"{tiny_clip_spec}/{checkpoint}")  # same default device and precision as tiny_clip
     np.testing.assert_allclose(
         reloaded.encode_images([photos["coffee"]]), tiny_clip.encode_images([photos["coffee"]]), atol=1e-5
     )
 
 
-def test_bf16_path_agrees_with_fp32(tiny_clip_spec, tiny_clip, photos):
+def test_bf16_path_agrees_with_fp32(tiny_clip_spec, photos):
+    full = create_embedder(tiny_clip_spec, device="cpu", precision="fp32")
     fast = create_embedder(tiny_clip_spec, device="cpu", precision="bf16")
-    assert fast.dtype == torch.bfloat16
-    fast.model.load_state_dict({k: v.to(torch.bfloat16) for k, v in tiny_clip.model.state_dict().items()})
+    assert full.dtype == torch.float32 and fast.dtype == torch.bfloat16
+    fast.model.load_state_dict({k: v.to(torch.bfloat16) for k, v in full.model.state_dict().items()})
     a = fast.encode_images(list(photos.values()))
-    b = tiny_clip.encode_images(list(photos.values()))
+    b = full.encode_images(list(photos.values()))
     assert a.dtype == np.float32
     assert (a * b).sum(1).min() > 0.99
 

@@ -5,12 +5,13 @@ import json
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-TINY_OPEN_CLIP = "tiny-test-clip"
+TINY_OPEN_CLIP = "tiny-test"
+TINY_CLIP_SPEC = f"open_clip:{TINY_OPEN_CLIP}"
 WORDS = ["a", "photo", "of", "cat", "dog", "car", "."]
 
 
 def register_tiny_open_clip() -> str:
-    """Register tests/configs/tiny-test-clip.json with open_clip; returns the model spec."""
+    """Register tests/configs/tiny-test.json with open_clip; returns the model spec."""
     import open_clip
 
     if TINY_OPEN_CLIP not in open_clip.list_models():
@@ -62,3 +63,17 @@ def save_tiny_vit(folder: Path, labels: list[str] | None = None) -> Path:
     model.save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+def make_gallery_images(n: int, seed: int = 0, size: int = 40):
+    """n distinct random RGB images (colour blocks, so the tiny model sees different inputs)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(n):
+        base = rng.integers(0, 256, 3)
+        array = np.clip(base + rng.normal(0, 60, (size, size, 3)), 0, 255).astype(np.uint8)
+        images.append(Image.fromarray(array))
+    return images

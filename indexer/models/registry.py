@@ -102,7 +102,11 @@ def _create_auto(device: torch.device, precision) -> Embedder:
     try:
         cached = cached_clip_weights(clip)
         if cached:
-            return create_embedder(ModelSpec(clip.backend, clip.name, cached), device, precision)
+            embedder = create_embedder(ModelSpec(clip.backend, clip.name, cached), device, precision)
+            # The same weights as the tag: keep the tag as the name, so gallery indexes (keyed and checked by
+            # model name) built while downloading still match once the weights come from the cache.
+            embedder.name = str(clip)
+            return embedder
         if hub_reachable():
             return create_embedder(clip, device, precision)
         reason = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hugging Face hub is unreachable"

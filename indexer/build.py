@@ -1,0 +1,257 @@
+"""build_index: stream a gallery source through the embedder into a GalleryIndex, resumably.
+
+Pipeline: the main thread reads records (cheap: arrow rows or file paths) and hands each to a pool of
+worker threads that decode, EXIF-rotate and preprocess it (PIL and torchvision release the GIL), while the
+main thread runs the model on the previous batch. `prefetch` batches are in flight, so the model is not
+waiting on JPEG decoding. Every `checkpoint_seconds` the index is saved with the next row to embed, and an
+interrupted build (exception, Ctrl-C) saves what it has; the next build of the same source continues there.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from .data import AUTO, GallerySource, Record, SourceKind, open_source
+from .hamming import CodeKind
+from .images import load_image
+from .index import META_FILE, GalleryIndex, HnswParams, IndexMismatchError
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+DEFAULT_INDEX_ROOT_ENV = "TWINSIGHT_INDEX_DIR"
+SOURCE_IDENTITY = ("kind", "dataset", "config", "split", "image_column", "label_column")
+
+
+@dataclass
+class BuildReport:
+    out: Path
+    total: int  # rows of the source this build covers (after --limit)
+    count: int  # items in the index afterwards
+    embedded: int  # images embedded by this call
+    skipped: int  # unreadable images skipped by this call
+    resumed_from: int  # items already in the index when this call started (not re-embedded)
+    seconds: float
+    model_seconds: float = 0.0  # time in embedder.embed_pixels
+    decode_wait_seconds: float = 0.0  # time the model step waited for decoding (near 0: decoding keeps up)
+    skipped_examples: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+def default_index_root() -> Path:
+    return Path(os.environ.get(DEFAULT_INDEX_ROOT_ENV) or Path.home() / ".cache" / "twinsight" / "indexes")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:] or "x"
+
+
+def index_dir_for(model: str, source: dict, root: str | os.PathLike | None = None) -> Path:
+    """Cache directory of the index of `source` (a GallerySource.describe()) embedded by `model`."""
+    identity = "|".join(str(source.get(key)) for key in SOURCE_IDENTITY)
+    digest = hashlib.sha256(f"{model}|{identity}".encode()).hexdigest()[:10]
+    name = _slug(Path(str(source.get("dataset"))).name if source.get("kind") == SourceKind.FOLDER.value else str(source.get("dataset")))
+    if source.get("split"):
+        name += f"-{_slug(source['split'])}"
+    return Path(root or default_index_root()) / _slug(model) / f"{name}-{digest}"
+
+
+def _prepare(embedder, record: Record) -> torch.Tensor | str:
+    """Decode + preprocess one record in a worker thread; an error message instead of raising."""
+    try:
+        image = record.image() if callable(record.image) else record.image  # lazy sources decode here too
+        return embedder.preprocess(load_image(image))
+    except Exception as exc:  # one bad file must not stop a 100k-image build
+        return f"row {record.row} ({record.source}): {exc}"
+
+
+def _batches(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    while batch := list(islice(records, size)):
+        yield batch
+
+
+def build_index(
+    dataset: str | os.PathLike,
+    *,
+    model="auto",
+    out: str | os.PathLike | None = None,
+    config: str | None = None,
+    split: str | None = None,
+    revision: str | None = None,
+    image_column: str | None = AUTO,
+    label_column: str | None = AUTO,
+    limit: int | None = None,
+    params: HnswParams = HnswParams(),
+    batch_size: int | None = None,
+    workers: int | None = None,
+    prefetch: int = 2,
+    progress: ProgressCallback | None = None,
+    show_progress: bool = False,
+    checkpoint_seconds: float = 30.0,
+    resume: bool = True,
+    hamming: CodeKind | str | None = None,
+    hamming_bits: int = 0,
+    index_root: str | os.PathLike | None = None,
+    into: GalleryIndex | None = None,
+) -> GalleryIndex:
+    """Embed `dataset` (hub id, saved dataset dir, parquet file, image folder, or 'builtin') into an index.
+
+    model: a spec string for load_embedder, or an Embedder. out: the index directory (default: a cache
+    directory keyed by model and dataset under index_root). If `out` holds a build of the same source and
+    model, it continues from the next unembedded row (resume=False starts over); a finished build is
+    returned as is, and rows the source gained since are added. progress(done, total) is called after
+    every batch (the app passes gr.Progress here); show_progress draws a tqdm bar (images/s, ETA).
+    into: continue into this already-open index (same model and source) instead of loading `out`, so a
+    running app's index gains the new rows while it keeps serving searches.
+    The returned index has a `build_report` attribute (BuildReport).
+    """
+    from .models import Embedder, load_embedder
+
+    started = time.perf_counter()
+    embedder = model if isinstance(model, Embedder) else load_embedder(model)
+    source = open_source(dataset, config, split, revision, image_column, label_column)
+    described = source.describe()
+    end = len(source) if limit is None else min(int(limit), len(source))
+    out = Path(out) if out else into.path if into is not None and into.path else index_dir_for(embedder.name, described, index_root)
+
+    index, start = _open_or_create(out, embedder, described, params, resume, into)
+    index.source.update({k: v for k, v in described.items() if k != "next_row"})
+    index.source["end"] = end
+    index.attach_source(source)  # image(id) of dataset rows reads from the already-open source
+    is_folder = source.kind is SourceKind.FOLDER
+    known = {index.get(i).source for i in index.ids} if is_folder else set()  # folders resume by path
+    report = BuildReport(out, end, len(index), 0, 0, len(index), 0.0)
+    if not _has_work(source, start, end, known):
+        if hamming and index.hamming is None:
+            index.enable_hamming(hamming, hamming_bits)
+            index.save(out)
+        report.seconds = time.perf_counter() - started
+        index.build_report = report
+        return index
+
+    bar = _progress_bar(show_progress, end, start)
+    records = (r for r in source.records(start, end) if r.source not in known)
+    last_save = time.monotonic()
+    done = start
+    workers = workers or min(4, os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="twinsight-decode")
+    in_flight: deque[tuple[list[Record], list[Future]]] = deque()
+
+    def finish_one():
+        nonlocal done, last_save
+        batch, futures = in_flight.popleft()
+        waited = time.perf_counter()
+        prepared = [f.result() for f in futures]
+        report.decode_wait_seconds += time.perf_counter() - waited
+        good = [(r, t) for r, t in zip(batch, prepared) if isinstance(t, torch.Tensor)]
+        for message in (t for t in prepared if isinstance(t, str)):
+            log.warning("skipping unreadable image: %s", message)
+            report.skipped += 1
+            if len(report.skipped_examples) < 20:
+                report.skipped_examples.append(message)
+        if good:
+            model_started = time.perf_counter()
+            vectors = embedder.embed_pixels(torch.stack([t for _, t in good]))
+            report.model_seconds += time.perf_counter() - model_started
+            index.add_vectors(vectors, [r.label for r, _ in good], [r.source for r, _ in good],
+                              [r.row for r, _ in good])
+            report.embedded += len(good)
+        index.source["next_row"] = batch[-1].row + 1
+        bar.update(batch[-1].row + 1 - done)
+        done = batch[-1].row + 1
+        if progress is not None:
+            progress(done, end)
+        if time.monotonic() - last_save >= checkpoint_seconds:
+            _checkpoint(index, out, report)
+            last_save = time.monotonic()
+
+    try:
+        for batch in _batches(records, batch_size or embedder.batch_size):
+            in_flight.append((batch, [pool.submit(_prepare, embedder, r) for r in batch]))
+            if len(in_flight) > prefetch:
+                finish_one()
+        while in_flight:
+            finish_one()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # queued decodes are dropped, not finished
+        if len(index):
+            log.warning("build interrupted at row %s; saving a checkpoint to %s so the next build resumes there",
+                        index.source.get("next_row"), out)
+            _checkpoint(index, out, report)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+    index.source["next_row"] = end
+    if hamming and index.hamming is None:
+        index.enable_hamming(hamming, hamming_bits)
+    report.count = len(index)
+    report.seconds = time.perf_counter() - started
+    index.extra["complete"] = True
+    index.extra["last_build"] = _report_dict(report)
+    index.save(out)
+    index.build_report = report
+    return index
+
+
+def _has_work(source: GallerySource, start: int, end: int, known: set[str]) -> bool:
+    if source.kind is SourceKind.FOLDER:  # files may have been added anywhere in the sorted list
+        return any(r.source not in known for r in source.records(0, end))
+    return start < end
+
+
+def _open_or_create(out: Path, embedder, described: dict, params: HnswParams, resume: bool,
+                    into: GalleryIndex | None) -> tuple[GalleryIndex, int]:
+    if into is not None or (resume and (out / META_FILE).is_file()):
+        index = into if into is not None else GalleryIndex.load(out, embedder)  # refuses another model or dim
+        if into is not None and (into.model != embedder.name or into.dim != embedder.dim):
+            raise IndexMismatchError(f"cannot add {embedder.name} (dim {embedder.dim}) embeddings to an index of "
+                                     f"{into.model} (dim {into.dim}): use the index's own model.")
+        theirs = {key: index.source.get(key) for key in SOURCE_IDENTITY}
+        ours = {key: described.get(key) for key in SOURCE_IDENTITY}
+        if theirs != ours:
+            raise ValueError(f"{out} holds an index of {theirs}, not of {ours}: choose another --out, "
+                             "or pass --no-resume to overwrite it.")
+        start = 0 if index.source.get("kind") == SourceKind.FOLDER.value else int(index.source.get("next_row", 0))
+        return index, start
+    return GalleryIndex(embedder.dim, embedder.name, params, embedder=embedder, source=dict(described), path=out), 0
+
+
+def _checkpoint(index: GalleryIndex, out: Path, report: BuildReport) -> None:
+    index.extra["complete"] = False
+    index.extra["last_build"] = _report_dict(report)
+    index.save(out)
+
+
+def _report_dict(report: BuildReport) -> dict:
+    return {"embedded": report.embedded, "skipped": report.skipped, "resumed_from": report.resumed_from,
+            "seconds": round(report.seconds, 3), "model_seconds": round(report.model_seconds, 3),
+            "decode_wait_seconds": round(report.decode_wait_seconds, 3), "skipped_examples": report.skipped_examples}
+
+
+class _NoBar:
+    def update(self, n): ...
+
+    def close(self): ...
+
+
+def _progress_bar(show: bool, total: int, initial: int):
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="img", desc="embedding", dynamic_ncols=True)
