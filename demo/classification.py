@@ -5,6 +5,7 @@ import enum
 
 import gradio as gr
 
+from indexer.knn import vote
 from indexer.models.base import DEFAULT_PROMPT_TEMPLATE
 
 from . import runtime
@@ -17,6 +18,9 @@ MAX_TEXT = 2000
 class Source(str, enum.Enum):
     ZERO_SHOT = "Zero-shot (CLIP text prompts)"
     HEAD = "Model's own classifier"
+    GALLERY = "Gallery votes (nearest labelled images)"
+
+NEIGHBOURS = 10
 
 
 def available_sources() -> list[str]:
@@ -26,6 +30,7 @@ def available_sources() -> list[str]:
         sources.append(Source.ZERO_SHOT.value)
     if model.supports_classify:
         sources.append(Source.HEAD.value)
+    sources.append(Source.GALLERY.value)  # works with any model
     return sources
 
 
@@ -45,31 +50,44 @@ def classify(image: str | None, source: str, labels: str, template: str, top_k: 
         source = Source(source) if source else Source(available_sources()[0])
         if source is Source.ZERO_SHOT:
             [predictions] = model.zero_shot([image], parse_labels(labels), template or DEFAULT_PROMPT_TEMPLATE, int(top_k))
-        else:
+        elif source is Source.HEAD:
             [predictions] = model.classify([image], int(top_k))
+        else:
+            predictions = vote(runtime.gallery().search(image=image, k=NEIGHBOURS), int(top_k))
+            if not predictions:
+                raise ValueError("The gallery has no labelled images to vote; add labelled images or pick another source.")
     except runtime.FRIENDLY_ERRORS as exc:
         raise runtime.user_error(exc) from None
     return {p.label: p.score for p in predictions}, f"Answered by: **{source.value}** with `{model.name}`"
 
 
+def show_prompt_fields(source: str):
+    visible = source == Source.ZERO_SHOT.value
+    return gr.Textbox(visible=visible), gr.Textbox(visible=visible)
+
+
 def build() -> gr.Blocks:
     sources = available_sources()
-    zero_shot = Source.ZERO_SHOT.value in sources
+    zero_shot = sources[0] == Source.ZERO_SHOT.value
     with gr.Blocks() as page:
         with gr.Row():
             with gr.Column():
                 image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"])
-                source = gr.Radio(sources, value=sources[0] if sources else None, label="Label source")
+                source = gr.Radio(sources, value=sources[0], label="Label source")
                 labels = gr.Textbox(DEFAULT_LABELS, label="Candidate labels (comma-separated)", visible=zero_shot, max_length=MAX_TEXT)
-                template = gr.Textbox(DEFAULT_PROMPT_TEMPLATE, label="Prompt template", visible=zero_shot, max_length=200)
+                template = gr.Textbox(DEFAULT_PROMPT_TEMPLATE, label="Prompt template ({} is the label)", visible=zero_shot, max_length=200)
                 top_k = gr.Slider(1, 10, value=5, step=1, label="Top-k")
                 button = gr.Button("Classify", variant="primary")
             with gr.Column():
                 result = gr.Label(label="Top labels", num_top_classes=10)
                 answered_by = gr.Markdown()
-        button.click(classify, [image, source, labels, template, top_k], [result, answered_by], api_name="classify")
+        inputs = [image, source, labels, template, top_k]
+        button.click(classify, inputs, [result, answered_by], api_name="classify")
+        image.upload(classify, inputs, [result, answered_by], api_name="classify_on_upload", api_visibility="undocumented")
+        source.change(show_prompt_fields, source, [labels, template], api_name="show_prompt_fields", api_visibility="private")
     return page
 
 
 if __name__ == "__main__":
+    runtime.warm_up()
     build().launch()

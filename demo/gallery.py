@@ -1,15 +1,31 @@
-"""Gallery tab: the most similar images in the indexed collection, by image or by text."""
+"""Gallery tab: the most similar images in the indexed collection, by image or by text; add your own."""
 from __future__ import annotations
 
 import gradio as gr
 
+from indexer import GalleryIndex, SearchHit, load_image
+from indexer.gallery import describe_gallery
+
 from . import runtime
 
 MAX_QUERY = 500
+MAX_LABEL = 100
+MAX_UPLOADS = 50
 
 
-def search(image: str | None, text: str, k: int = 8) -> tuple[list[tuple], str]:
-    """Top-k gallery items for an image or a text query, as (image, caption) pairs."""
+def _results(index: GalleryIndex, hits: list[SearchHit], what: str) -> tuple[list[tuple], str, list[dict]]:
+    """Gallery items, a summary, and the hits as data (id, score, label: no server paths) for the API and clicks."""
+    items = [(index.image(hit.id), f"{hit.label or 'unlabelled'} · {hit.score:.3f}") for hit in hits]
+    data = [{"id": hit.id, "score": round(hit.score, 6), "label": hit.label} for hit in hits]
+    return items, f"{len(hits)} nearest to {what}. Click a result to search with it.", data
+
+
+def _filter(labels: list[str] | None) -> list[str] | None:
+    return list(labels) if labels else None
+
+
+def search(image: str | None, text: str, k: int = 8, labels: list[str] | None = None) -> tuple[list[tuple], str, list[dict]]:
+    """Top-k gallery items for an image (preferred when both are given) or a text query."""
     text = (text or "").strip()
     if not image and not text:
         raise gr.Error("Drop an image or type a text query to search the gallery.")
@@ -17,29 +33,98 @@ def search(image: str | None, text: str, k: int = 8) -> tuple[list[tuple], str]:
         raise gr.Error(f"The text query is over {MAX_QUERY} characters; shorten it.")
     index = runtime.gallery()
     try:
-        hits = index.search(image=image, k=int(k)) if image else index.search(text=text, k=int(k))
+        query = {"image": image} if image else {"text": text}
+        hits = index.search(k=int(k), label_filter=_filter(labels), **query)
     except runtime.FRIENDLY_ERRORS as exc:
         raise runtime.user_error(exc) from None
-    items = [(index.image(hit.id), f"{hit.label or 'unlabelled'} · {hit.score:.3f}") for hit in hits]
-    query = "the image" if image else f"“{text}”"
-    return items, f"{len(items)} nearest to {query} in {index.describe()}"
+    return _results(index, hits, "the image" if image else f"“{text}”")
+
+
+def similar(item_id: int, k: int = 8, labels: list[str] | None = None) -> tuple[list[tuple], str, list[dict]]:
+    """Search with a gallery item (by id) as the query."""
+    index = runtime.gallery()
+    try:
+        hits = index.similar(int(item_id), k=int(k), label_filter=_filter(labels))
+    except KeyError:
+        raise gr.Error(f"Item {item_id} is not in the gallery (it may have been deleted); search again.") from None
+    return _results(index, hits, f"gallery item {int(item_id)}")
+
+
+def select_result(shown: list[dict] | None, k: int, labels: list[str] | None, event: gr.SelectData):
+    """A click on a result searches with that result."""
+    if not shown or event.index is None or event.index >= len(shown):
+        raise gr.Error("Search first, then click a result.")
+    return similar(shown[event.index]["id"], k, labels)
+
+
+def add_images(files: list[str] | None, label: str = "") -> tuple[str, gr.Dropdown]:
+    """Embed uploaded images into the gallery (searchable at once) and save it to disk."""
+    if not files:
+        raise gr.Error("Choose one or more image files to add.")
+    if len(files) > MAX_UPLOADS:
+        raise gr.Error(f"{len(files)} files chosen; add at most {MAX_UPLOADS} at a time.")
+    label = (label or "").strip()[:MAX_LABEL] or None
+    images, skipped = [], []
+    for path in files:
+        try:
+            images.append(load_image(path))
+        except runtime.FRIENDLY_ERRORS as exc:
+            skipped.append(str(exc))
+    if not images:
+        raise gr.Error("None of the files could be read: " + " ".join(skipped))
+    index = runtime.gallery()
+    ids = index.add(images, labels=[label] * len(images))
+    index.save()  # atomic: a crash mid-save keeps the previous gallery
+    message = f"Added {len(ids)} image(s) (ids {ids[0]}–{ids[-1]}) as “{label or 'unlabelled'}”. {facts()}"
+    if skipped:
+        message += "  \nSkipped: " + " ".join(skipped)
+    return message, gr.Dropdown(choices=index.labels())
+
+
+def facts() -> str:
+    index = runtime.gallery()
+    metric = "cosine similarity (hnswlib)" if len(index) >= 1000 else "cosine similarity (exact)"
+    return f"**Gallery:** {describe_gallery(index)} · **model:** `{index.model}` · **metric:** {metric}"
 
 
 def build() -> gr.Blocks:
+    index = runtime.gallery()
     with gr.Blocks() as page:
+        index_facts = gr.Markdown(facts())
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="filepath", label="Query image")
-                text = gr.Textbox(label="…or a text query", placeholder="a cat", max_length=MAX_QUERY,
-                                  interactive=runtime.embedder().supports_text)
-                k = gr.Slider(1, 32, value=8, step=1, label="Results")
+                image = gr.Image(type="filepath", label="Query image", sources=["upload", "clipboard", "webcam"])
+                supports_text = runtime.embedder().supports_text
+                text = gr.Textbox(
+                    label="…or a text query" if supports_text else "Text query (needs a CLIP model)",
+                    placeholder="a cat" if supports_text else "unavailable: the loaded model has no text tower",
+                    max_length=MAX_QUERY, interactive=supports_text,
+                )
+                k = gr.Slider(1, 32, value=8, step=1, label="Results (top-k)")
+                labels = gr.Dropdown(index.labels(), multiselect=True, label="Only these labels (optional)")
                 button = gr.Button("Search", variant="primary")
+                with gr.Accordion("Add to gallery", open=False):
+                    files = gr.File(file_count="multiple", file_types=["image"], label="Images to add")
+                    new_label = gr.Textbox(label="Label (optional)", max_length=MAX_LABEL)
+                    add_button = gr.Button("Add to gallery")
+                    added = gr.Markdown()
             with gr.Column(scale=2):
-                results = gr.Gallery(label="Most similar", columns=4, height="auto")
+                results = gr.Gallery(label="Most similar", columns=4, height="auto", allow_preview=False)
                 summary = gr.Markdown()
-        button.click(search, [image, text, k], [results, summary], api_name="search")
+                shown = gr.JSON(visible=False, label="Hits")  # the results on screen, as data
+                item_id = gr.Number(visible=False, precision=0)  # API-only: search with a gallery item
+                similar_button = gr.Button(visible=False)
+        outputs = [results, summary, shown]
+        button.click(search, [image, text, k, labels], outputs, api_name="search")
+        text.submit(search, [image, text, k, labels], outputs, api_name="search_text")
+        results.select(select_result, [shown, k, labels], outputs, api_name="select_result", api_visibility="undocumented")
+        similar_button.click(similar, [item_id, k, labels], outputs, api_name="similar")
+        add_button.click(add_images, [files, new_label], [added, labels], api_name="add_to_gallery").then(
+            facts, None, index_facts, api_name="gallery_facts"
+        )
     return page
 
 
 if __name__ == "__main__":
+    runtime.warm_up()
     build().launch()

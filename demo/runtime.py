@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from indexer import CapabilityError, Embedder, ImageError, load_embedder
+from indexer import CapabilityError, Embedder, GalleryIndex, ImageError, load_embedder
+from indexer.gallery import describe_gallery, open_default_gallery
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class Settings:
 
 settings = Settings()
 _lock = threading.Lock()
+_gallery: GalleryIndex | None = None
 
 
 def configure(model: str | None = None, gallery: str | None = None) -> None:
@@ -38,10 +40,26 @@ def embedder() -> Embedder:
     return load_embedder(settings.model)
 
 
+def gallery(progress=None) -> GalleryIndex:
+    """The shared gallery index: loaded from the on-disk cache, or built once on first use."""
+    global _gallery
+    with _lock:
+        if _gallery is None:
+            _gallery = open_default_gallery(embedder(), source=settings.gallery, progress=progress, show_progress=True)
+        return _gallery
+
+
+def use_gallery(index: GalleryIndex | None) -> None:
+    """Replace the shared gallery (tests inject small indexes; None reloads the configured one)."""
+    global _gallery
+    with _lock:
+        _gallery = index
+
+
 def warm_up() -> None:
     """Load everything at start-up, so the first user does not wait for it."""
-    model = embedder()
-    log.info("model ready: %s", model)
+    log.info("model ready: %s", embedder())
+    log.info("gallery ready: %s", describe_gallery(gallery()))
 
 
 def status_markdown() -> str:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo import classification, pairwise, runtime
+from demo import classification, gallery, pairwise, runtime
+from indexer import build_index
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_zero_shot_classification_with_clip(use_model, tiny_clip_spec, image_fil
 
 def test_head_classification_with_effnet(use_model, image_files):
     use_model("effnet-lite0")
-    assert classification.available_sources() == [classification.Source.HEAD.value]
+    assert classification.available_sources() == [classification.Source.HEAD.value, classification.Source.GALLERY.value]
     labels, answered = classification.classify(image_files["coffee"], classification.Source.HEAD.value, "", "", 5)
     assert len(labels) == 5
     assert max(labels, key=labels.get) == "espresso"
@@ -83,3 +84,69 @@ def test_status_shows_model_device_and_notice(use_model, monkeypatch):
     monkeypatch.setattr(model, "notice", "offline: test notice")
     status = runtime.status_markdown()
     assert "effnet-lite0" in status and "cpu" in status and "offline: test notice" in status
+
+
+@pytest.fixture
+def small_gallery(use_model, tiny_clip_spec, gallery_folder, tmp_path, monkeypatch):
+    """A 12-image labelled gallery on the tiny model, injected as the app's shared index."""
+    model = use_model(tiny_clip_spec)
+    index = build_index(gallery_folder, model=model, out=tmp_path / "ix")
+    runtime.use_gallery(index)
+    yield index
+    runtime.use_gallery(None)
+
+
+def test_gallery_search_by_image_text_and_click(small_gallery, gallery_folder):
+    query = sorted(gallery_folder.rglob("*.png"))[3]
+    items, summary, shown = gallery.search(str(query), "", 5)
+    assert len(items) == len(shown) == 5
+    top = small_gallery.get(shown[0]["id"])
+    assert top.source == str(query.resolve())  # the image itself is its own nearest neighbour
+    assert items[0][1].startswith(top.label) and "1.000" in items[0][1]
+    _, _, by_text = gallery.search(None, "a cat", 3)
+    assert len(by_text) == 3
+    clicked = gallery.select_result(shown, 4, None, gr.SelectData(None, {"index": 2, "value": None}))
+    assert clicked[2][0]["id"] == shown[2]["id"] and len(clicked[2]) == 4
+    assert set(shown[0]) == {"id", "score", "label"}  # no server paths in what users receive
+
+
+def test_gallery_label_filter(small_gallery, gallery_folder):
+    wanted = small_gallery.labels()[0]
+    _, _, shown = gallery.search(str(next(gallery_folder.rglob("*.png"))), "", 10, [wanted])
+    assert shown and all(small_gallery.get(hit["id"]).label == wanted for hit in shown)
+
+
+def test_gallery_add_is_searchable_at_once_and_kept_on_disk(small_gallery, tmp_path, photos):
+    path = tmp_path / "new.png"
+    Image.fromarray(photos["rocket"]).save(path)
+    before = len(small_gallery)
+    message, dropdown = gallery.add_images([str(path)], "rockets")
+    assert len(small_gallery) == before + 1 and "Added 1" in message
+    assert ("rockets", "rockets") in dropdown.choices
+    _, _, shown = gallery.search(str(path), "", 1)
+    assert small_gallery.get(shown[0]["id"]).label == "rockets"
+    from indexer import open_index
+
+    assert "rockets" in open_index(small_gallery.path, small_gallery.embedder).labels()
+
+
+def test_gallery_bad_inputs_are_friendly(small_gallery, tmp_path):
+    with pytest.raises(gr.Error, match="Drop an image"):
+        gallery.search(None, "  ", 3)
+    with pytest.raises(gr.Error, match="Choose one or more"):
+        gallery.add_images([], "")
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    with pytest.raises(gr.Error, match="could be read"):
+        gallery.add_images([str(bad)], "")
+    with pytest.raises(gr.Error, match="not in the gallery"):
+        gallery.similar(10_000, 3)
+
+
+def test_gallery_votes_classify_with_any_model(small_gallery, gallery_folder):
+    query = sorted(gallery_folder.rglob("*.png"))[0]
+    labels, answered = classification.classify(str(query), classification.Source.GALLERY.value, "", "", 10)
+    assert small_gallery.get(gallery.search(str(query), "", 1)[2][0]["id"]).label in labels
+    assert set(labels) <= set(small_gallery.labels())
+    assert sum(labels.values()) == pytest.approx(1.0, abs=1e-6)  # all labels shown: a full distribution
+    assert "Gallery votes" in answered

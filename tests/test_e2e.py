@@ -71,6 +71,15 @@ def test_browser_pairwise(page, images):
     page.screenshot(path=str(ARTIFACTS / "pairwise.png"), full_page=True)
 
 
+def test_browser_gallery(page, images):
+    tab = _open_tab(page, "Gallery search")
+    tab.get_by_text("built-in gallery").first.wait_for()
+    tab.locator("input[type=file]").first.set_input_files(str(images["chelsea"]))
+    tab.get_by_role("button", name="Search").click()
+    tab.get_by_text("cat · 1.000").first.wait_for(timeout=60_000)  # the built-in gallery holds this very photo
+    page.screenshot(path=str(ARTIFACTS / "gallery.png"), full_page=True)
+
+
 def test_api_endpoints_via_gradio_client(server, images):
     from gradio_client import Client, handle_file
 
@@ -79,3 +88,8 @@ def test_api_endpoints_via_gradio_client(server, images):
     assert labels["label"] == "espresso" and len(labels["confidences"]) == 3
     score, verdict = client.predict(handle_file(str(images["chelsea"])), handle_file(str(images["chelsea"])), 0.5, api_name="/compare")
     assert score == pytest.approx(1.0, abs=1e-3) and "match" in verdict
+    results, summary, shown = client.predict(handle_file(str(images["coffee"])), "", 3, [], api_name="/search")
+    assert len(results) == 3 and results[0]["caption"].startswith("coffee cup · 1.000")
+    assert [hit["score"] for hit in shown] == sorted((hit["score"] for hit in shown), reverse=True)
+    results, _, again = client.predict(shown[1]["id"], 2, [], api_name="/similar")
+    assert again[0]["id"] == shown[1]["id"] and len(results) == 2

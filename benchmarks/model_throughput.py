@@ -1,0 +1,101 @@
+"""Benchmark 1: model throughput (images/s) for fp32 against the fast path, and their agreement.
+
+    .venv/bin/python benchmarks/model_throughput.py [--batches 1 8 32 64] [--repeats 5] [--models vit-b-32 hf-vit effnet]
+
+Model-only throughput on preprocessed batches (decode cost is benchmark 2's subject). Random weights are fine for
+speed; agreement is checked on the real EfficientNet-Lite0 weights and on real photos.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from indexer import create_embedder  # noqa: E402
+from indexer.device import cpu_has_fast_bf16  # noqa: E402
+
+
+def hf_vit_dir() -> str:
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    folder = Path(tempfile.mkdtemp()) / "vit-b-16"
+    ViTModel(ViTConfig()).save_pretrained(folder)  # ViT-B/16, random weights
+    ViTImageProcessor().save_pretrained(folder)
+    return f"hf:{folder}"
+
+
+MODELS = {"vit-b-32": lambda: "open_clip:ViT-B-32", "hf-vit": hf_vit_dir, "effnet": lambda: "effnet-lite0"}
+
+
+def images_per_second(embedder, batch: int, repeats: int) -> float:
+    pixels = torch.randn(batch, 3, 224, 224)
+    embedder.embed_pixels(pixels)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        embedder.embed_pixels(pixels)
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def photos() -> list:
+    import skimage.data
+
+    names = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "horse", "immunohistochemistry", "hubble_deep_field", "retina")
+    base = [getattr(skimage.data, n)() for n in names]
+    rng = np.random.default_rng(0)
+    out = []
+    for image in base:  # random crops: a gallery of 200 real-photo views
+        h, w = image.shape[:2]
+        for _ in range(20):
+            ch, cw = rng.integers(h // 3, h), rng.integers(w // 3, w)
+            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+            out.append(image[y : y + ch, x : x + cw])
+    return out
+
+
+def agreement(spec: str) -> tuple[float, float]:
+    """(min per-image cosine fp32 vs fast, share of queries whose top-10 neighbours are identical)."""
+    images = photos()
+    a = create_embedder(spec, device="cpu", precision="fp32").encode_images(images)
+    b = create_embedder(spec, device="cpu", precision="bf16").encode_images(images)
+    cos = (a * b).sum(1)
+    top_a = np.argsort(-(a @ a.T), axis=1)[:, 1:11]
+    top_b = np.argsort(-(b @ b.T), axis=1)[:, 1:11]
+    same = np.mean([set(x) == set(y) for x, y in zip(top_a, top_b)])
+    overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(top_a, top_b)])
+    return float(cos.min()), float(same), float(overlap)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_fast_bf16()}")
+    print(f"| model | batch | fp32 img/s | bf16 img/s | speed-up |")
+    print(f"| --- | ---: | ---: | ---: | ---: |")
+    for key in args.models:
+        spec = MODELS[key]()
+        fp32 = create_embedder(spec, device="cpu", precision="fp32")
+        bf16 = create_embedder(spec, device="cpu", precision="bf16")
+        for batch in args.batches:
+            slow, fast = images_per_second(fp32, batch, args.repeats), images_per_second(bf16, batch, args.repeats)
+            print(f"| {key} | {batch} | {slow:.1f} | {fast:.1f} | {fast / slow:.2f}x |", flush=True)
+        del fp32, bf16
+    cos, same, overlap = agreement("effnet-lite0")
+    print(f"\nagreement, effnet-lite0 real weights, 200 real-photo crops: min cosine fp32 vs bf16 {cos:.4f}; "
+          f"identical top-10 neighbour sets {same:.1%}; mean top-10 overlap {overlap:.1%}")
+
+
+if __name__ == "__main__":
+    main()
