@@ -11,12 +11,12 @@ from .models.base import Prediction
 def vote(hits: Sequence[SearchHit], top_k: int = 5) -> list[Prediction]:
     """Labels of the neighbours, weighted by similarity, as a distribution sorted best first.
 
-    Weights are max(score, 0): a neighbour that is less similar than an unrelated image should not vote.
+    Only positive scores vote: a neighbour that is less similar than an unrelated image should not vote.
     """
     weights: dict[str, float] = defaultdict(float)
     for hit in hits:
-        if hit.label is not None:
-            weights[hit.label] += max(hit.score, 0.0)
+        if hit.label is not None and hit.score > 0:
+            weights[hit.label] += hit.score
     total = sum(weights.values())
     if total <= 0:
         return []

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from ..images import ImageSource, load_image
+from .batching import Coalescer
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
@@ -48,6 +49,7 @@ class Embedder(ABC):
         # One forward at a time: concurrent forwards on CPU only fight over the same cores,
         # and the lock keeps non-thread-safe backends (compiled graphs, CUDA streams) correct.
         self._lock = threading.Lock()
+        self._coalescer = Coalescer(self._locked_forward, max_rows=max(batch_size, 64))
         self.dim = 0
 
     def _finish_init(self) -> None:
@@ -71,9 +73,15 @@ class Embedder(ABC):
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Model forward on a batch already on `device` in `dtype`."""
 
-    def forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _locked_forward(self, pixels: torch.Tensor) -> torch.Tensor:
         with self._lock, torch.inference_mode():
             return self._image_features(pixels.to(self.device, self.dtype)).float().cpu()
+
+    def forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Concurrent small calls (many app users) are merged into one batch; big batches run as they are."""
+        if len(pixels) >= self._coalescer.max_rows:
+            return self._locked_forward(pixels)
+        return self._coalescer(pixels)
 
     @staticmethod
     def postprocess(features: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,69 @@
+import threading
+import time
+
+import pytest
+import torch
+
+from indexer.models.batching import Coalescer
+
+
+def test_concurrent_requests_share_forwards_and_get_their_own_rows():
+    calls = []
+
+    def slow_double(x):
+        calls.append(len(x))
+        time.sleep(0.05)
+        return x * 2
+
+    coalescer = Coalescer(slow_double, max_rows=64)
+    results = {}
+
+    def worker(i):
+        results[i] = coalescer(torch.full((1 + i % 3, 4), float(i)))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, out in results.items():
+        assert out.shape == (1 + i % 3, 4) and torch.all(out == 2 * i)
+    assert coalescer.requests_served == 12
+    assert coalescer.batches_run < 12  # merged
+    assert sum(calls) == sum(1 + i % 3 for i in range(12))
+
+
+def test_max_rows_is_respected():
+    sizes = []
+    coalescer = Coalescer(lambda x: (sizes.append(len(x)), time.sleep(0.02), x)[2], max_rows=5)
+    threads = [threading.Thread(target=coalescer, args=(torch.zeros(2, 1),)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(sizes) == 16 and max(sizes) <= 5
+
+
+def test_errors_reach_every_waiter_and_the_coalescer_recovers():
+    def fail_on_negative(x):
+        time.sleep(0.02)
+        if (x < 0).any():
+            raise ValueError("negative")
+        return x
+
+    coalescer = Coalescer(fail_on_negative)
+    errors = []
+
+    def worker(value):
+        try:
+            coalescer(torch.full((1, 1), value))
+        except ValueError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(-1.0 if i == 0 else 1.0,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors  # the failing request (and any batched with it) got the error; nobody hung
+    assert torch.equal(coalescer(torch.ones(1, 1)), torch.ones(1, 1))
