@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import gradio as gr
 
 from demo import classification, gallery, pairwise, runtime
+
+# Concurrent events per function: enough for the model's coalescer to batch concurrent users together.
+CONCURRENCY = int(os.environ.get("TWINSIGHT_CONCURRENCY", 8))
+# Requests waiting beyond this get Gradio's "queue is full" answer instead of piling up in memory.
+QUEUE_SIZE = int(os.environ.get("TWINSIGHT_QUEUE_SIZE", 64))
+MAX_UPLOAD = os.environ.get("TWINSIGHT_MAX_UPLOAD", "20mb")
 
 
 def build_app() -> gr.Blocks:
@@ -33,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime.configure(model=args.model, gallery=args.gallery)
     runtime.warm_up()
-    build_app().queue().launch(server_name=args.host, server_port=args.port)
+    app = build_app().queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=False)
 
 
 if __name__ == "__main__":

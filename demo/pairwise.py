@@ -1,40 +1,107 @@
-"""Pairwise tab: two images, one shared encoder, a similarity score and a match verdict."""
+"""Pairwise tab: two images, one shared encoder, a distance and a calibrated match / no-match verdict."""
 from __future__ import annotations
 
 import gradio as gr
-import numpy as np
+
+from indexer.verify import Mode, Reduce, Verification
 
 from . import runtime
 
-DEFAULT_THRESHOLD = 0.5
+MODE_HELP = {
+    Mode.GENERAL: "General: whole-image similarity from the shared model (same object, scene or product).",
+    Mode.FACE: "Face: detects, aligns and crops the face, then dlib's 128-d face descriptor (same person?).",
+    Mode.SIGNATURE: "Signature: ink on paper is cleaned, cropped and centred before embedding (same writer?).",
+}
+THRESHOLD_RANGE = {Mode.FACE: 1.2, Mode.GENERAL: 1.0, Mode.SIGNATURE: 1.0}
+MAX_REFERENCES = 20
 
 
-def compare(image_a: str | None, image_b: str | None, threshold: float = DEFAULT_THRESHOLD) -> tuple[float, str]:
-    """Cosine similarity of the two images' embeddings and a verdict at `threshold`."""
+def threshold_slider(mode: str) -> gr.Slider:
+    """The slider for `mode`, set to its default threshold and saying where that default comes from."""
+    mode = Mode(mode)
+    default = runtime.verifier().threshold(mode)
+    return gr.Slider(
+        minimum=0.0, maximum=THRESHOLD_RANGE[mode], value=round(default.value, 4), step=0.001,
+        label=f"Match threshold: {runtime.verifier().metric(mode)} at or below it is a match",
+        info=f"Default {default.value:.3f}: {default.source}.",
+    )
+
+
+def _threshold(mode: Mode, value: float | None) -> float | None:
+    """None (the mode's default, so its source is stated) unless the user moved the slider."""
+    if value is None or abs(float(value) - runtime.verifier().threshold(mode).value) < 5e-4:
+        return None
+    return float(value)
+
+
+def _outputs(result: Verification) -> tuple:
+    verdict = ("✅ **Match**" if result.match else "❌ **No match**") + f" ({result.mode.value} mode, `{result.model}`)"
+    captions = ["A", "B"] if len(result.crops) == 2 else [f"reference {i + 1}" for i in range(len(result.crops) - 1)] + ["questioned"]
+    return (round(result.similarity, 4), round(result.distance, 4), verdict, result.explanation,
+            [(crop, caption) for crop, caption in zip(result.crops, captions)])
+
+
+def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.value, threshold: float | None = None):
+    """Similarity, distance, verdict, explanation and the crops compared. Symmetric in A and B."""
     if not image_a or not image_b:
         raise gr.Error("Drop an image in both boxes to compare them.")
+    mode = Mode(mode)
     try:
-        a, b = runtime.embedder().encode_images([image_a, image_b])
+        result = runtime.verifier().compare(image_a, image_b, mode, _threshold(mode, threshold))
     except runtime.FRIENDLY_ERRORS as exc:
         raise runtime.user_error(exc) from None
-    score = float(np.clip(a @ b, -1.0, 1.0))
-    verdict = "match" if score >= threshold else "no match"
-    return round(score, 4), f"**{verdict}** (cosine similarity {score:.3f}, threshold {threshold:.2f})"
+    return _outputs(result)
+
+
+def enrol_and_compare(references: list[str] | None, questioned: str | None, mode: str = Mode.SIGNATURE.value,
+                      reduce: str = Reduce.BEST.value, threshold: float | None = None):
+    """Compare a questioned image against several enrolled references (score = closest or mean, as chosen)."""
+    if not references:
+        raise gr.Error("Enrol at least one reference image.")
+    if len(references) > MAX_REFERENCES:
+        raise gr.Error(f"{len(references)} references given; use at most {MAX_REFERENCES}.")
+    if not questioned:
+        raise gr.Error("Drop the questioned image to compare against the references.")
+    mode = Mode(mode)
+    try:
+        result = runtime.verifier().enrol_and_compare(references, questioned, mode, Reduce(reduce), _threshold(mode, threshold))
+    except runtime.FRIENDLY_ERRORS as exc:
+        raise runtime.user_error(exc) from None
+    return _outputs(result)
 
 
 def build() -> gr.Blocks:
     with gr.Blocks() as page:
+        mode = gr.Radio([m.value for m in Mode], value=Mode.GENERAL.value, label="Mode")
+        mode_help = gr.Markdown(MODE_HELP[Mode.GENERAL])
         with gr.Row():
-            image_a = gr.Image(type="filepath", label="Image A")
-            image_b = gr.Image(type="filepath", label="Image B")
-        threshold = gr.Slider(0.0, 1.0, value=DEFAULT_THRESHOLD, step=0.01, label="Match threshold (cosine)")
+            image_a = gr.Image(type="filepath", label="Image A", sources=["upload", "clipboard", "webcam"])
+            image_b = gr.Image(type="filepath", label="Image B", sources=["upload", "clipboard", "webcam"])
+        threshold = threshold_slider(Mode.GENERAL.value)
         button = gr.Button("Compare", variant="primary")
+        with gr.Accordion("Several references (writer- or person-dependent check)", open=False):
+            references = gr.File(file_count="multiple", file_types=["image"], label="Enrolled references")
+            questioned = gr.Image(type="filepath", label="Questioned image")
+            reduce = gr.Radio([r.value for r in Reduce], value=Reduce.BEST.value, label="Score",
+                              info="best: the closest reference decides; mean: the mean distance to all references")
+            enrol_button = gr.Button("Compare with references")
         with gr.Row():
-            score = gr.Number(label="Similarity score", precision=4)
-            verdict = gr.Markdown()
-        button.click(compare, [image_a, image_b, threshold], [score, verdict], api_name="compare")
+            similarity = gr.Number(label="Similarity (higher = more alike)", precision=4)
+            distance = gr.Number(label="Distance", precision=4)
+        verdict = gr.Markdown()
+        explanation = gr.Markdown()
+        crops = gr.Gallery(label="What was compared", columns=4, height="auto", allow_preview=False)
+        examples = runtime.pairwise_examples()
+        if examples:
+            gr.Examples(examples, [image_a, image_b, mode], label="Examples (made by the project)")
+        outputs = [similarity, distance, verdict, explanation, crops]
+        button.click(compare, [image_a, image_b, mode, threshold], outputs, api_name="compare")
+        enrol_button.click(enrol_and_compare, [references, questioned, mode, reduce, threshold], outputs, api_name="enrol_and_compare")
+        mode.change(lambda m: MODE_HELP[Mode(m)], mode, mode_help, api_name="mode_help", api_visibility="private")
+        mode.change(threshold_slider, mode, threshold, api_name="mode_threshold", api_visibility="undocumented")
     return page
 
 
 if __name__ == "__main__":
+    runtime.warm_up()
     build().launch()
