@@ -219,20 +219,42 @@ class Verifier:
 
     def represent_many(self, images: Sequence[ImageSource], mode: Mode | str, names: Sequence[str] | None = None) -> list[Represented]:
         """Vectors and crops of `images` in `mode` (backbone batched; face detections cached per image)."""
+        results = self.try_represent_many(images, mode, names)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    def try_represent_many(
+        self, images: Sequence[ImageSource], mode: Mode | str, names: Sequence[str] | None = None
+    ) -> list[Represented | ValueError]:
+        """Like `represent_many`, but an image that cannot be used gives its error (ImageError, FaceError,
+        SignatureError: all ValueErrors) in its place instead of stopping the batch."""
         mode = Mode(mode)
         names = list(names) if names is not None else [f"image {k + 1}" for k in range(len(images))]
+        results: list[Represented | ValueError | None] = [None] * len(images)
         if mode is Mode.FACE:
-            out = []
-            for image, name in zip(images, names):
-                face, note = self.face_model.one_face(image, self.on_multiple_faces, name)
-                out.append(Represented(face.descriptor, face.chip, note))
-            return out
-        prepared = [prepare(image, mode) for image in images]
-        vectors = self.embedder.encode_images(prepared)
-        head = self.heads.get(mode)
-        if head is not None:
-            vectors = head.project(vectors)
-        return [Represented(vector, _preview(crop)) for vector, crop in zip(vectors, prepared)]
+            for k, (image, name) in enumerate(zip(images, names)):
+                try:
+                    face, note = self.face_model.one_face(image, self.on_multiple_faces, name)
+                    results[k] = Represented(face.descriptor, face.chip, note)
+                except ValueError as exc:
+                    results[k] = exc
+            return results
+        prepared: dict[int, Image.Image] = {}
+        for k, image in enumerate(images):
+            try:
+                prepared[k] = prepare(image, mode)
+            except ValueError as exc:
+                results[k] = exc
+        if prepared:
+            vectors = self.embedder.encode_images(list(prepared.values()))
+            head = self.heads.get(mode)
+            if head is not None:
+                vectors = head.project(vectors)
+            for (k, crop), vector in zip(prepared.items(), vectors):
+                results[k] = Represented(vector, _preview(crop))
+        return results
 
     @staticmethod
     def _distances(a: np.ndarray, b: np.ndarray, mode: Mode) -> np.ndarray:
