@@ -116,12 +116,12 @@ class Verifier:
         on_multiple_faces: str = "error",
     ):
         self.embedder = embedder
-        self.heads: dict[Mode, SiameseHead] = {}
-        for head in heads:
-            self.add_head(head)
         self._face_model = face_model
         self.on_multiple_faces = on_multiple_faces  # "error" (MultipleFacesError with crops) or "largest"
         self._calibrated: dict[Mode, Threshold] = {}
+        self.heads: dict[Mode, SiameseHead] = {}
+        for head in heads:
+            self.add_head(head)
 
     # -- configuration ------------------------------------------------------------------------------------
     def add_head(self, head: SiameseHead) -> None:

@@ -16,7 +16,7 @@ def _train(args) -> int:
         loss=args.loss, backbone=args.backbone, mode=args.mode, views=args.views, val_fraction=args.val_fraction,
         epochs=args.epochs, patience=args.patience, batch_identities=args.batch_identities,
         per_identity=args.per_identity, lr=args.lr, margin=args.margin, max_per_identity=args.max_per_identity,
-        seed=args.seed, progress=not args.quiet,
+        seed=args.seed, feature_cache=args.feature_cache, progress=not args.quiet,
     )
     result = train(config)
     card = result.head.card
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--margin", type=float, help="contrastive (default 1.0) or triplet (default 0.2) margin")
     t.add_argument("--max-per-identity", type=int, help="use at most this many images of each identity")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--feature-cache", help="folder to keep backbone features in; later runs on the same data reuse them")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_train)
 

@@ -55,6 +55,7 @@ class TrainConfig:
     margin: float | None = None
     max_per_identity: int | None = None
     seed: int = 0
+    feature_cache: str | None = None  # folder to keep backbone features in, reused by later runs on the same data
     progress: bool = True
 
 
@@ -105,6 +106,16 @@ def _cosine_auc(vectors: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndar
     return roc_auc(scores, same), scores, same
 
 
+def _cache_path(folder: str | None, key: list) -> Path | None:
+    if not folder:
+        return None
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
+    return Path(folder) / f"features-{digest}.npy"
+
+
 class _Sampler:
     """P identities x K images, each image in a random one of its cached views."""
 
@@ -152,10 +163,20 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
     y_val = np.array([label_of[data.identities[i]] for i in val_index])
 
     t0 = time.perf_counter()
-    x_train = torch.from_numpy(
-        extract_features(embedder, train_images, mode, config.views, config.seed, config.progress, "train features")
-    )
-    x_val = extract_features(embedder, val_images, mode, 1, config.seed, config.progress, "validation features")[:, 0]
+
+    def features(images, index, views, desc):
+        key = [embedder.name, data.description, mode.value, views, config.seed, [data.identities[i] for i in index]]
+        path = _cache_path(config.feature_cache, key)
+        if path is not None and path.is_file():
+            return np.load(path)
+        array = extract_features(embedder, images, mode, views, config.seed, config.progress, desc)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, array)
+        return array
+
+    x_train = torch.from_numpy(features(train_images, train_index, config.views, "train features"))
+    x_val = features(val_images, val_index, 1, "validation features")[:, 0]
     feature_seconds = time.perf_counter() - t0
 
     module = ProjectionHead(embedder.dim, config.hidden_dim, config.out_dim, config.dropout)
