@@ -106,11 +106,14 @@ _self_calibration_lock = threading.Lock()
 
 
 class Verifier:
-    """Compares images in one of three modes with a shared backbone, optional heads and the face model."""
+    """Compares images in one of three modes with a shared backbone, optional heads and the face model.
+
+    `embedder` is the shared instance from `load_embedder(spec)`; it may be None for face mode only.
+    """
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: Embedder | None,
         heads: Iterable[SiameseHead] = (),
         face_model: FaceModel | None = None,
         on_multiple_faces: str = "error",
@@ -129,10 +132,10 @@ class Verifier:
         mode = Mode(head.mode)
         if mode is Mode.FACE:
             raise ValueError("Face mode uses dlib's face descriptor; heads apply to general and signature modes.")
-        if head.backbone != self.embedder.name:
+        if self.embedder is None or head.backbone != self.embedder.name:
             raise ValueError(
                 f"The head {head.source or ''} was trained on {head.backbone} features but the loaded model is "
-                f"{self.embedder.name}; load {head.backbone} (or retrain the head on {self.embedder.name})."
+                f"{getattr(self.embedder, 'name', None)}; load {head.backbone} (or retrain the head on that model)."
             )
         self.heads[mode] = head
         self._calibrated.pop(mode, None)
@@ -148,7 +151,8 @@ class Verifier:
         if mode is Mode.FACE:
             return self.face_model.name
         head = self.heads.get(mode)
-        return f"{self.embedder.name} + Siamese head ({head.card.get('loss')})" if head else self.embedder.name
+        name = getattr(self.embedder, "name", "no image model")
+        return f"{name} + Siamese head ({head.card.get('loss')})" if head else name
 
     def metric(self, mode: Mode | str) -> str:
         return "euclidean distance" if Mode(mode) is Mode.FACE else "cosine distance"
@@ -170,7 +174,7 @@ class Verifier:
     def _self_calibration(self, mode: Mode) -> Threshold:
         from .augment import photo_views, scribble_writers
 
-        key = (self.embedder.name, mode.value, self.heads[mode].source if mode in self.heads else "")
+        key = (getattr(self.embedder, "name", ""), mode.value, self.heads[mode].source if mode in self.heads else "")
         with _self_calibration_lock:
             if key not in _self_calibrations:
                 labelled = photo_views() if mode is Mode.GENERAL else scribble_writers()
@@ -248,6 +252,8 @@ class Verifier:
             except ValueError as exc:
                 results[k] = exc
         if prepared:
+            if self.embedder is None:
+                raise ValueError(f"{mode.value} mode needs an image model: build the Verifier with load_embedder(...).")
             vectors = self.embedder.encode_images(list(prepared.values()))
             head = self.heads.get(mode)
             if head is not None:
