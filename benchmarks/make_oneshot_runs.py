@@ -5,7 +5,9 @@
 
 Each run uses one alphabet: `ways` characters, one drawer's drawing as the single training example of
 each (training/classNN.png) and another drawer's drawing as the test item (test/itemNN.png);
-class_labels.txt lines read `runNN/test/itemNN.png runNN/training/classMM.png`.
+class_labels.txt lines read `runNN/test/itemNN.png runNN/training/classMM.png`. It also writes
+OUT/pairs.csv (image_a, image_b, same_person: each test item with its class and with one other class)
+for `python -m indexer.siamese eval --pairs OUT/pairs.csv --images OUT`.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ def make_runs(root: Path, out: Path, runs: int = 20, ways: int = 20, exclude: tu
     if not alphabets:
         raise SystemExit(f"No alphabet in {root} has {ways}+ characters (after excluding {list(exclude)}).")
     out.mkdir(parents=True, exist_ok=True)
+    pairs: list[str] = []
+    pair_rng = random.Random(seed + 1)  # separate, so the runs do not depend on the pairs
     for number in range(1, runs + 1):
         alphabet = alphabets[(number - 1) % len(alphabets)]
         characters = rng.sample(sorted(c for c in alphabet.iterdir() if c.is_dir()), ways)
@@ -45,6 +49,12 @@ def make_runs(root: Path, out: Path, runs: int = 20, ways: int = 20, exclude: tu
             shutil.copyfile(by_drawer[second], out / run / "test" / f"item{item:02d}.png")
             lines.append((item, f"{run}/test/item{item:02d}.png {run}/training/class{k + 1:02d}.png"))
         (out / run / "class_labels.txt").write_text("\n".join(line for _, line in sorted(lines)) + "\n", encoding="utf-8")
+        for item, line in sorted(lines):
+            test, train = line.split()
+            other = pair_rng.choice([f"{run}/training/class{k:02d}.png" for k in range(1, ways + 1) if not train.endswith(f"class{k:02d}.png")])
+            pairs += [f"{test},{train},1", f"{test},{other},0"]
+    # The same data as verification pairs: each test item with its own class and with one other class.
+    (out / "pairs.csv").write_text("image_a,image_b,same_person\n" + "\n".join(pairs) + "\n", encoding="utf-8")
     return [a.name for a in alphabets]
 
 

@@ -37,7 +37,7 @@ class TrainConfig:
     out: str | None = None
     identity_column: str | None = None
     image_column: str | None = None
-    loss: str = "contrastive"
+    loss: str = "triplet"  # measured best on Omniglot one-shot (docs/VERIFICATION.md)
     backbone: str = "effnet-lite0"
     mode: str = "general"  # preprocessing and augmentation: "general" (photos, faces) or "signature" (strokes)
     views: int = 3  # per image: 1 clean + (views - 1) augmented, embedded once
