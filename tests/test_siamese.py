@@ -109,3 +109,21 @@ def test_oneshot_eval_reads_the_standard_layout(tmp_path, embedder):
     assert len(lines) == 5 and lines[0].startswith("run01/test/item01.png run01/training/class")
     result = eval_oneshot(Verifier(embedder), "general", tmp_path / "runs")
     assert result["runs"] == 4 and result["ways"] == 5 and result["mean_accuracy"] == 1.0
+
+
+def test_saved_dataset_and_parquet_with_identity_column(tmp_path):
+    import datasets
+
+    images = [identity_image(k, j) for k in range(3) for j in range(2)]
+    ds = datasets.Dataset.from_dict(
+        {"photo": images, "person": [f"p{k}" for k in range(3) for _ in range(2)]},
+        features=datasets.Features({"photo": datasets.Image(), "person": datasets.Value("string")}),
+    )
+    ds.save_to_disk(str(tmp_path / "saved"))
+    ds.to_parquet(str(tmp_path / "data.parquet"))
+    for source in (tmp_path / "saved", tmp_path / "data.parquet"):
+        data = load_labelled(str(source), identity_column="person")
+        assert data.identities == ["p0", "p0", "p1", "p1", "p2", "p2"]
+        assert np.array_equal(np.asarray(data.images[2].convert("RGB")), np.asarray(images[2]))  # image column found
+    with pytest.raises(ValueError, match="--identity-column"):
+        load_labelled(str(tmp_path / "saved"))
