@@ -1,0 +1,58 @@
+"""Signature (and handwriting) preprocessing: ink on paper -> a centred, square, dark-on-white crop.
+
+Steps: grayscale, Otsu threshold, polarity check (ink is the minority class, so light ink on dark paper
+is inverted), background removal (paper becomes pure white, ink keeps its grey levels), crop to the ink
+with a margin, pad to a square without stretching (aspect ratio kept), resize for the backbone.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .images import ImageSource, load_image
+
+OUTPUT_SIZE = 224
+MARGIN = 0.08  # padding around the ink, as a fraction of its longer side
+MIN_INK_PIXELS = 8
+
+
+class SignatureError(ValueError):
+    """The image holds no usable ink. The message names the problem and the fix."""
+
+
+def otsu_threshold(gray: np.ndarray) -> float:
+    """Otsu's threshold of a uint8 grayscale image (scikit-image's, which handles edge cases)."""
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(gray))
+
+
+def ink_mask(gray: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(True where ink is, whether the image was light ink on dark paper)."""
+    if gray.min() == gray.max():
+        raise SignatureError("The image is a single flat colour with no ink; upload a scan or photo of the signature.")
+    threshold = otsu_threshold(gray)
+    dark = gray <= threshold
+    inverted = bool(dark.mean() > 0.5)  # ink is the minority of pixels
+    return (~dark if inverted else dark), inverted
+
+
+def preprocess_signature(source: ImageSource, size: int = OUTPUT_SIZE) -> Image.Image:
+    """A `size`x`size` RGB image of the ink, dark on white, centred, aspect ratio kept."""
+    image = load_image(source)
+    gray = np.asarray(image.convert("L"), dtype=np.uint8)
+    mask, inverted = ink_mask(gray)
+    if mask.sum() < MIN_INK_PIXELS:
+        raise SignatureError("Almost no ink was found; upload a sharper or higher-contrast image of the signature.")
+    ink = (255 - gray) if inverted else gray
+    # Background removal: paper -> white; ink keeps its darkness (stroke pressure shows in grey levels).
+    cleaned = np.where(mask, ink, 255).astype(np.uint8)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = cleaned[top:bottom, left:right]
+    height, width = crop.shape
+    side = int(np.ceil(max(height, width) * (1 + 2 * MARGIN)))
+    canvas = np.full((side, side), 255, dtype=np.uint8)
+    y, x = (side - height) // 2, (side - width) // 2
+    canvas[y : y + height, x : x + width] = crop
+    return Image.fromarray(canvas).resize((size, size), Image.LANCZOS).convert("RGB")
