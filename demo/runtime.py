@@ -7,12 +7,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import gradio as gr
 
 from indexer import CapabilityError, Embedder, GalleryIndex, ImageError, load_embedder
 from indexer.gallery import describe_gallery, open_default_gallery
+from indexer.siamese import load_head
+from indexer.verify import Mode, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +24,24 @@ log = logging.getLogger(__name__)
 class Settings:
     model: str = field(default_factory=lambda: os.environ.get("TWINSIGHT_MODEL", "auto"))
     gallery: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_GALLERY") or None)
+    # Siamese heads (paths or hub repo ids), comma-separated in TWINSIGHT_HEADS.
+    heads: list[str] = field(default_factory=lambda: [h for h in os.environ.get("TWINSIGHT_HEADS", "").split(",") if h])
 
 
 settings = Settings()
 _lock = threading.Lock()
 _gallery: GalleryIndex | None = None
+_verifier: Verifier | None = None
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
-def configure(model: str | None = None, gallery: str | None = None) -> None:
+def configure(model: str | None = None, gallery: str | None = None, heads: list[str] | None = None) -> None:
     if model:
         settings.model = model
     if gallery:
         settings.gallery = gallery
+    if heads:
+        settings.heads = list(heads)
 
 
 def embedder() -> Embedder:
@@ -56,10 +65,37 @@ def use_gallery(index: GalleryIndex | None) -> None:
         _gallery = index
 
 
+def verifier() -> Verifier:
+    """The shared pairwise verifier: the shared model, the loaded Siamese heads, the face model."""
+    global _verifier
+    with _lock:
+        if _verifier is None or _verifier.embedder is not embedder():
+            _verifier = Verifier(embedder(), heads=[load_head(head) for head in settings.heads])
+        return _verifier
+
+
+def pairwise_examples() -> list[list[str]]:
+    """[image A, image B, mode] rows from assets/examples (made by assets/make_examples.py)."""
+    rows = []
+    for mode, a, b in (
+        (Mode.GENERAL, "cat-a.jpg", "cat-b.jpg"),
+        (Mode.GENERAL, "cat-a.jpg", "coffee.jpg"),
+        (Mode.FACE, "face-a.jpg", "face-b.jpg"),
+        (Mode.SIGNATURE, "signature-a.png", "signature-b.png"),
+        (Mode.SIGNATURE, "signature-a.png", "signature-other.png"),
+    ):
+        if (EXAMPLES_DIR / a).is_file() and (EXAMPLES_DIR / b).is_file():
+            rows.append([str(EXAMPLES_DIR / a), str(EXAMPLES_DIR / b), mode.value])
+    return rows
+
+
 def warm_up() -> None:
     """Load everything at start-up, so the first user does not wait for it."""
     log.info("model ready: %s", embedder())
     log.info("gallery ready: %s", describe_gallery(gallery()))
+    for mode in Mode:  # face model load and self-calibrations run now, not in the first request
+        threshold = verifier().threshold(mode)
+        log.info("%s threshold %.3f: %s", mode.value, threshold.value, threshold.source)
 
 
 def status_markdown() -> str:

@@ -64,19 +64,56 @@ def test_unreadable_upload_is_a_friendly_error(use_model, tmp_path):
 
 def test_pairwise_is_symmetric_and_identical_images_match(use_model, image_files):
     use_model("effnet-lite0")
-    same, verdict = pairwise.compare(image_files["chelsea"], image_files["chelsea"], 0.5)
-    assert same == pytest.approx(1.0, abs=1e-3) and "**match**" in verdict
-    ab, _ = pairwise.compare(image_files["chelsea"], image_files["rocket"], 0.5)
-    ba, verdict = pairwise.compare(image_files["rocket"], image_files["chelsea"], 0.5)
-    assert ab == pytest.approx(ba, abs=1e-4)
-    assert ab < same
-    assert "no match" in pairwise.compare(image_files["chelsea"], image_files["rocket"], ab + 0.01)[1]
+    same, distance, verdict, explanation, crops = pairwise.compare(image_files["chelsea"], image_files["chelsea"], "general", None)
+    assert same == pytest.approx(1.0, abs=1e-3) and distance == pytest.approx(0.0, abs=1e-3)
+    assert "**Match**" in verdict and len(crops) == 2
+    default = runtime.verifier().threshold("general")
+    assert default.source in explanation  # the page says where the threshold came from
+    ab = pairwise.compare(image_files["chelsea"], image_files["rocket"], "general", None)
+    ba = pairwise.compare(image_files["rocket"], image_files["chelsea"], "general", None)
+    assert ab[0] == pytest.approx(ba[0], abs=1e-4) and ab[1] == pytest.approx(ba[1], abs=1e-4)
+    assert ab[0] < same
+    # A threshold just under the pair's distance flips the verdict, and the page says the user set it.
+    _, _, verdict, explanation, _ = pairwise.compare(image_files["chelsea"], image_files["rocket"], "general", ab[1] - 0.01)
+    assert "No match" in verdict and "set by you" in explanation
+
+
+def test_pairwise_threshold_slider_shows_the_calibrated_default(use_model):
+    use_model("effnet-lite0")
+    for mode in ("general", "face", "signature"):
+        slider = pairwise.threshold_slider(mode)
+        default = runtime.verifier().threshold(mode)
+        assert slider.value == pytest.approx(default.value, abs=1e-3)
+        assert default.source in slider.info and slider.maximum >= default.value
+
+
+def test_pairwise_face_mode_says_when_there_is_no_face(use_model, image_files):
+    use_model("effnet-lite0")
+    with pytest.raises(gr.Error, match="(?i)no face"):
+        pairwise.compare(image_files["coffee"], image_files["astronaut"], "face", None)
+
+
+def test_enrolment_compares_against_every_reference(use_model, image_files):
+    use_model("effnet-lite0")
+    refs = [image_files["chelsea"], image_files["coffee"]]
+    best = pairwise.enrol_and_compare(refs, image_files["chelsea"], "general", "best", None)
+    mean = pairwise.enrol_and_compare(refs, image_files["chelsea"], "general", "mean", None)
+    assert best[1] == pytest.approx(0.0, abs=1e-3) and mean[1] > best[1]
+    assert len(best[4]) == 3  # two references and the questioned image
+    with pytest.raises(gr.Error, match="at least one reference"):
+        pairwise.enrol_and_compare([], image_files["chelsea"])
 
 
 def test_pairwise_needs_both_images(use_model, image_files):
     use_model("effnet-lite0")
     with pytest.raises(gr.Error, match="both"):
         pairwise.compare(image_files["chelsea"], None)
+
+
+def test_pairwise_examples_exist_and_are_valid_rows():
+    rows = runtime.pairwise_examples()
+    assert len(rows) == 5
+    assert {row[2] for row in rows} == {"general", "face", "signature"}
 
 
 def test_status_shows_model_device_and_notice(use_model, monkeypatch):

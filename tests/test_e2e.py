@@ -66,8 +66,9 @@ def test_browser_pairwise(page, images):
     inputs = tab.locator("input[type=file]")
     inputs.nth(0).set_input_files(str(images["chelsea"]))
     tab.locator("input[type=file]").last.set_input_files(str(images["chelsea"]))
-    tab.get_by_role("button", name="Compare").click()
-    tab.get_by_text("match").first.wait_for(timeout=60_000)
+    tab.get_by_role("button", name="Compare", exact=True).click()
+    tab.get_by_text("Match").first.wait_for(timeout=60_000)
+    tab.get_by_text("What was compared").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "pairwise.png"), full_page=True)
 
 
@@ -86,8 +87,13 @@ def test_api_endpoints_via_gradio_client(server, images):
     client = Client(server.url, verbose=False)
     labels, answered_by = client.predict(handle_file(str(images["coffee"])), "Model's own classifier", "", "", 3, api_name="/classify")
     assert labels["label"] == "espresso" and len(labels["confidences"]) == 3
-    score, verdict = client.predict(handle_file(str(images["chelsea"])), handle_file(str(images["chelsea"])), 0.5, api_name="/compare")
-    assert score == pytest.approx(1.0, abs=1e-3) and "match" in verdict
+    similarity, distance, verdict, explanation, crops = client.predict(  # threshold omitted: the mode's default
+        image_a=handle_file(str(images["chelsea"])), image_b=handle_file(str(images["chelsea"])), mode="general", api_name="/compare")
+    assert similarity == pytest.approx(1.0, abs=1e-3) and "Match" in verdict and len(crops) == 2
+    *_, verdict, explanation, crops = client.predict(
+        [handle_file(str(images["chelsea"])), handle_file(str(images["coffee"]))], handle_file(str(images["chelsea"])),
+        "general", "mean", 0.2, api_name="/enrol_and_compare")
+    assert "mean over 2 references" in explanation and "0.200 (set by you)" in explanation and len(crops) == 3
     results, summary, shown = client.predict(handle_file(str(images["coffee"])), "", 3, [], api_name="/search")
     assert len(results) == 3 and results[0]["caption"].startswith("coffee cup · 1.000")
     assert [hit["score"] for hit in shown] == sorted((hit["score"] for hit in shown), reverse=True)
