@@ -35,7 +35,7 @@ def _threshold(mode: Mode, value: float | None) -> float | None:
 
 
 def _outputs(result: Verification) -> tuple:
-    verdict = ("✅ **Match**" if result.match else "❌ **No match**") + f" ({result.mode.value} mode, `{result.model}`)"
+    verdict = ("## ✔ Match" if result.match else "## ✘ No match") + f" ({result.mode.value} mode, `{result.model}`)"
     captions = ["A", "B"] if len(result.crops) == 2 else [f"reference {i + 1}" for i in range(len(result.crops) - 1)] + ["questioned"]
     return (round(result.similarity, 4), round(result.distance, 4), verdict, result.explanation,
             [(crop, caption) for crop, caption in zip(result.crops, captions)])
@@ -90,7 +90,7 @@ def build() -> gr.Blocks:
             distance = gr.Number(label="Distance", precision=4)
         verdict = gr.Markdown()
         explanation = gr.Markdown()
-        crops = gr.Gallery(label="What was compared", columns=4, height="auto", allow_preview=False)
+        crops = gr.Gallery(label="What was compared", columns=6, height=220, allow_preview=False, object_fit="contain")
         examples = runtime.pairwise_examples()
         if examples:
             gr.Examples(examples, [image_a, image_b, mode], label="Examples (made by the project)")

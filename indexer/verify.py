@@ -267,7 +267,7 @@ class Verifier:
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         if mode is Mode.FACE:
             return np.linalg.norm(a - b, axis=-1)
-        return 1.0 - np.sum(a * b, axis=-1)  # vectors are L2-normalised
+        return np.clip(1.0 - np.sum(a * b, axis=-1), 0.0, 2.0)  # vectors are L2-normalised; clip rounding
 
     def distance(self, a: np.ndarray, b: np.ndarray, mode: Mode | str) -> float:
         return float(self._distances(a, b, Mode(mode)))

@@ -66,7 +66,7 @@ def test_pairwise_is_symmetric_and_identical_images_match(use_model, image_files
     use_model("effnet-lite0")
     same, distance, verdict, explanation, crops = pairwise.compare(image_files["chelsea"], image_files["chelsea"], "general", None)
     assert same == pytest.approx(1.0, abs=1e-3) and distance == pytest.approx(0.0, abs=1e-3)
-    assert "**Match**" in verdict and len(crops) == 2
+    assert "✔ Match" in verdict and len(crops) == 2
     default = runtime.verifier().threshold("general")
     assert default.source in explanation  # the page says where the threshold came from
     ab = pairwise.compare(image_files["chelsea"], image_files["rocket"], "general", None)

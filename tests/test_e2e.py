@@ -58,6 +58,7 @@ def test_browser_classification(page, images):
     tab.locator("input[type=file]").first.set_input_files(str(images["coffee"]))
     tab.get_by_role("button", name="Classify").click()
     tab.get_by_text("espresso").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(800)  # let the result fade in before the screenshot
     page.screenshot(path=str(ARTIFACTS / "classification.png"), full_page=True)
 
 
@@ -67,8 +68,9 @@ def test_browser_pairwise(page, images):
     inputs.nth(0).set_input_files(str(images["chelsea"]))
     tab.locator("input[type=file]").last.set_input_files(str(images["chelsea"]))
     tab.get_by_role("button", name="Compare", exact=True).click()
-    tab.get_by_text("Match").first.wait_for(timeout=60_000)
+    tab.get_by_text("✔ Match").first.wait_for(timeout=60_000)
     tab.get_by_text("What was compared").first.wait_for()
+    page.wait_for_timeout(800)  # let the result fade in before the screenshot
     page.screenshot(path=str(ARTIFACTS / "pairwise.png"), full_page=True)
 
 
@@ -78,6 +80,7 @@ def test_browser_gallery(page, images):
     tab.locator("input[type=file]").first.set_input_files(str(images["chelsea"]))
     tab.get_by_role("button", name="Search").click()
     tab.get_by_text("cat · 1.000").first.wait_for(timeout=60_000)  # the built-in gallery holds this very photo
+    page.wait_for_timeout(800)  # let the result fade in before the screenshot
     page.screenshot(path=str(ARTIFACTS / "gallery.png"), full_page=True)
 
 
@@ -99,3 +102,7 @@ def test_api_endpoints_via_gradio_client(server, images):
     assert [hit["score"] for hit in shown] == sorted((hit["score"] for hit in shown), reverse=True)
     results, _, again = client.predict(shown[1]["id"], 2, [], api_name="/similar")
     assert again[0]["id"] == shown[1]["id"] and len(results) == 2
+    message, _ = client.predict([handle_file(str(images["rocket"]))], "launch", api_name="/add_to_gallery")
+    assert "Added 1" in message
+    _, _, hits = client.predict(handle_file(str(images["rocket"])), "", 1, ["launch"], api_name="/search")
+    assert hits[0]["label"] == "launch" and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
