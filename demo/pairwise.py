@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from indexer.face import FaceError
 from indexer.verify import Mode, Reduce, Verification
 
 from . import runtime
@@ -41,20 +42,35 @@ def _outputs(result: Verification) -> tuple:
             [(crop, caption) for crop, caption in zip(result.crops, captions)])
 
 
-def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.value, threshold: float | None = None):
+def _on_multiple(largest_face: bool) -> str:
+    return "largest" if largest_face else "error"
+
+
+def _face_problem(exc: FaceError) -> tuple:
+    """No verdict, but say why and show the faces that were found, so the user can crop or tick 'largest'."""
+    crops = [(crop, f"face {i + 1}") for i, crop in enumerate(exc.crops or [])]
+    return None, None, "## ⚠ No verdict", str(exc), crops
+
+
+def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.value, threshold: float | None = None,
+            largest_face: bool = False):
     """Similarity, distance, verdict, explanation and the crops compared. Symmetric in A and B."""
     if not image_a or not image_b:
         raise gr.Error("Drop an image in both boxes to compare them.")
     mode = Mode(mode)
     try:
-        result = runtime.verifier().compare(image_a, image_b, mode, _threshold(mode, threshold))
+        result = runtime.verifier().compare(image_a, image_b, mode, _threshold(mode, threshold), _on_multiple(largest_face))
+    except FaceError as exc:
+        if exc.crops:
+            return _face_problem(exc)
+        raise runtime.user_error(exc) from None
     except runtime.FRIENDLY_ERRORS as exc:
         raise runtime.user_error(exc) from None
     return _outputs(result)
 
 
 def enrol_and_compare(references: list[str] | None, questioned: str | None, mode: str = Mode.SIGNATURE.value,
-                      reduce: str = Reduce.BEST.value, threshold: float | None = None):
+                      reduce: str = Reduce.BEST.value, threshold: float | None = None, largest_face: bool = False):
     """Compare a questioned image against several enrolled references (score = closest or mean, as chosen)."""
     if not references:
         raise gr.Error("Enrol at least one reference image.")
@@ -64,7 +80,12 @@ def enrol_and_compare(references: list[str] | None, questioned: str | None, mode
         raise gr.Error("Drop the questioned image to compare against the references.")
     mode = Mode(mode)
     try:
-        result = runtime.verifier().enrol_and_compare(references, questioned, mode, Reduce(reduce), _threshold(mode, threshold))
+        result = runtime.verifier().enrol_and_compare(
+            references, questioned, mode, Reduce(reduce), _threshold(mode, threshold), _on_multiple(largest_face))
+    except FaceError as exc:
+        if exc.crops:
+            return _face_problem(exc)
+        raise runtime.user_error(exc) from None
     except runtime.FRIENDLY_ERRORS as exc:
         raise runtime.user_error(exc) from None
     return _outputs(result)
@@ -78,6 +99,7 @@ def build() -> gr.Blocks:
             image_a = gr.Image(type="filepath", label="Image A", sources=["upload", "clipboard", "webcam"])
             image_b = gr.Image(type="filepath", label="Image B", sources=["upload", "clipboard", "webcam"])
         threshold = threshold_slider(Mode.GENERAL.value)
+        largest_face = gr.Checkbox(False, label="Face mode: when a photo shows several faces, compare the largest")
         button = gr.Button("Compare", variant="primary")
         with gr.Accordion("Several references (writer- or person-dependent check)", open=False):
             references = gr.File(file_count="multiple", file_types=["image"], label="Enrolled references")
@@ -95,8 +117,9 @@ def build() -> gr.Blocks:
         if examples:
             gr.Examples(examples, [image_a, image_b, mode], label="Examples (made by the project)")
         outputs = [similarity, distance, verdict, explanation, crops]
-        button.click(compare, [image_a, image_b, mode, threshold], outputs, api_name="compare")
-        enrol_button.click(enrol_and_compare, [references, questioned, mode, reduce, threshold], outputs, api_name="enrol_and_compare")
+        button.click(compare, [image_a, image_b, mode, threshold, largest_face], outputs, api_name="compare")
+        enrol_button.click(enrol_and_compare, [references, questioned, mode, reduce, threshold, largest_face], outputs,
+                           api_name="enrol_and_compare")
         mode.change(lambda m: MODE_HELP[Mode(m)], mode, mode_help, api_name="mode_help", api_visibility="private")
         mode.change(threshold_slider, mode, threshold, api_name="mode_threshold", api_visibility="undocumented")
     return page

@@ -160,7 +160,7 @@ class FaceModel:
                 raise ValueError(f"on_multiple must be 'error' or 'largest', not {on_multiple!r}.")
             raise MultipleFacesError(
                 f"{len(found)} faces found in {name}; crop it to the one person you mean, "
-                "or choose to compare the largest face.",
+                "or choose to compare the largest face (the pairwise tab's 'compare the largest' option).",
                 crops=[face.chip for face in found],
             )
         note = f"face found in {name} after {found[0].upsample}x upsampling." if found[0].upsample else ""

@@ -221,16 +221,18 @@ class Verifier:
     def represent(self, image: ImageSource, mode: Mode | str, name: str = "the image") -> Represented:
         return self.represent_many([image], mode, [name])[0]
 
-    def represent_many(self, images: Sequence[ImageSource], mode: Mode | str, names: Sequence[str] | None = None) -> list[Represented]:
+    def represent_many(self, images: Sequence[ImageSource], mode: Mode | str, names: Sequence[str] | None = None,
+                       on_multiple_faces: str | None = None) -> list[Represented]:
         """Vectors and crops of `images` in `mode` (backbone batched; face detections cached per image)."""
-        results = self.try_represent_many(images, mode, names)
+        results = self.try_represent_many(images, mode, names, on_multiple_faces)
         for result in results:
             if isinstance(result, Exception):
                 raise result
         return results
 
     def try_represent_many(
-        self, images: Sequence[ImageSource], mode: Mode | str, names: Sequence[str] | None = None
+        self, images: Sequence[ImageSource], mode: Mode | str, names: Sequence[str] | None = None,
+        on_multiple_faces: str | None = None,
     ) -> list[Represented | ValueError]:
         """Like `represent_many`, but an image that cannot be used gives its error (ImageError, FaceError,
         SignatureError: all ValueErrors) in its place instead of stopping the batch."""
@@ -240,7 +242,7 @@ class Verifier:
         if mode is Mode.FACE:
             for k, (image, name) in enumerate(zip(images, names)):
                 try:
-                    face, note = self.face_model.one_face(image, self.on_multiple_faces, name)
+                    face, note = self.face_model.one_face(image, on_multiple_faces or self.on_multiple_faces, name)
                     results[k] = Represented(face.descriptor, face.chip, note)
                 except ValueError as exc:
                     results[k] = exc
@@ -273,14 +275,15 @@ class Verifier:
         return float(self._distances(a, b, Mode(mode)))
 
     # -- the API the app calls ----------------------------------------------------------------------------
-    def compare(self, image_a: ImageSource, image_b: ImageSource, mode: Mode | str, threshold: float | None = None) -> Verification:
+    def compare(self, image_a: ImageSource, image_b: ImageSource, mode: Mode | str, threshold: float | None = None,
+                on_multiple_faces: str | None = None) -> Verification:
         """Are `image_a` and `image_b` the same identity? Symmetric: swapping them gives the same answer.
 
         Raises FaceError (NoFaceError / MultipleFacesError) in face mode and SignatureError in signature mode
         when an image cannot be used; both are ValueErrors whose message names the problem and the fix.
         """
         mode = Mode(mode)
-        a, b = self.represent_many([image_a, image_b], mode, ["image A", "image B"])
+        a, b = self.represent_many([image_a, image_b], mode, ["image A", "image B"], on_multiple_faces)
         distance = self.distance(a.vector, b.vector, mode)
         return self._verdict(mode, distance, threshold, (a.crop, b.crop), (a.note, b.note), "the two images")
 
@@ -291,6 +294,7 @@ class Verifier:
         mode: Mode | str,
         reduce: Reduce | str = Reduce.BEST,
         threshold: float | None = None,
+        on_multiple_faces: str | None = None,
     ) -> Verification:
         """Writer- (or person-) dependent check: compare `questioned` against every enrolled reference.
 
@@ -300,7 +304,7 @@ class Verifier:
         if not references:
             raise ValueError("Enrol at least one reference image before comparing a questioned one.")
         names = [f"reference {k + 1}" for k in range(len(references))] + ["the questioned image"]
-        reps = self.represent_many([*references, questioned], mode, names)
+        reps = self.represent_many([*references, questioned], mode, names, on_multiple_faces)
         refs, query = reps[:-1], reps[-1]
         distances = tuple(self.distance(r.vector, query.vector, mode) for r in refs)
         distance = min(distances) if reduce is Reduce.BEST else float(np.mean(distances))

@@ -187,3 +187,16 @@ def test_gallery_votes_classify_with_any_model(small_gallery, gallery_folder):
     assert set(labels) <= set(small_gallery.labels())
     assert sum(labels.values()) == pytest.approx(1.0, abs=1e-6)  # all labels shown: a full distribution
     assert "Gallery votes" in answered
+
+
+def test_pairwise_several_faces_shows_the_faces_or_compares_the_largest(use_model, image_files, tmp_path, photos):
+    from test_face import two_faces
+
+    use_model("effnet-lite0")
+    group = tmp_path / "two.png"
+    two_faces(Image.fromarray(photos["astronaut"])).save(group)
+    similarity, distance, verdict, explanation, crops = pairwise.compare(str(group), image_files["astronaut"], "face", None)
+    assert similarity is None and "No verdict" in verdict and "2 faces" in explanation
+    assert len(crops) == 2  # the faces found, so the user sees what to crop
+    similarity, distance, verdict, explanation, crops = pairwise.compare(str(group), image_files["astronaut"], "face", None, True)
+    assert "✔ Match" in verdict and "compared the largest" in explanation and len(crops) == 2

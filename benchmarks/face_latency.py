@@ -1,0 +1,71 @@
+"""Benchmark 6: face mode latency per pair (detect, align, 128-d descriptor, distance).
+
+    .venv/bin/python benchmarks/face_latency.py [--pairs 20]
+
+Uncached pairs (each image is fresh pixels: a slightly different crop, so the per-image cache cannot answer),
+then the same pairs again (cached detections: the cost of a repeated upload). Uses scikit-image's astronaut photo
+and, when present, the dev faces in ../shared/data/faces-dev.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from indexer.verify import Mode, Verifier  # noqa: E402
+
+DEV_FACES = ROOT.parent / "shared" / "data" / "faces-dev"
+
+
+def sources() -> list[Image.Image]:
+    import skimage.data
+
+    images = [Image.fromarray(skimage.data.astronaut())]
+    images += [Image.open(p).convert("RGB") for p in sorted(DEV_FACES.glob("*.jpg"))]
+    return images
+
+
+def variants(images: list[Image.Image], n: int) -> list[Image.Image]:
+    out = []
+    for i in range(n):
+        image = images[i % len(images)]
+        w, h = image.size
+        out.append(image.crop((i % 7, i % 5, w - (i % 3), h)))  # new pixels each time: no cache hit
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=20)
+    args = parser.parse_args()
+    verifier = Verifier(None)
+    start = time.perf_counter()
+    verifier.face_model  # noqa: B018 - load the dlib models once
+    print(f"face models loaded in {time.perf_counter() - start:.2f} s; {len(sources())} source photos, "
+          f"sizes {sorted({im.size for im in sources()})}")
+    images = variants(sources(), 2 * args.pairs)
+    pairs = list(zip(images[0::2], images[1::2]))
+    for label in ("uncached", "cached (same images again)"):
+        times = []
+        for a, b in pairs:
+            start = time.perf_counter()
+            try:
+                verifier.compare(a, b, Mode.FACE)
+            except ValueError as exc:
+                print("skipped:", exc)
+                continue
+            times.append((time.perf_counter() - start) * 1000)
+        print(f"{label}: {len(times)} pairs, median {statistics.median(times):.0f} ms per pair, "
+              f"p90 {np.percentile(times, 90):.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

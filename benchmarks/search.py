@@ -1,0 +1,83 @@
+"""Benchmark 3: gallery search at scale, through the real GalleryIndex API.
+
+    .venv/bin/python benchmarks/search.py [--sizes 100000 1000000] [--dim 512] [--efs 32 64 96 128 256]
+
+Clustered unit vectors (indexer.brute.clustered_unit_vectors), queries drawn fresh from the same clusters. For
+each size: build time, resident memory added by the index against the raw float32 size, then per ef the p50/p99
+latency of one k=10 query and recall@10 against exact search; then Hamming mode (sign bits + cosine re-rank).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k  # noqa: E402
+from indexer.index import GalleryIndex, HnswParams  # noqa: E402
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+
+def timed_queries(index: GalleryIndex, queries: np.ndarray, **options) -> tuple[np.ndarray, np.ndarray]:
+    found, times = [], []
+    for q in queries:
+        start = time.perf_counter()
+        hits = index.search(vector=q, k=10, **options)
+        times.append(time.perf_counter() - start)
+        found.append([h.id for h in hits])
+    return np.array(found), np.array(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--efs", type=int, nargs="+", default=[32, 64, 96, 128, 256])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--M", type=int, default=HnswParams.M)
+    parser.add_argument("--ef-construction", type=int, default=HnswParams.ef_construction)
+    args = parser.parse_args()
+    queries = clustered_unit_vectors(args.queries, args.dim, seed=99)
+    for n in args.sizes:
+        gc.collect()
+        vectors = clustered_unit_vectors(n, args.dim, seed=0)
+        truth, _ = exact_search(queries, vectors, 10)
+        raw = vectors.nbytes
+        before = rss_bytes()
+        start = time.perf_counter()
+        index = GalleryIndex(args.dim, "benchmark", params=HnswParams(M=args.M, ef_construction=args.ef_construction), capacity=n)
+        for lo in range(0, n, 50_000):
+            index.add_vectors(vectors[lo : lo + 50_000])
+        build = time.perf_counter() - start
+        added = rss_bytes() - before
+        print(f"\n## {n:,} x {args.dim}-d (M={args.M}, ef_construction={args.ef_construction})")
+        print(f"build {build:.1f} s ({n / build:,.0f} vectors/s); memory added {added / 2**20:,.0f} MiB "
+              f"= {added / raw:.2f}x the raw float32 ({raw / 2**20:,.0f} MiB)")
+        print("| search | p50 ms | p99 ms | recall@10 |\n| --- | ---: | ---: | ---: |")
+        for ef in args.efs:
+            index.ef = ef
+            found, ms = timed_queries(index, queries)
+            print(f"| hnsw ef={ef} | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} | {recall_at_k(found, truth):.4f} |", flush=True)
+        found, ms = timed_queries(index, queries[:200], exact=True)
+        print(f"| exact (brute force) | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} | {recall_at_k(found, truth[:200]):.4f} |")
+        index.enable_hamming("sign")
+        for rerank in (100, 500):
+            found, ms = timed_queries(index, queries[:200], metric="hamming", rerank=rerank)
+            print(f"| hamming sign bits, re-rank {rerank} | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} | {recall_at_k(found, truth[:200]):.4f} |")
+        memory = index.memory_bytes()
+        print(f"binary codes {memory['hamming'] / 2**20:.1f} MiB against float32 vectors {memory['float32'] / 2**20:.1f} MiB "
+              f"({memory['float32'] / max(1, memory['hamming']):.0f}x smaller)")
+        del index, vectors
+    
+
+if __name__ == "__main__":
+    main()
