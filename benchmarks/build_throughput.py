@@ -14,23 +14,23 @@ import io
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from indexer import build_index, load_embedder  # noqa: E402
+from model_throughput import images_per_second  # noqa: E402
 
 
 def jpeg_dataset(n: int, folder: Path) -> Path:
     import datasets
     import skimage.data
 
-    photos = [getattr(skimage.data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "horse")]
+    photos = [getattr(skimage.data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field")]
     rng = np.random.default_rng(0)
     records = []
     for i in range(n):
@@ -51,17 +51,6 @@ def jpeg_dataset(n: int, folder: Path) -> Path:
     return out
 
 
-def model_only(embedder, batch: int, batches: int = 4) -> float:
-    pixels = torch.randn(batch, 3, 224, 224)
-    embedder.embed_pixels(pixels)
-    times = []
-    for _ in range(batches):
-        start = time.perf_counter()
-        embedder.embed_pixels(pixels)
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256)
@@ -71,10 +60,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     dataset = jpeg_dataset(args.images, work)
     embedder = load_embedder(args.model)
-    before = model_only(embedder, embedder.batch_size)
+    before = images_per_second(embedder, embedder.batch_size, repeats=4)
     index = build_index(str(dataset), model=embedder, out=work / "index", workers=args.workers, resume=False)
     report = index.build_report
-    after = model_only(embedder, embedder.batch_size)
+    after = images_per_second(embedder, embedder.batch_size, repeats=4)
     model_ips = statistics.mean([before, after])
     print(f"model only ({embedder.description}, batch {embedder.batch_size}): {model_ips:.1f} images/s "
           f"(before {before:.1f}, after {after:.1f})")

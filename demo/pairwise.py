@@ -52,21 +52,26 @@ def _face_problem(exc: FaceError) -> tuple:
     return None, None, "## ⚠ No verdict", str(exc), crops
 
 
-def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.value, threshold: float | None = None,
-            largest_face: bool = False):
-    """Similarity, distance, verdict, explanation and the crops compared. Symmetric in A and B."""
-    if not image_a or not image_b:
-        raise gr.Error("Drop an image in both boxes to compare them.")
-    mode = Mode(mode)
+def _answer(verify) -> tuple:
+    """Run a verification; library errors become friendly page errors, several faces an explained no-verdict."""
     try:
-        result = runtime.verifier().compare(image_a, image_b, mode, _threshold(mode, threshold), _on_multiple(largest_face))
+        return _outputs(verify())
     except FaceError as exc:
         if exc.crops:
             return _face_problem(exc)
         raise runtime.user_error(exc) from None
     except runtime.FRIENDLY_ERRORS as exc:
         raise runtime.user_error(exc) from None
-    return _outputs(result)
+
+
+def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.value, threshold: float | None = None,
+            largest_face: bool = False):
+    """Similarity, distance, verdict, explanation and the crops compared. Symmetric in A and B."""
+    if not image_a or not image_b:
+        raise gr.Error("Drop an image in both boxes to compare them.")
+    mode = Mode(mode)
+    return _answer(lambda: runtime.verifier().compare(
+        image_a, image_b, mode, _threshold(mode, threshold), _on_multiple(largest_face)))
 
 
 def enrol_and_compare(references: list[str] | None, questioned: str | None, mode: str = Mode.SIGNATURE.value,
@@ -79,16 +84,8 @@ def enrol_and_compare(references: list[str] | None, questioned: str | None, mode
     if not questioned:
         raise gr.Error("Drop the questioned image to compare against the references.")
     mode = Mode(mode)
-    try:
-        result = runtime.verifier().enrol_and_compare(
-            references, questioned, mode, Reduce(reduce), _threshold(mode, threshold), _on_multiple(largest_face))
-    except FaceError as exc:
-        if exc.crops:
-            return _face_problem(exc)
-        raise runtime.user_error(exc) from None
-    except runtime.FRIENDLY_ERRORS as exc:
-        raise runtime.user_error(exc) from None
-    return _outputs(result)
+    return _answer(lambda: runtime.verifier().enrol_and_compare(
+        references, questioned, mode, Reduce(reduce), _threshold(mode, threshold), _on_multiple(largest_face)))
 
 
 def build() -> gr.Blocks:
