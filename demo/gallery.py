@@ -81,6 +81,17 @@ def add_images(files: list[str] | None, label: str = "") -> tuple[str, gr.Dropdo
     return message, gr.Dropdown(choices=index.labels())
 
 
+def sync_gallery(progress=gr.Progress()) -> str:
+    """Embed what the gallery's dataset or folder gained since it was indexed (resumable, saved at the end)."""
+    index = runtime.gallery()
+    try:
+        index.sync(progress=lambda done, total: progress((done, total), desc="Embedding new images", unit="images"))
+    except runtime.FRIENDLY_ERRORS as exc:
+        raise runtime.user_error(exc) from None
+    report = index.build_report
+    return f"Synced: {report.embedded} new image(s) embedded, {report.skipped} unreadable skipped. {facts()}"
+
+
 def facts() -> str:
     index = runtime.gallery()
     metric = "cosine similarity (hnswlib)" if len(index) >= 1000 else "cosine similarity (exact)"
@@ -108,6 +119,7 @@ def build() -> gr.Blocks:
                     new_label = gr.Textbox(label="Label (optional)", max_length=MAX_LABEL)
                     add_button = gr.Button("Add to gallery")
                     added = gr.Markdown()
+                    sync_button = gr.Button("Sync with the gallery's dataset or folder", size="sm")
             with gr.Column(scale=2):
                 results = gr.Gallery(label="Most similar", columns=4, height="auto", allow_preview=False)
                 summary = gr.Markdown()
@@ -119,6 +131,7 @@ def build() -> gr.Blocks:
         text.submit(search, [image, text, k, labels], outputs, api_name="search_text")
         results.select(select_result, [shown, k, labels], outputs, api_name="select_result", api_visibility="undocumented")
         similar_button.click(similar, [item_id, k, labels], outputs, api_name="similar")
+        sync_button.click(sync_gallery, None, added, api_name="sync_gallery").then(facts, None, index_facts)
         add_button.click(add_images, [files, new_label], [added, labels], api_name="add_to_gallery").then(
             facts, None, index_facts, api_name="gallery_facts"
         )

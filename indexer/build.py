@@ -196,6 +196,8 @@ def build_index(
     finally:
         pool.shutdown(wait=True)
         bar.close()
+    if progress is not None and done < end:  # the last new row was not the source's last row
+        progress(end, end)
     index.source["next_row"] = end
     if hamming and index.hamming is None:
         index.enable_hamming(hamming, hamming_bits)

@@ -6,6 +6,7 @@ from PIL import Image
 
 from demo import classification, gallery, pairwise, runtime
 from indexer import build_index
+from tiny_models import make_gallery_images
 
 
 @pytest.fixture
@@ -200,3 +201,13 @@ def test_pairwise_several_faces_shows_the_faces_or_compares_the_largest(use_mode
     assert len(crops) == 2  # the faces found, so the user sees what to crop
     similarity, distance, verdict, explanation, crops = pairwise.compare(str(group), image_files["astronaut"], "face", None, True)
     assert "✔ Match" in verdict and "compared the largest" in explanation and len(crops) == 2
+
+
+def test_gallery_sync_embeds_new_folder_files_with_progress(small_gallery, gallery_folder):
+    make_gallery_images(1, seed=77)[0].save(gallery_folder / "Alphabet_0" / "character00" / "new.png")
+    before = len(small_gallery)
+    seen = []
+    message = gallery.sync_gallery(progress=lambda value, **kwargs: seen.append(value))
+    assert len(small_gallery) == before + 1 and "1 new image" in message
+    assert seen and seen[-1][0] == seen[-1][1]  # progress reached done == total
+    assert "1 new image" not in gallery.sync_gallery(progress=lambda *a, **k: None)  # nothing new the second time
