@@ -635,6 +635,10 @@ class GalleryIndex:
         """Load an index directory. With an embedder, refuses an index built by another model or dimension."""
         path = Path(path).absolute()
         meta = read_meta(path)
+        if (meta.get("store") or {}).get("kind", "hnsw") != "hnsw":  # vectors live in Milvus (indexer/store.py)
+            from .milvus_store import MilvusIndex
+
+            return MilvusIndex.load(path, embedder, ef=ef, verify=verify)
         if embedder is not None and (embedder.name != meta["model"] or embedder.dim != meta["dim"]):
             raise IndexMismatchError(_mismatch_message(path, meta["model"], meta["dim"], embedder))
         if verify:
@@ -669,6 +673,9 @@ class GalleryIndex:
                     codec.mean, codec.projection = data["mean"], data["projection"]
             index._set_codec(codec)
         return index
+
+    def close(self) -> None:
+        """Release the store (nothing to do for hnswlib; MilvusIndex closes its connection)."""
 
     def _require_embedder(self) -> "Embedder":
         if self.embedder is None:
