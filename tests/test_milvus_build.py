@@ -1,0 +1,124 @@
+"""Building into Milvus (Milvus Lite): sharded builds equal a single build, shard re-runs, CLI, store parsing."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tiny_models import TINY_CLIP_SPEC
+from indexer import build_index, open_index
+from indexer.__main__ import main
+from indexer.milvus_store import MilvusIndex, index_params_for
+from indexer.index import HnswParams
+from indexer.store import HNSW, MILVUS, StoreSpec, parse_store
+
+
+def _snapshot(index, queries) -> dict:
+    items = {i: (index.get(i).label, index.get(i).row, index.get(i).source) for i in index.ids}
+    results = [[(h.id, round(h.score, 4)) for h in index.search(vector=q, k=5)] for q in queries]
+    return {"items": items, "results": results}
+
+
+def test_three_shard_workers_equal_a_single_build(tiny_clip, gallery_dataset, tmp_path):
+    gallery_dataset.save_to_disk(str(tmp_path / "saved"))
+    single = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "single",
+                         store=f"milvus:{tmp_path / 'single.db'}", batch_size=8)
+    queries = single.vectors([0, 7, 13, 22])
+    expected = _snapshot(single, queries)
+    assert sorted(expected["items"]) == list(range(24))  # ids are the dataset rows
+    single.close()
+
+    store = f"milvus:{tmp_path / 'sharded.db'}"
+    for worker in range(3):  # one process per worker in real life (see docs/MILVUS.md); sequential here
+        part = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / f"shard{worker}", store=store,
+                           num_shards=3, shard_index=worker, batch_size=4)
+        assert part.build_report.embedded == 8
+        part.close()
+    sharded = open_index(tmp_path / "shard2", tiny_clip)
+    try:
+        assert isinstance(sharded, MilvusIndex) and len(sharded) == 24
+        assert _snapshot(sharded, queries) == expected
+        assert sharded.labels() == ["blue", "green", "red"]
+        # image queries and image(id) go through the dataset recorded in meta.json, as for hnswlib
+        assert sharded.search(gallery_dataset[5]["image"], k=1)[0].id == 5
+        assert np.array_equal(np.asarray(sharded.image(5)), np.asarray(gallery_dataset[5]["image"].convert("RGB")))
+
+        # a re-run of shard 1 replaces only its own rows: a stray row tagged 1/3 goes, an added image stays,
+        # the other shards' rows are not rewritten
+        stray = sharded.add_vectors(queries[:1], ["stray"], ["x"], [1000], shard="1/3")
+        added = sharded.add_vectors(queries[1:2], ["mine"], [""], [None])
+        before = {i: sharded.get(i).added for i in (0, 2, 3, 5)}  # shards 0 and 2
+        touched = sharded.get(1).added
+        sharded.close()
+        again = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "shard1", store=store,
+                            num_shards=3, shard_index=1, batch_size=4)
+        assert again.build_report.embedded == 8
+        assert stray[0] not in again and added[0] in again and len(again) == 25
+        assert {i: again.get(i).added for i in (0, 2, 3, 5)} == before
+        assert again.get(1).added > touched
+        again.delete(added)
+        assert _snapshot(again, queries) == expected
+        again.close()
+    finally:
+        sharded.close()
+
+
+def test_shards_need_a_shared_store_and_valid_indices(tiny_clip, gallery_dataset, tmp_path):
+    gallery_dataset.save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match="--store milvus"):
+        build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", num_shards=3, shard_index=0)
+    with pytest.raises(ValueError, match="shard-index 3"):
+        build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", num_shards=3, shard_index=3,
+                    store=f"milvus:{tmp_path / 'm.db'}")
+
+
+def test_single_milvus_build_resumes_from_its_checkpoint(tiny_clip, gallery_dataset, tmp_path):
+    gallery_dataset.save_to_disk(str(tmp_path / "saved"))
+    store = f"milvus:{tmp_path / 'm.db'}"
+    first = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", store=store, limit=10, batch_size=4)
+    assert len(first) == 10 and first.source["next_row"] == 10
+    first.close()
+    more = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", store=store, batch_size=4)
+    assert more.build_report.embedded == 14 and len(more) == 24 and sorted(more.ids) == list(range(24))
+    more.close()
+    with pytest.raises(ValueError, match="another --out"):  # the directory belongs to another collection
+        build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", store=f"milvus:{tmp_path / 'other.db'}")
+
+
+def test_cli_build_and_search_on_milvus(tiny_clip, gallery_folder, tmp_path, capsys):
+    out = tmp_path / "ix"
+    store = f"milvus:{tmp_path / 'cli.db'}#gallery_cli"
+    assert main(["build", "--dataset", str(gallery_folder), "--model", TINY_CLIP_SPEC, "--out", str(out),
+                 "--store", store]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["count"] == 12
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["store"] == {"kind": "milvus", "uri": str(tmp_path / "cli.db"), "collection": "gallery_cli",
+                             "index": {"index_type": "HNSW", "params": {"M": 24, "efConstruction": 200}}}
+    query = sorted(gallery_folder.rglob("*.png"))[3]
+    assert main(["search", "--index", str(out), "--image", str(query), "-k", "3"]) == 0
+    hits = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(hits) == 3 and hits[0]["source"] == str(query.resolve())
+    assert main(["search", "--index", str(out), "--text", "x", "--label", "Alphabet_0/character00"]) == 0
+    labels = {json.loads(line)["label"] for line in capsys.readouterr().out.strip().splitlines()}
+    assert labels == {"Alphabet_0/character00"}
+    assert main(["search", "--index", str(out), "--text", "x", "--metric", "hamming"]) == 2  # hnswlib only
+    assert "hnswlib" in capsys.readouterr().err
+
+
+def test_store_specs_and_index_choice(tmp_path, monkeypatch):
+    monkeypatch.delenv("TWINSIGHT_STORE", raising=False)
+    assert parse_store(None) == StoreSpec() and parse_store("hnsw").kind == HNSW
+    monkeypatch.chdir(tmp_path)
+    assert parse_store("milvus:g.db") == StoreSpec(MILVUS, str(tmp_path / "g.db"), None)  # absolute in meta.json
+    assert parse_store("milvus:http://db:19530#faces") == StoreSpec(MILVUS, "http://db:19530", "faces")
+    monkeypatch.setenv("TWINSIGHT_STORE", "milvus:http://db:19530")
+    assert parse_store(None).uri == "http://db:19530"
+    for bad in ("faiss:x", "milvus:", "milvus:x.db#1bad-name"):
+        with pytest.raises(ValueError):
+            parse_store(bad)
+    params = HnswParams()
+    assert index_params_for(100_000, params)["index_type"] == "HNSW"
+    ivf = index_params_for(20_000_000, params)
+    assert ivf["index_type"] == "IVF_FLAT" and ivf["params"]["nlist"] == 17888 and ivf["nprobe"] == 1118
