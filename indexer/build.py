@@ -143,14 +143,17 @@ def build_index(
     if store is not None and store.kind != HNSW:
         from .milvus_store import open_or_create_milvus
 
-        index, start = open_or_create_milvus(out, embedder, described, params, resume, store, shard, end, milvus_index)
+        index, start, known = open_or_create_milvus(out, embedder, described, params, resume, store, shard, end,
+                                                    milvus_index)
     else:
         index, start = _open_or_create(out, embedder, described, params, resume, into)
+        known = None
     index.source.update({k: v for k, v in described.items() if k != "next_row"})
     index.source["end"] = end
     index.attach_source(source)  # image(id) of dataset rows reads from the already-open source
     is_folder = source.kind is SourceKind.FOLDER
-    known = {index.get(i).source for i in index.ids} if is_folder and num_shards == 1 else set()  # folders resume by path
+    if known is None:
+        known = {index.get(i).source for i in index.ids} if is_folder else set()  # folders resume by path
     report = BuildReport(out, end, len(index), 0, 0, len(index), 0.0)
     if not _has_work(source, start, end, known):
         if hamming and index.hamming is None:
@@ -237,7 +240,7 @@ def _check_shards(num_shards: int, shard_index: int, store: StoreSpec | None) ->
 
 
 def _has_work(source: GallerySource, start: int, end: int, known: set[str]) -> bool:
-    if source.kind is SourceKind.FOLDER:  # files may have been added anywhere in the sorted list
+    if source.kind is SourceKind.FOLDER or known:  # files may have been added anywhere in the sorted list
         return any(r.source not in known for r in source.records(0, end))
     return start < end
 

@@ -187,6 +187,10 @@ class MilvusIndex(GalleryIndex):
         """All ids, sorted (a full scan: fine for tests and small galleries)."""
         return sorted(int(r["id"]) for r in self._iterate(["id"]))
 
+    def sources(self) -> set[str]:
+        """The image source of every item (a full scan; build_index skips rows already in the collection)."""
+        return {r["source"] for r in self._iterate(["source"])}
+
     @property
     def capacity(self) -> int:
         return len(self)
@@ -398,9 +402,12 @@ def _milvus_versions() -> dict[str, str]:
 
 
 def open_or_create_milvus(out: Path, embedder, described: dict, params: HnswParams, resume: bool, store: StoreSpec,
-                          shard: str, expected: int, index_type: str = "auto") -> tuple[MilvusIndex, int]:
-    """build_index's start on the Milvus store: (index, first row to embed). A single worker resumes from
-    the checkpoint in out/meta.json; a shard worker (or --no-resume) deletes its own rows and starts over."""
+                          shard: str, expected: int, index_type: str = "auto") -> tuple[MilvusIndex, int, set | None]:
+    """build_index's start on the Milvus store: (index, first row to embed, sources already embedded or None).
+
+    A single worker resumes from the checkpoint in out/meta.json, or, with no meta.json there (an app replica
+    with an empty cache, a first build on another machine), adopts what the collection holds and embeds only
+    the rows missing from it. A shard worker (or --no-resume) deletes its own rows and starts over."""
     from .build import SOURCE_IDENTITY
 
     meta = read_meta(out) if (out / META_FILE).is_file() else None
@@ -424,7 +431,10 @@ def open_or_create_milvus(out: Path, embedder, described: dict, params: HnswPara
         index.created = datetime.fromisoformat(meta["created"])
         index.extra = dict(meta.get("extra") or {})
         index.source.update({k: v for k, v in meta["source"].items() if k == "next_row"})
-        start = 0 if described.get("kind") == "folder" else int(meta["source"].get("next_row", 0))
-        return index, start
+        if described.get("kind") == "folder":  # rows shift when files are added: resume by path
+            return index, 0, index.sources()
+        return index, int(meta["source"].get("next_row", 0)), None
+    if meta is None and single and resume and len(index):
+        return index, 0, index.sources()
     index.delete_shard(shard)
-    return index, 0
+    return index, 0, set()

@@ -86,6 +86,20 @@ def test_single_milvus_build_resumes_from_its_checkpoint(tiny_clip, gallery_data
         build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", store=f"milvus:{tmp_path / 'other.db'}")
 
 
+def test_a_build_without_meta_json_adopts_the_collection(tiny_clip, gallery_dataset, tmp_path):
+    """An app replica with an empty index cache (or a build on another machine) embeds only missing rows."""
+    gallery_dataset.save_to_disk(str(tmp_path / "saved"))
+    store = f"milvus:{tmp_path / 'm.db'}"
+    build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "a", store=store, batch_size=8).close()
+    replica = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "b", store=store)
+    assert replica.build_report.embedded == 0 and len(replica) == 24
+    replica.delete([3, 4, 20])
+    replica.close()
+    other = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "c", store=store, batch_size=8)
+    assert other.build_report.embedded == 3 and sorted(other.ids) == list(range(24))
+    other.close()
+
+
 def test_cli_build_and_search_on_milvus(tiny_clip, gallery_folder, tmp_path, capsys):
     out = tmp_path / "ix"
     store = f"milvus:{tmp_path / 'cli.db'}#gallery_cli"
