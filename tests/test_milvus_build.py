@@ -136,3 +136,45 @@ def test_store_specs_and_index_choice(tmp_path, monkeypatch):
     assert index_params_for(100_000, params)["index_type"] == "HNSW"
     ivf = index_params_for(20_000_000, params)
     assert ivf["index_type"] == "IVF_FLAT" and ivf["params"]["nlist"] == 17888 and ivf["nprobe"] == 1118
+
+
+def test_app_runs_on_the_milvus_store_unchanged(tiny_clip_spec, gallery_folder, photos, tmp_path, monkeypatch):
+    """--store reaches the gallery through runtime; the gallery tab's callbacks work as on hnswlib."""
+    from PIL import Image
+
+    import app
+    from demo import gallery, runtime
+
+    class Started(Exception):
+        pass
+
+    def stop(*_):
+        raise Started
+
+    monkeypatch.setattr(runtime, "warm_up", stop)
+    monkeypatch.setattr(runtime, "settings", runtime.Settings())
+    with pytest.raises(Started):
+        app.main(["--model", tiny_clip_spec, "--gallery", str(gallery_folder), "--store", f"milvus:{tmp_path / 'app.db'}"])
+    assert runtime.settings.store == f"milvus:{tmp_path / 'app.db'}"
+    monkeypatch.setenv("TWINSIGHT_INDEX_DIR", str(tmp_path / "cache"))
+    runtime.use_gallery(None)
+    try:
+        index = runtime.gallery()
+        assert isinstance(index, MilvusIndex) and len(index) == 12
+        query = sorted(gallery_folder.rglob("*.png"))[3]
+        items, _, shown = gallery.search(str(query), "", 5)
+        assert len(items) == 5 and index.get(shown[0]["id"]).source == str(query.resolve())
+        path = tmp_path / "new.png"
+        Image.fromarray(photos["rocket"]).save(path)
+        message, _ = gallery.add_images([str(path)], "rockets")
+        assert "Added 1" in message and len(index) == 13
+        items, _, shown = gallery.search(str(path), "", 1, ["rockets"])
+        assert index.get(shown[0]["id"]).label == "rockets"
+        assert np.asarray(items[0][0]).shape == np.asarray(Image.open(path).convert("RGB")).shape
+        saved = json.loads((index.path / "meta.json").read_text())
+        assert saved["store"]["kind"] == "milvus" and (index.path / "images" / f"{shown[0]['id']}.png").is_file()
+    finally:
+        gallery_index = runtime._gallery
+        runtime.use_gallery(None)
+        if gallery_index is not None:
+            gallery_index.close()
