@@ -427,14 +427,16 @@ def open_or_create_milvus(out: Path, embedder, described: dict, params: HnswPara
                         path=out, index=index_params_for(expected, params, index_type) if index_type != "auto" else None,
                         expected=expected)
     single = shard == "0/1"
-    if meta is not None and single and resume:
+    if meta is not None and single and resume and not (meta.get("extra") or {}).get("sharded"):
         index.created = datetime.fromisoformat(meta["created"])
         index.extra = dict(meta.get("extra") or {})
         index.source.update({k: v for k, v in meta["source"].items() if k == "next_row"})
         if described.get("kind") == "folder":  # rows shift when files are added: resume by path
             return index, 0, index.sources()
         return index, int(meta["source"].get("next_row", 0)), None
-    if meta is None and single and resume and len(index):
+    if single and resume and len(index):  # a shard worker's next_row says nothing about the other shards
         return index, 0, index.sources()
+    if not single:
+        index.extra["sharded"] = shard
     index.delete_shard(shard)
     return index, 0, set()

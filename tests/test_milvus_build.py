@@ -59,7 +59,12 @@ def test_three_shard_workers_equal_a_single_build(tiny_clip, gallery_dataset, tm
         assert again.get(1).added > touched
         again.delete(added)
         assert _snapshot(again, queries) == expected
+        # a plain (unsharded) build on a worker's directory embeds only what no shard wrote
+        again.delete([4])
         again.close()
+        whole = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "shard0", store=store)
+        assert whole.build_report.embedded == 1 and _snapshot(whole, queries) == expected
+        whole.close()
     finally:
         sharded.close()
 
