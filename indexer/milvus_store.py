@@ -30,7 +30,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .brute import normalize
 from .index import (FORMAT, FORMAT_VERSION, IMAGES_DIR, INDEX_SOURCE_PREFIX, META_FILE, GalleryIndex, HnswParams,
                     IndexFormatError, IndexMismatchError, Item, Metric, SearchHit, _mismatch_message,
                     library_versions, read_meta)
@@ -51,15 +50,41 @@ def _pymilvus():
     return pymilvus
 
 
-def connect(uri: str):
+_lite_users: dict[str, int] = {}  # Milvus Lite path -> open MilvusIndex objects in this process
+_lite_lock = threading.Lock()
+
+
+def connect(store: StoreSpec):
     """A MilvusClient for a Milvus Lite path or a server URL ($MILVUS_TOKEN: 'user:password' or an API key)."""
     pymilvus = _pymilvus()
     kwargs = {"token": os.environ["MILVUS_TOKEN"]} if os.environ.get("MILVUS_TOKEN") else {}
     try:
-        return pymilvus.MilvusClient(uri, **kwargs)
+        client = pymilvus.MilvusClient(store.uri, **kwargs)
     except pymilvus.exceptions.MilvusException as exc:
-        where = "Milvus Lite file (only one process can open it at a time)" if not uri.startswith(("http", "tcp", "grpc", "unix")) else "Milvus server"
-        raise ConnectionError(f"Cannot open the {where} at {uri}: {exc}") from None
+        where = ("Milvus Lite file (one process at a time: is another build, search or app using it?)"
+                 if store.is_local_file else "Milvus server")
+        raise ConnectionError(f"Cannot open the {where} at {store.uri}: {exc}") from None
+    if store.is_local_file:
+        with _lite_lock:
+            _lite_users[store.uri] = _lite_users.get(store.uri, 0) + 1
+    return client
+
+
+def disconnect(client, store: StoreSpec) -> None:
+    """Close a client; the last one of a Milvus Lite file in this process also stops its embedded server, so
+    that another process can open the file."""
+    client.close()
+    if not store.is_local_file:
+        return
+    with _lite_lock:
+        _lite_users[store.uri] = _lite_users.get(store.uri, 1) - 1
+        last = _lite_users[store.uri] <= 0
+        if last:
+            _lite_users.pop(store.uri, None)
+    if last:
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(store.uri)
 
 
 def collection_name(model: str, source: dict) -> str:
@@ -101,9 +126,17 @@ class MilvusIndex(GalleryIndex):
         self.store = StoreSpec(MILVUS, store.uri, store.collection or collection_name(model, self.source))
         self.collection = self.store.collection
         self.index_spec = dict(index or index_params_for(expected, params))
-        self._client = connect(self.store.uri)
+        self._client = connect(self.store)
+        self._closed = False
         self._labels_cache: list[str] | None = None
         self._cache_lock = threading.Lock()
+        try:
+            self._open_collection(create, index)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_collection(self, create: bool, index: dict | None) -> None:
         exists = self._client.has_collection(self.collection)
         if not exists and not create:
             raise IndexFormatError(f"Milvus collection {self.collection!r} is missing at {self.store.uri}: rebuild "
@@ -114,6 +147,7 @@ class MilvusIndex(GalleryIndex):
             self._check_dim()
             if index is None:  # the collection's own index decides the search parameters
                 self.index_spec = self._read_index_spec()
+            self._client.load_collection(self.collection)  # a collection another process wrote is "released"
 
     # -- collection ------------------------------------------------------------------------------------
     def _create_collection(self) -> None:
@@ -161,7 +195,9 @@ class MilvusIndex(GalleryIndex):
         self._labels_changed()
 
     def close(self) -> None:
-        self._client.close()
+        if not self._closed:
+            self._closed = True
+            disconnect(self._client, self.store)
 
     # -- basic facts -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -240,15 +276,8 @@ class MilvusIndex(GalleryIndex):
     def add_vectors(self, vectors: np.ndarray, labels=None, sources=None, rows=None, *, _images=None,
                     shard: str = "") -> list[int]:
         """Upsert embeddings with their metadata; ids come from rows (see the module docstring)."""
-        vectors = normalize(vectors)
+        vectors, labels, sources, rows = self._check_added(vectors, labels, sources, rows)
         n = len(vectors)
-        if vectors.shape[1] != self.dim:
-            raise ValueError(f"Vectors have dimension {vectors.shape[1]}; this index holds {self.dim}-d vectors of {self.model}.")
-        labels = list(labels) if labels is not None else [None] * n
-        sources = list(sources) if sources is not None else [""] * n
-        rows = list(rows) if rows is not None else [None] * n
-        if not len(labels) == len(sources) == len(rows) == n:
-            raise ValueError(f"{n} vectors but {len(labels)} labels, {len(sources)} sources, {len(rows)} rows.")
         if n == 0:
             return []
         ids = [self._id_for(row, src) for row, src in zip(rows, sources)]

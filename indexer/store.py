@@ -12,7 +12,7 @@ Both are opened the same way, `open_index(DIR)`, because meta.json records the s
 Store specs (`python -m indexer build --store ...`, `python app.py --store ...`, $TWINSIGHT_STORE):
 
     hnsw                                  the default
-    milvus:PATH                           Milvus Lite, embedded, a local file/directory (one process at a time)
+    milvus:PATH.db                        Milvus Lite, embedded, a local directory (one process at a time)
     milvus:http://HOST:19530              Milvus standalone or cluster ($MILVUS_TOKEN for auth)
     milvus:URI#COLLECTION                 an explicit collection name (default: derived from model + dataset)
 """
@@ -89,5 +89,7 @@ def parse_store(spec: "str | StoreSpec | None") -> StoreSpec:
         raise ValueError(f"Milvus collection name {collection!r}: letters, digits and underscores, "
                          "not starting with a digit.")
     if not uri.startswith(REMOTE_SCHEMES):
+        if not uri.endswith(".db"):  # pymilvus runs Milvus Lite only for paths ending in .db
+            raise ValueError(f"Milvus Lite paths end in .db (got {uri!r}); servers are http://HOST:19530.")
         uri = str(Path(uri).expanduser().absolute())  # meta.json must work from any working directory
     return StoreSpec(MILVUS, uri, collection or None)

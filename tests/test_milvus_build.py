@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ from indexer.__main__ import main
 from indexer.milvus_store import MilvusIndex, index_params_for
 from indexer.index import HnswParams
 from indexer.store import HNSW, MILVUS, StoreSpec, parse_store
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _snapshot(index, queries) -> dict:
@@ -124,6 +129,12 @@ def test_cli_build_and_search_on_milvus(tiny_clip, gallery_folder, tmp_path, cap
     assert labels == {"Alphabet_0/character00"}
     assert main(["search", "--index", str(out), "--text", "x", "--metric", "hamming"]) == 2  # hnswlib only
     assert "hnswlib" in capsys.readouterr().err
+    # another process opens the collection (Milvus Lite: after this one let go of the file)
+    item = hits[0]["id"]
+    done = subprocess.run([sys.executable, "-m", "indexer", "search", "--index", str(out), "--id", str(item), "-k", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[0])["id"] == item and len(done.stdout.splitlines()) == 2
 
 
 def test_store_specs_and_index_choice(tmp_path, monkeypatch):
@@ -134,7 +145,7 @@ def test_store_specs_and_index_choice(tmp_path, monkeypatch):
     assert parse_store("milvus:http://db:19530#faces") == StoreSpec(MILVUS, "http://db:19530", "faces")
     monkeypatch.setenv("TWINSIGHT_STORE", "milvus:http://db:19530")
     assert parse_store(None).uri == "http://db:19530"
-    for bad in ("faiss:x", "milvus:", "milvus:x.db#1bad-name"):
+    for bad in ("faiss:x", "milvus:", "milvus:x.db#1bad-name", "milvus:gallery"):
         with pytest.raises(ValueError):
             parse_store(bad)
     params = HnswParams()
