@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import secrets
@@ -67,7 +68,13 @@ def connect(store: StoreSpec):
     if store.is_local_file:
         with _lite_lock:
             _lite_users[store.uri] = _lite_users.get(store.uri, 0) + 1
+        logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_lite_has_no_mvcc_ts)
     return client
+
+
+def _lite_has_no_mvcc_ts(record: logging.LogRecord) -> bool:
+    """Milvus Lite has no MVCC timestamps: pymilvus warns on every scan (labels(), ids) and falls back correctly."""
+    return "failed to get mvccTs" not in record.getMessage()
 
 
 def disconnect(client, store: StoreSpec) -> None:
