@@ -105,8 +105,8 @@ def collection_name(model: str, source: dict) -> str:
 
 def index_params_for(expected: int, params: HnswParams, index_type: str = "auto") -> dict:
     """Index type and build parameters that fit the expected size. HNSW (same M/efConstruction as the
-    hnswlib store) up to HNSW_UP_TO items; above that IVF_FLAT with nlist ~ 4*sqrt(n) (less memory, builds
-    in minutes not hours), searched with nprobe = nlist/16."""
+    hnswlib store) up to HNSW_UP_TO items; above that IVF_FLAT with nlist ~ 4*sqrt(n) (no graph: less memory
+    and a k-means build instead of a graph build), searched with nprobe = nlist/16."""
     index_type = index_type.upper()
     if index_type == "AUTO":
         index_type = "HNSW" if expected <= HNSW_UP_TO else "IVF_FLAT"
