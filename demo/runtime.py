@@ -26,6 +26,8 @@ class Settings:
     gallery: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_GALLERY") or None)
     # Siamese heads (paths or hub repo ids), comma-separated in TWINSIGHT_HEADS.
     heads: list[str] = field(default_factory=lambda: [h for h in os.environ.get("TWINSIGHT_HEADS", "").split(",") if h])
+    # Where the gallery's vectors live: hnsw (default) or milvus:URI (indexer/store.py).
+    store: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_STORE") or None)
 
 
 settings = Settings()
@@ -35,13 +37,16 @@ _verifier: Verifier | None = None
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
-def configure(model: str | None = None, gallery: str | None = None, heads: list[str] | None = None) -> None:
+def configure(model: str | None = None, gallery: str | None = None, heads: list[str] | None = None,
+              store: str | None = None) -> None:
     if model:
         settings.model = model
     if gallery:
         settings.gallery = gallery
     if heads:
         settings.heads = list(heads)
+    if store:
+        settings.store = store
 
 
 def embedder() -> Embedder:
@@ -54,7 +59,8 @@ def gallery(progress=None) -> GalleryIndex:
     global _gallery
     with _lock:
         if _gallery is None:
-            _gallery = open_default_gallery(embedder(), source=settings.gallery, progress=progress, show_progress=True)
+            _gallery = open_default_gallery(embedder(), source=settings.gallery, progress=progress, show_progress=True,
+                                            store=settings.store)
         return _gallery
 
 

@@ -41,6 +41,12 @@ def add_build(subparsers) -> None:
     p.add_argument("--hamming-bits", type=int, default=0, help="bits per code for --hamming itq (default 128; sign codes have one bit per dimension)")
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, help="save progress this often (default 30)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial build")
+    p.add_argument("--store", help="where the vectors live: hnsw (default) or milvus:PATH (Milvus Lite) / "
+                                   "milvus:http://HOST:19530, optionally #COLLECTION (default: $TWINSIGHT_STORE)")
+    p.add_argument("--milvus-index", default="auto", choices=["auto", "hnsw", "ivf_flat"],
+                   help="Milvus index type (auto: HNSW up to 2M rows, IVF_FLAT above)")
+    p.add_argument("--num-shards", type=int, default=1, help="split the dataset over N workers (needs --store milvus:...)")
+    p.add_argument("--shard-index", type=int, default=0, help="this worker's shard: rows with row %% N == I")
     p.set_defaults(func=run_build)
 
 
@@ -52,9 +58,11 @@ def run_build(args) -> int:
         image_column=args.image_column, label_column=args.label_column, limit=args.limit,
         params=HnswParams(args.M, args.ef_construction, args.ef), batch_size=args.batch_size, workers=args.workers,
         show_progress=True, checkpoint_seconds=args.checkpoint_seconds, resume=not args.no_resume,
-        hamming=args.hamming, hamming_bits=args.hamming_bits,
+        hamming=args.hamming, hamming_bits=args.hamming_bits, store=args.store, num_shards=args.num_shards,
+        shard_index=args.shard_index, milvus_index=args.milvus_index,
     )
     report = index.build_report
+    index.close()  # Milvus Lite: release the file for the next process
     print(json.dumps({"index": str(report.out), "count": report.count, "embedded": report.embedded,
                       "skipped": report.skipped, "resumed_from": report.resumed_from,
                       "seconds": round(report.seconds, 2), "model_seconds": round(report.model_seconds, 2),
@@ -83,10 +91,13 @@ def run_search(args) -> int:
 
     index = open_index(args.index, ef=args.ef, load_model=args.id is None)
     options = dict(k=args.k, label_filter=args.label, metric=args.metric, exact=args.exact)
-    if args.id is not None:
-        hits = index.similar(args.id, **options)
-    else:
-        hits = index.search(image=args.image, text=args.text, **options)
+    try:
+        if args.id is not None:
+            hits = index.similar(args.id, **options)
+        else:
+            hits = index.search(image=args.image, text=args.text, **options)
+    finally:
+        index.close()
     for hit in hits:
         print(json.dumps({"id": hit.id, "score": round(hit.score, 6), "label": hit.label, "source": hit.source}))
     return 0
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, CapabilityError) as exc:  # our errors say what to do
+    except (ValueError, KeyError, FileNotFoundError, CapabilityError, ConnectionError) as exc:  # our errors say what to do
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

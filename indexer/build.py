@@ -26,6 +26,7 @@ from .data import AUTO, GallerySource, Record, SourceKind, open_source
 from .hamming import CodeKind
 from .images import load_image
 from .index import META_FILE, GalleryIndex, HnswParams, IndexMismatchError
+from .store import HNSW, StoreSpec, parse_store
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:] or "x"
 
 
-def index_dir_for(model: str, source: dict, root: str | os.PathLike | None = None) -> Path:
-    """Cache directory of the index of `source` (a GallerySource.describe()) embedded by `model`."""
+def index_dir_for(model: str, source: dict, root: str | os.PathLike | None = None, store: StoreSpec | None = None) -> Path:
+    """Cache directory of the index of `source` (a GallerySource.describe()) embedded by `model` (into `store`)."""
     identity = "|".join(str(source.get(key)) for key in SOURCE_IDENTITY)
+    if store is not None and store.kind != HNSW:
+        identity += f"|{store}"
     digest = hashlib.sha256(f"{model}|{identity}".encode()).hexdigest()[:10]
     name = _slug(Path(str(source.get("dataset"))).name if source.get("kind") == SourceKind.FOLDER.value else str(source.get("dataset")))
     if source.get("split"):
@@ -107,6 +110,10 @@ def build_index(
     hamming_bits: int = 0,
     index_root: str | os.PathLike | None = None,
     into: GalleryIndex | None = None,
+    store: str | StoreSpec | None = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    milvus_index: str = "auto",
 ) -> GalleryIndex:
     """Embed `dataset` (hub id, saved dataset dir, parquet file, image folder, or 'builtin') into an index.
 
@@ -117,23 +124,36 @@ def build_index(
     every batch (the app passes gr.Progress here); show_progress draws a tqdm bar (images/s, ETA).
     into: continue into this already-open index (same model and source) instead of loading `out`, so a
     running app's index gains the new rows while it keeps serving searches.
+    store: 'hnsw' (default; $TWINSIGHT_STORE) or 'milvus:URI[#COLLECTION]' (see indexer/store.py);
+    milvus_index: auto | hnsw | ivf_flat. num_shards/shard_index: embed only rows with row % num_shards ==
+    shard_index into the shared Milvus collection; a re-run of a shard deletes its own rows first (no resume).
     The returned index has a `build_report` attribute (BuildReport).
     """
     from .models import Embedder, load_embedder
 
     started = time.perf_counter()
+    store = parse_store(store) if into is None else None
+    shard = _check_shards(num_shards, shard_index, store)
     embedder = model if isinstance(model, Embedder) else load_embedder(model)
     source = open_source(dataset, config, split, revision, image_column, label_column)
     described = source.describe()
     end = len(source) if limit is None else min(int(limit), len(source))
-    out = Path(out) if out else into.path if into is not None and into.path else index_dir_for(embedder.name, described, index_root)
+    out = Path(out) if out else into.path if into is not None and into.path else index_dir_for(embedder.name, described, index_root, store)
 
-    index, start = _open_or_create(out, embedder, described, params, resume, into)
+    if store is not None and store.kind != HNSW:
+        from .milvus_store import open_or_create_milvus
+
+        index, start, known = open_or_create_milvus(out, embedder, described, params, resume, store, shard, end,
+                                                    milvus_index)
+    else:
+        index, start = _open_or_create(out, embedder, described, params, resume, into)
+        known = None
     index.source.update({k: v for k, v in described.items() if k != "next_row"})
     index.source["end"] = end
     index.attach_source(source)  # image(id) of dataset rows reads from the already-open source
     is_folder = source.kind is SourceKind.FOLDER
-    known = {index.get(i).source for i in index.ids} if is_folder else set()  # folders resume by path
+    if known is None:
+        known = {index.get(i).source for i in index.ids} if is_folder else set()  # folders resume by path
     report = BuildReport(out, end, len(index), 0, 0, len(index), 0.0)
     if not _has_work(source, start, end, known):
         if hamming and index.hamming is None:
@@ -144,7 +164,8 @@ def build_index(
         return index
 
     bar = _progress_bar(show_progress, end, start)
-    records = (r for r in source.records(start, end) if r.source not in known)
+    records = (r for r in source.records(start, end) if r.source not in known and r.row % num_shards == shard_index)
+    shard_kw = {"shard": shard} if store is not None and store.kind != HNSW else {}
     last_save = time.monotonic()
     done = start
     workers = workers or min(4, os.cpu_count() or 1)
@@ -168,7 +189,7 @@ def build_index(
             vectors = embedder.embed_pixels(torch.stack([t for _, t in good]))
             report.model_seconds += time.perf_counter() - model_started
             index.add_vectors(vectors, [r.label for r, _ in good], [r.source for r, _ in good],
-                              [r.row for r, _ in good])
+                              [r.row for r, _ in good], **shard_kw)
             report.embedded += len(good)
         index.source["next_row"] = batch[-1].row + 1
         bar.update(batch[-1].row + 1 - done)
@@ -210,8 +231,18 @@ def build_index(
     return index
 
 
+def _check_shards(num_shards: int, shard_index: int, store: StoreSpec | None) -> str:
+    """The shard tag "I/N" of this worker; sharded builds need a store all workers write to."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(f"--shard-index {shard_index} of --num-shards {num_shards}: need 0 <= index < shards.")
+    if num_shards > 1 and (store is None or store.kind == HNSW):
+        raise ValueError("Sharded builds write into one shared collection: add --store milvus:URI "
+                         "(the hnswlib store is one local directory).")
+    return f"{shard_index}/{num_shards}"
+
+
 def _has_work(source: GallerySource, start: int, end: int, known: set[str]) -> bool:
-    if source.kind is SourceKind.FOLDER:  # files may have been added anywhere in the sorted list
+    if source.kind is SourceKind.FOLDER or known:  # files may have been added anywhere in the sorted list
         return any(r.source not in known for r in source.records(0, end))
     return start < end
 

@@ -110,6 +110,7 @@ def open_default_gallery(
     split: str | None = None,
     limit: int | None = None,
     show_progress: bool = False,
+    store: str | None = None,
 ) -> GalleryIndex:
     """The app's gallery index for `embedder`, built on first use and loaded from the cache afterwards.
 
@@ -118,7 +119,8 @@ def open_default_gallery(
     """
     dataset, default_split = resolve_gallery(source)
     explicit = bool(source) or bool(os.environ.get(GALLERY_ENV, "").strip())
-    kwargs = dict(model=embedder, index_root=cache_root, progress=progress, limit=limit, show_progress=show_progress)
+    kwargs = dict(model=embedder, index_root=cache_root, progress=progress, limit=limit, show_progress=show_progress,
+                  store=store)  # None: $TWINSIGHT_STORE, else hnswlib
     try:
         return build_index(dataset, split=split or default_split, **kwargs)
     except Exception as exc:

@@ -289,15 +289,8 @@ class GalleryIndex:
         _images: Sequence[Image.Image | None] | None = None,
     ) -> list[int]:
         """Add embeddings (normalised here) with their metadata; returns the new ids. Grows capacity on demand."""
-        vectors = normalize(vectors)
+        vectors, labels, sources, rows = self._check_added(vectors, labels, sources, rows)
         n = len(vectors)
-        if vectors.shape[1] != self.dim:
-            raise ValueError(f"Vectors have dimension {vectors.shape[1]}; this index holds {self.dim}-d vectors of {self.model}.")
-        labels = list(labels) if labels is not None else [None] * n
-        sources = list(sources) if sources is not None else [""] * n
-        rows = list(rows) if rows is not None else [None] * n
-        if not len(labels) == len(sources) == len(rows) == n:
-            raise ValueError(f"{n} vectors but {len(labels)} labels, {len(sources)} sources, {len(rows)} rows.")
         if n == 0:
             return []
         with self._lock.write():
@@ -323,6 +316,19 @@ class GalleryIndex:
             self._count += n
             self._next_id += n
             return ids
+
+    def _check_added(self, vectors, labels, sources, rows) -> tuple[np.ndarray, list, list, list]:
+        """add_vectors' arguments, normalised and checked (shared with MilvusIndex)."""
+        vectors = normalize(vectors)
+        n = len(vectors)
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"Vectors have dimension {vectors.shape[1]}; this index holds {self.dim}-d vectors of {self.model}.")
+        labels = list(labels) if labels is not None else [None] * n
+        sources = list(sources) if sources is not None else [""] * n
+        rows = list(rows) if rows is not None else [None] * n
+        if not len(labels) == len(sources) == len(rows) == n:
+            raise ValueError(f"{n} vectors but {len(labels)} labels, {len(sources)} sources, {len(rows)} rows.")
+        return vectors, labels, sources, rows
 
     def add(self, images: Sequence[ImageSource], labels: Sequence[str | None] | None = None) -> list[int]:
         """Embed and add images: file paths (referenced by path) or PIL images, bytes, arrays, dataset image
@@ -635,6 +641,10 @@ class GalleryIndex:
         """Load an index directory. With an embedder, refuses an index built by another model or dimension."""
         path = Path(path).absolute()
         meta = read_meta(path)
+        if (meta.get("store") or {}).get("kind", "hnsw") != "hnsw":  # vectors live in Milvus (indexer/store.py)
+            from .milvus_store import MilvusIndex
+
+            return MilvusIndex.load(path, embedder, ef=ef, verify=verify)
         if embedder is not None and (embedder.name != meta["model"] or embedder.dim != meta["dim"]):
             raise IndexMismatchError(_mismatch_message(path, meta["model"], meta["dim"], embedder))
         if verify:
@@ -669,6 +679,9 @@ class GalleryIndex:
                     codec.mean, codec.projection = data["mean"], data["projection"]
             index._set_codec(codec)
         return index
+
+    def close(self) -> None:
+        """Release the store (nothing to do for hnswlib; MilvusIndex closes its connection)."""
 
     def _require_embedder(self) -> "Embedder":
         if self.embedder is None:

@@ -1,0 +1,149 @@
+"""One conformance suite, run against both stores: hnswlib (GalleryIndex) and Milvus (MilvusIndex via Milvus Lite).
+
+add, delete, search, label filter, reload, concurrent search and add, recall against brute force.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from indexer import GalleryIndex, open_index
+from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k
+from indexer.milvus_store import MilvusIndex
+from indexer.store import VectorStore, parse_store
+
+DIM = 32
+MODEL = "vectors-only"
+
+
+def make_store(kind: str, tmp_path, dim: int = DIM):
+    if kind == "hnsw":
+        return GalleryIndex(dim, MODEL, path=tmp_path / "ix")
+    return MilvusIndex(dim, MODEL, store=parse_store(f"milvus:{tmp_path / 'milvus.db'}"), path=tmp_path / "ix",
+                       source={"kind": "dataset", "dataset": "synthetic"})
+
+
+@pytest.fixture(params=["hnsw", "milvus"])
+def store(request, tmp_path):
+    index = make_store(request.param, tmp_path)
+    yield index
+    index.close()
+
+
+def _vectors(n: int, seed: int = 0) -> np.ndarray:
+    return clustered_unit_vectors(n, DIM, clusters=8, seed=seed)
+
+
+def _fill(index, n: int = 60, seed: int = 0):
+    vectors = _vectors(n, seed)
+    labels = ["rare" if i == 17 else ("a", "b", "c")[i % 3] for i in range(n)]
+    ids = index.add_vectors(vectors, labels, [f"src/{i}.png" for i in range(n)], list(range(n)))
+    return vectors, labels, ids
+
+
+def test_add_get_and_search_finds_each_item_first(store):
+    assert isinstance(store, VectorStore)
+    vectors, labels, ids = _fill(store)
+    assert len(store) == 60 and len(set(ids)) == 60
+    assert sorted(store.ids) == sorted(ids)
+    item = store.get(ids[5])
+    assert (item.row, item.label, item.source) == (5, labels[5], "src/5.png")
+    for i in (0, 17, 59):
+        hits = store.search(vector=vectors[i], k=3)
+        assert len(hits) == 3 and hits[0].id == ids[i]
+        assert hits[0].score == pytest.approx(1.0, abs=1e-4) and hits[0].score >= hits[1].score >= hits[2].score
+        assert (hits[0].label, hits[0].source, hits[0].row) == (labels[i], f"src/{i}.png", i)
+    np.testing.assert_allclose(store.vectors([ids[3], ids[1]]), vectors[[3, 1]], atol=1e-6)
+    assert store.labels() == ["a", "b", "c", "rare"]
+
+
+def test_delete(store):
+    vectors, _, ids = _fill(store)
+    assert store.delete([ids[0], ids[1]]) == 2
+    assert len(store) == 58 and ids[0] not in store and ids[2] in store
+    with pytest.raises(KeyError):
+        store.get(ids[0])
+    assert all(h.id not in (ids[0], ids[1]) for h in store.search(vector=vectors[0], k=10))
+    with pytest.raises(KeyError):  # one missing id: nothing is deleted
+        store.delete([ids[2], ids[0]])
+    assert ids[2] in store and len(store) == 58
+    assert store.delete([ids[2], ids[0]], missing_ok=True) == 1 and len(store) == 57
+    store.delete([ids[17]])
+    assert "rare" not in store.labels()
+
+
+def test_label_filter_finds_rare_labels(store):
+    vectors, labels, ids = _fill(store)
+    hits = store.search(vector=vectors[0], k=5, label_filter="rare")  # the one "rare" item, far from the query
+    assert [h.id for h in hits] == [ids[17]]
+    hits = store.search(vector=vectors[0], k=50, label_filter=["a", "c"])
+    assert {h.label for h in hits} == {"a", "c"}
+    assert len(hits) == sum(label in ("a", "c") for label in labels)
+    assert store.search(vector=vectors[0], k=5, label_filter="nobody") == []
+
+
+def test_reload_keeps_items_and_records_the_store(store, tmp_path):
+    vectors, labels, ids = _fill(store)
+    before = [(h.id, round(h.score, 4)) for h in store.search(vector=vectors[4], k=5)]
+    path = store.save()
+    store.close()
+    meta = json.loads((path / "meta.json").read_text())
+    expected_kind = "milvus" if isinstance(store, MilvusIndex) else "hnsw"
+    assert (meta.get("store") or {"kind": "hnsw"})["kind"] == expected_kind
+    again = open_index(path, load_model=False)
+    try:
+        assert type(again) is type(store) and len(again) == 60 and again.labels() == ["a", "b", "c", "rare"]
+        assert [(h.id, round(h.score, 4)) for h in again.search(vector=vectors[4], k=5)] == before
+        new = again.add_vectors(_vectors(1, seed=7), ["d"], ["src/new.png"], [None])
+        again.save()
+    finally:
+        again.close()
+    third = open_index(path, load_model=False)
+    try:
+        assert len(third) == 61 and third.get(new[0]).label == "d"
+    finally:
+        third.close()
+
+
+def test_concurrent_search_and_add(store):
+    vectors, _, _ = _fill(store, n=200)
+    extra = _vectors(120, seed=3)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def searcher():
+        try:
+            while not stop.is_set():
+                hits = store.search(vector=vectors[11], k=5)
+                assert hits and hits[0].row == 11
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        added = []
+        for start in range(0, 120, 20):
+            added += store.add_vectors(extra[start:start + 20], ["new"] * 20, [""] * 20, list(range(1000 + start, 1020 + start)))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not errors, errors[:1]
+    assert len(store) == 320 and len(set(added)) == 120
+    for i in (0, 77, 119):
+        assert store.search(vector=extra[i], k=1)[0].id == added[i]
+
+
+def test_recall_at_10_against_brute_force(store):
+    gallery = clustered_unit_vectors(3000, DIM, clusters=30, seed=0)
+    queries = clustered_unit_vectors(50, DIM, clusters=30, seed=1)
+    ids = np.asarray(store.add_vectors(gallery, rows=list(range(len(gallery)))))
+    truth = ids[exact_search(queries, gallery, 10)[0]]
+    exact = None if isinstance(store, MilvusIndex) else False  # hnswlib: the graph, not brute force
+    found = np.asarray([[h.id for h in store.search(vector=q, k=10, exact=exact)] for q in queries])
+    assert recall_at_k(found, truth) >= 0.95
