@@ -94,7 +94,11 @@ def sync_gallery(progress=gr.Progress()) -> str:
 
 def facts() -> str:
     index = runtime.gallery()
-    metric = "cosine similarity (hnswlib)" if len(index) >= 1000 else "cosine similarity (exact)"
+    store = getattr(index, "store", None)
+    if store is not None:  # vectors in Milvus
+        metric = f"cosine similarity (Milvus, {store.uri})"
+    else:
+        metric = "cosine similarity (hnswlib)" if len(index) >= 1000 else "cosine similarity (exact)"
     return f"**Gallery:** {describe_gallery(index)} · **model:** `{index.model}` · **metric:** {metric}"
 
 
