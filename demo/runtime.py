@@ -111,4 +111,15 @@ def user_error(exc: Exception) -> gr.Error:
     return gr.Error(str(exc), title="Cannot do that")
 
 
+def bounded_int(value, low: int, high: int, what: str) -> int:
+    """An integer input from the page or the API, refused with a clear message outside [low, high]."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"{what} must be a whole number from {low} to {high}; got {str(value)[:40]!r}.") from None
+    if not low <= number <= high:
+        raise gr.Error(f"{what} must be from {low} to {high}; got {number if abs(number) < 10**12 else 'a huge number'}.")
+    return number
+
+
 FRIENDLY_ERRORS = (ImageError, CapabilityError, ValueError)

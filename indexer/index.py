@@ -649,10 +649,17 @@ class GalleryIndex:
         index.created = datetime.fromisoformat(meta["created"])
         index.extra = dict(meta.get("extra") or {})
         index._hnsw = hnswlib.Index(space="cosine", dim=index.dim)
-        index._hnsw.load_index(str(path / HNSW_FILE), max_elements=hnsw_meta["max_elements"])
+        name = HNSW_FILE
+        try:
+            index._hnsw.load_index(str(path / name), max_elements=hnsw_meta["max_elements"])
+            name = VECTORS_FILE
+            vectors = np.load(path / name, allow_pickle=False)
+            name = METADATA_FILE
+            table = pq.read_table(path / name).to_pydict()
+        except (OSError, ValueError, RuntimeError, pa.ArrowException) as exc:  # unverified and damaged
+            raise IndexFormatError(f"{path / name} is missing or damaged ({type(exc).__name__}: {exc}); rebuild the "
+                                   f"index with `python -m indexer build ... --out {path}`.") from None
         index._hnsw.set_ef(params.ef)  # ef is not stored in the hnswlib file
-        vectors = np.load(path / VECTORS_FILE, allow_pickle=False)
-        table = pq.read_table(path / METADATA_FILE).to_pydict()
         if len(vectors) != len(table["id"]) or len(vectors) != meta["count"]:
             raise IndexFormatError(f"{path}: vectors ({len(vectors)}) and metadata ({len(table['id'])}) disagree; rebuild the index.")
         index._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
