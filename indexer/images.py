@@ -50,11 +50,16 @@ def _open(source: Union[str, os.PathLike, bytes], max_pixels: int) -> Image.Imag
     else:
         path = Path(source)
         name = f"'{path.name}'"
-        if not path.is_file():
-            raise ImageError(f"Image file {path} does not exist: check the path.")
-        if path.stat().st_size == 0:
+        try:
+            if not path.is_file():
+                raise FileNotFoundError
+            empty = path.stat().st_size == 0
+            fp = path.open("rb")
+        except OSError:  # missing, a directory, unreadable, or deleted while we looked
+            raise ImageError(f"Image file {path} does not exist or cannot be read: check the path.") from None
+        if empty:
+            fp.close()
             raise ImageError(f"Image file {name} is empty (0 bytes): upload a JPEG, PNG, WebP, GIF, BMP or TIFF file.")
-        fp = path.open("rb")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -208,6 +208,7 @@ class GalleryIndex:
         self.extra: dict[str, Any] = {}  # free-form, saved in meta.json (build progress lives here)
         self._lock = _RWLock()
         self._save_lock = threading.Lock()
+        self._swap_lock = threading.Lock()  # held while save() swaps the directory in (image() waits on it)
         self._hnsw = hnswlib.Index(space="cosine", dim=self.dim)
         self._hnsw.init_index(max_elements=max(capacity, MIN_CAPACITY), M=params.M,
                               ef_construction=params.ef_construction, random_seed=params.seed)
@@ -515,7 +516,13 @@ class GalleryIndex:
             path = (root / source[len(INDEX_SOURCE_PREFIX):]).resolve()
             if root not in path.parents:
                 raise IndexFormatError(f"Item {item.id} points outside its index directory ({source}).")
-            return load_image(path)
+            with self._swap_lock:  # not while a save swaps the directory in (the file is briefly elsewhere)
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise FileNotFoundError(f"Item {item.id}'s image {path} is missing ({exc.strerror}): "
+                                            "restore the index directory or rebuild it.") from None
+            return load_image(data)
         if source.startswith(BUILTIN_SOURCE_PREFIX):
             from .gallery import builtin_image
 
@@ -563,7 +570,8 @@ class GalleryIndex:
             tmp.mkdir()
             try:
                 self._write(tmp)
-                _replace_dir(tmp, target)
+                with self._swap_lock:
+                    _replace_dir(tmp, target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
