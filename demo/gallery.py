@@ -17,7 +17,7 @@ MAX_FILTER_LABELS = 100
 
 def _results(index: GalleryIndex, hits: list[SearchHit], what: str) -> tuple[list[tuple], str, list[dict]]:
     """Gallery items, a summary, and the hits as data (id, score, label: no server paths) for the API and clicks."""
-    items = [(index.image(hit.id), f"{hit.label or 'unlabelled'} · {hit.score:.3f}") for hit in hits]
+    items = [(runtime.image_file(index.image(hit.id)), f"{hit.label or 'unlabelled'} · {hit.score:.3f}") for hit in hits]
     data = [{"id": hit.id, "score": round(hit.score, 6), "label": hit.label} for hit in hits]
     return items, f"{len(hits)} nearest to {what}. Click a result to search with it.", data
 

@@ -38,7 +38,7 @@ def _outputs(result: Verification) -> tuple:
     verdict = ("## ✔ Match" if result.match else "## ✘ No match") + f" ({result.mode.value} mode, `{result.model}`)"
     captions = ["A", "B"] if len(result.crops) == 2 else [f"reference {i + 1}" for i in range(len(result.crops) - 1)] + ["questioned"]
     return (round(result.similarity, 4), round(result.distance, 4), verdict, result.explanation,
-            [(crop, caption) for crop, caption in zip(result.crops, captions)])
+            [(runtime.image_file(crop), caption) for crop, caption in zip(result.crops, captions)])
 
 
 def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.value, threshold: float | None = None):

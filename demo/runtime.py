@@ -4,9 +4,13 @@ Per-user data never lives here; only the model and the gallery index, which all 
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
+import tempfile
 import threading
+import uuid
 from pathlib import Path
 from dataclasses import dataclass, field
 
@@ -104,6 +108,28 @@ def status_markdown() -> str:
     if model.notice:
         lines.append(f"⚠️ {model.notice}")
     return "  \n".join(lines)
+
+
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "twinsight-outputs"
+
+
+def image_file(image) -> str:
+    """A PIL image shown in the page, as a file written atomically (named by its content).
+
+    Gradio writes returned PIL images into its cache in place (truncate, then write), so when two users get
+    the same picture at once, one download can be cut short mid-rewrite. Files it copies with a temp name
+    and a rename, and never rewrites: so the callbacks hand over files.
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=90)
+    data = buffer.getvalue()
+    path = OUTPUT_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.webp"
+    if not path.is_file():
+        OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{uuid.uuid4().hex}.tmp")
+        staging.write_bytes(data)
+        os.replace(staging, path)
+    return str(path)
 
 
 def user_error(exc: Exception) -> gr.Error:

@@ -19,11 +19,12 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self, workdir: Path, model: str = "effnet-lite0", extra_args: list[str] | None = None):
+    def __init__(self, workdir: Path, model: str = "effnet-lite0", extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "app.log"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TWINSIGHT_INDEX_DIR=str(workdir / "indexes"))
+        env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", TWINSIGHT_INDEX_DIR=str(workdir / "indexes"), **(env or {}))
         args = [sys.executable, str(ROOT / "app.py"), "--model", model, "--host", "127.0.0.1", "--port", str(self.port)]
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(args + (extra_args or []), cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)

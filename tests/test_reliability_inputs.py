@@ -84,7 +84,7 @@ def test_corpus_through_every_callback(app_state, corpus, tmp_path):
         similarity, distance, verdict, _, crops = outcomes["compare general"][1]
         assert similarity == pytest.approx(1.0, abs=1e-3) and "✔ Match" in verdict, case.name  # same file, same vector
         if case.size and min(case.size) >= 8:  # the crop shown is the upright image (EXIF applied), downscaled
-            width, height = crops[0][0].size
+            width, height = Image.open(crops[0][0]).size
             assert (width >= height) == (case.size[0] >= case.size[1]), (case.name, crops[0][0].size)
         assert outcomes["compare general vs control"][0] == "ok", case.name
         assert outcomes["enrol general"][1][1] == pytest.approx(0.0, abs=1e-3), case.name  # the best reference is itself
