@@ -33,7 +33,7 @@ def _photo(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
     return Image.fromarray(array)
 
 
-def _png_claiming_size(width: int, height: int) -> bytes:
+def png_claiming_size(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height: a decompression bomb's signature, without the memory."""
     buffer = io.BytesIO()
     Image.new("L", (1, 1)).save(buffer, format="PNG")
@@ -113,8 +113,8 @@ def make_corpus(folder: str | Path) -> list[Case]:
         ("heic", "iphone.heic", HEIC_HEADER, False, r"HEIC.*convert it to PNG or JPEG", None),
         ("avif", "photo.avif", AVIF_HEADER, False, r"AVIF.*convert it to PNG or JPEG", None),
         ("pdf", "scan.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", False, r"PDF.*convert it to PNG or JPEG", None),
-        ("bomb-30000x30000", "bomb.png", _png_claiming_size(30000, 30000), False, r"900,000,000 pixels.*decompression bomb", None),
-        ("zero-width-header", "zero.png", _png_claiming_size(0, 10), False, r"not an image format|no pixels|truncated or corrupt", None),
+        ("bomb-30000x30000", "bomb.png", png_claiming_size(30000, 30000), False, r"900,000,000 pixels.*decompression bomb", None),
+        ("zero-width-header", "zero.png", png_claiming_size(0, 10), False, r"not an image format|no pixels|truncated or corrupt", None),
     ]
     cases = []
     for name, filename, data, ok, message, size in specs:
