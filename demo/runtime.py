@@ -110,6 +110,25 @@ def status_markdown() -> str:
     return "  \n".join(lines)
 
 
+class ImageInput(gr.Image):
+    """An image input that hands the uploaded file to the callback as it is (a path).
+
+    gr.Image opens every upload with PIL before the callback runs, so an unreadable upload (empty, text, HEIC,
+    a decompression bomb) became a generic "Error" with no message, and it converted modes itself (16-bit
+    PNGs clipped to white). Here `indexer.load_image` reads the file, with its guards and its messages.
+    """
+
+    is_template = True  # the page draws it as a plain gr.Image
+
+    def __init__(self, **kwargs):
+        super().__init__(type="filepath", image_mode=None, **kwargs)
+
+    def preprocess(self, payload):
+        if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
+            return super().preprocess(payload)  # nothing, or a pasted data URL: Gradio writes it to a file
+        return str(payload.path)
+
+
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "twinsight-outputs"
 
 

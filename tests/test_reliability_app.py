@@ -5,6 +5,7 @@ BURST concurrent gradio_client requests overflows the queue on purpose.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 import urllib.error
@@ -167,3 +168,40 @@ def test_uploads_over_the_cap_are_refused(server, tmp_path):
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200
+
+
+def test_bad_uploads_through_the_running_app_get_clear_messages(server, pictures, tmp_path):
+    """The corpus's refusals reach an API caller as the callback's message (no traceback, no generic error),
+    and the app keeps answering."""
+    from gradio_client import Client, handle_file
+
+    from bad_inputs import make_corpus
+
+    client = Client(server.url, verbose=False)
+    refused = [case for case in make_corpus(tmp_path / "corpus") if not case.ok and case.path.exists()]
+    assert len(refused) >= 10
+    for case in refused:
+        with pytest.raises(Exception) as raised:
+            client.predict(image_a=handle_file(str(case.path)), image_b=handle_file(str(pictures["chelsea"])),
+                           mode="general", api_name="/compare")
+        message = str(raised.value)
+        assert re.search(case.message, message) and "Traceback" not in message, (case.name, message)
+    similarity, *_ = client.predict(image_a=handle_file(str(pictures["coffee"])), image_b=handle_file(str(pictures["coffee"])),
+                                    mode="general", api_name="/compare")
+    assert similarity == pytest.approx(1.0, abs=1e-3)
+
+
+def test_api_input_naming_a_server_file_is_refused(server):
+    """A forged FileData pointing at a server path (not an upload) never reaches a callback."""
+    import json
+
+    for path in ("/etc/passwd", str(ROOT / "app.py")):
+        forged = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
+        body = json.dumps({"data": [forged, forged, "general", 0.5]}).encode()
+        request = urllib.request.Request(f"{server.url}/gradio_api/call/compare", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            event_id = json.loads(response.read())["event_id"]
+        status, stream = _get(f"{server.url}/gradio_api/call/compare/{event_id}")
+        assert b"event: error" in stream and b"root:" not in stream and b"def build_app" not in stream, stream[:300]
+        assert b"event: complete" not in stream

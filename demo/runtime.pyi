@@ -1,0 +1,176 @@
+"""Heavy objects every tab shares, loaded once per process (lazily, or eagerly by `warm_up`).
+
+Per-user data never lives here; only the model and the gallery index, which all users share.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from indexer import CapabilityError, Embedder, GalleryIndex, ImageError, load_embedder
+from indexer.gallery import describe_gallery, open_default_gallery
+from indexer.siamese import load_head
+from indexer.verify import Mode, Verifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    model: str = field(default_factory=lambda: os.environ.get("TWINSIGHT_MODEL", "auto"))
+    gallery: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_GALLERY") or None)
+    # Siamese heads (paths or hub repo ids), comma-separated in TWINSIGHT_HEADS.
+    heads: list[str] = field(default_factory=lambda: [h for h in os.environ.get("TWINSIGHT_HEADS", "").split(",") if h])
+
+
+settings = Settings()
+_lock = threading.Lock()
+_gallery: GalleryIndex | None = None
+_verifier: Verifier | None = None
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
+
+
+def configure(model: str | None = None, gallery: str | None = None, heads: list[str] | None = None) -> None:
+    if model:
+        settings.model = model
+    if gallery:
+        settings.gallery = gallery
+    if heads:
+        settings.heads = list(heads)
+
+
+def embedder() -> Embedder:
+    """The one shared model (the registry loads it once per process)."""
+    return load_embedder(settings.model)
+
+
+def gallery(progress=None) -> GalleryIndex:
+    """The shared gallery index: loaded from the on-disk cache, or built once on first use."""
+    global _gallery
+    with _lock:
+        if _gallery is None:
+            _gallery = open_default_gallery(embedder(), source=settings.gallery, progress=progress, show_progress=True)
+        return _gallery
+
+
+def use_gallery(index: GalleryIndex | None) -> None:
+    """Replace the shared gallery (tests inject small indexes; None reloads the configured one)."""
+    global _gallery
+    with _lock:
+        _gallery = index
+
+
+def verifier() -> Verifier:
+    """The shared pairwise verifier: the shared model, the loaded Siamese heads, the face model."""
+    global _verifier
+    with _lock:
+        if _verifier is None or _verifier.embedder is not embedder():
+            _verifier = Verifier(embedder(), heads=[load_head(head) for head in settings.heads])
+        return _verifier
+
+
+def pairwise_examples() -> list[list[str]]:
+    """[image A, image B, mode] rows from assets/examples (made by assets/make_examples.py)."""
+    rows = []
+    for mode, a, b in (
+        (Mode.GENERAL, "cat-a.jpg", "cat-b.jpg"),
+        (Mode.GENERAL, "cat-a.jpg", "coffee.jpg"),
+        (Mode.FACE, "face-a.jpg", "face-b.jpg"),
+        (Mode.SIGNATURE, "signature-a.png", "signature-b.png"),
+        (Mode.SIGNATURE, "signature-a.png", "signature-other.png"),
+    ):
+        if (EXAMPLES_DIR / a).is_file() and (EXAMPLES_DIR / b).is_file():
+            rows.append([str(EXAMPLES_DIR / a), str(EXAMPLES_DIR / b), mode.value])
+    return rows
+
+
+def warm_up() -> None:
+    """Load everything at start-up, so the first user does not wait for it."""
+    log.info("model ready: %s", embedder())
+    log.info("gallery ready: %s", describe_gallery(gallery()))
+    for mode in Mode:  # face model load and self-calibrations run now, not in the first request
+        threshold = verifier().threshold(mode)
+        log.info("%s threshold %.3f: %s", mode.value, threshold.value, threshold.source)
+
+
+def status_markdown() -> str:
+    model = embedder()
+    lines = [f"**Model:** `{model.name}` ({model.dim}-d) on **{model.device.type}** in {str(model.dtype).replace('torch.', '')}"]
+    if model.notice:
+        lines.append(f"⚠️ {model.notice}")
+    return "  \n".join(lines)
+
+from gradio.events import Dependency
+
+class ImageInput(gr.Image):
+    """An image input that hands the uploaded file to the callback as it is (a path).
+
+    gr.Image opens every upload with PIL before the callback runs, so an unreadable upload (empty, text, HEIC,
+    a decompression bomb) became a generic "Error" with no message, and it converted modes itself (16-bit
+    PNGs clipped to white). Here `indexer.load_image` reads the file, with its guards and its messages.
+    """
+
+    is_template = True  # the page draws it as a plain gr.Image
+
+    def __init__(self, **kwargs):
+        super().__init__(type="filepath", image_mode=None, **kwargs)
+
+    def preprocess(self, payload):
+        if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
+            return super().preprocess(payload)  # nothing, or a pasted data URL: Gradio writes it to a file
+        return str(payload.path)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "twinsight-outputs"
+
+
+def image_file(image) -> str:
+    """A PIL image shown in the page, as a file written atomically (named by its content).
+
+    Gradio writes returned PIL images into its cache in place (truncate, then write), so when two users get
+    the same picture at once, one download can be cut short mid-rewrite. Files it copies with a temp name
+    and a rename, and never rewrites: so the callbacks hand over files.
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=90)
+    data = buffer.getvalue()
+    path = OUTPUT_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.webp"
+    if not path.is_file():
+        OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{uuid.uuid4().hex}.tmp")
+        staging.write_bytes(data)
+        os.replace(staging, path)
+    return str(path)
+
+
+def user_error(exc: Exception) -> gr.Error:
+    """Turn a library error into a friendly message in the page (never a traceback)."""
+    return gr.Error(str(exc), title="Cannot do that")
+
+
+def bounded_int(value, low: int, high: int, what: str) -> int:
+    """An integer input from the page or the API, refused with a clear message outside [low, high]."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"{what} must be a whole number from {low} to {high}; got {str(value)[:40]!r}.") from None
+    if not low <= number <= high:
+        raise gr.Error(f"{what} must be from {low} to {high}; got {number if abs(number) < 10**12 else 'a huge number'}.")
+    return number
+
+
+FRIENDLY_ERRORS = (ImageError, CapabilityError, ValueError)
