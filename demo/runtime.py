@@ -118,10 +118,7 @@ class ImageInput(gr.Image):
     PNGs clipped to white). Here `indexer.load_image` reads the file, with its guards and its messages.
     """
 
-    is_template = True  # the page draws it as a plain gr.Image
-
-    def __init__(self, **kwargs):
-        super().__init__(type="filepath", image_mode=None, **kwargs)
+    is_template = True  # the page draws it as a plain gr.Image (no __init__ here: Gradio reads its signature)
 
     def preprocess(self, payload):
         if payload is None or payload.path is None or (payload.url or "").startswith("data:"):

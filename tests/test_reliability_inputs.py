@@ -239,3 +239,16 @@ def test_head_file_that_is_not_safetensors_is_refused_without_unpickling(tmp_pat
     (folder / CARD_FILE).write_text("{not json")
     with pytest.raises(ValueError, match=r"card\.json is not valid JSON"):
         load_head(folder)
+
+
+def test_image_inputs_pass_uploads_to_load_image_untouched(corpus):
+    """gr.Image would decode an upload before the callback (a bare "Error" for unreadable files); ImageInput
+    passes the uploaded path on, and the page still draws it as an image input with its props."""
+    from gradio.data_classes import ImageData
+
+    component = runtime.ImageInput(type="filepath", label="Image A", sources=["upload"])
+    for case in corpus[:-1]:  # the missing file is never uploaded
+        assert component.preprocess(ImageData(path=str(case.path), orig_name=case.path.name)) == str(case.path)
+    assert component.preprocess(None) is None
+    config = component.get_config()
+    assert component.get_block_name() == "image" and config["label"] == "Image A" and config["sources"] == ["upload"]
