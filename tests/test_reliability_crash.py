@@ -23,7 +23,7 @@ from crash_worker import BATCH, generation_of, vectors_for
 from indexer import GalleryIndex, build_index, open_index
 from indexer.index import read_meta
 
-RANDOM_KILLS = 8  # per mode
+RANDOM_KILLS = 6  # per mode
 KILL_POINTS = ("mid-write", "before-meta", "between-renames", "after-renames")
 
 
@@ -114,7 +114,7 @@ def test_random_sigkill_during_add_and_save(worker, index_dir, tmp_path, mode):
         acks.unlink(missing_ok=True)
     print(f"\n{mode}: {RANDOM_KILLS} SIGKILLs, final generation {generation}, states {outcomes}")
     if mode == "add":
-        assert generation >= 4  # most kills landed after additions were acknowledged
+        assert generation >= 3  # most kills landed after additions were acknowledged
 
 
 @pytest.mark.parametrize("kill_at", KILL_POINTS)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from indexer import GalleryIndex, open_index
 
-DURATION_S = 4.0
+DURATION_S = 3.0
 SEARCHERS, ADDERS = 8, 2
 
 
