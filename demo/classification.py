@@ -77,7 +77,7 @@ def build() -> gr.Blocks:
     with gr.Blocks() as page:
         with gr.Row():
             with gr.Column():
-                image = runtime.ImageInput(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"])
+                image = runtime.image_input(label="Image", sources=["upload", "clipboard", "webcam"])
                 source = gr.Radio(sources, value=sources[0], label="Label source")
                 labels = gr.Textbox(DEFAULT_LABELS, label="Candidate labels (comma-separated)", visible=zero_shot, max_length=MAX_TEXT)
                 template = gr.Textbox(DEFAULT_PROMPT_TEMPLATE, label="Prompt template ({} is the label)", visible=zero_shot, max_length=MAX_TEMPLATE)

@@ -106,7 +106,7 @@ def build() -> gr.Blocks:
         index_facts = gr.Markdown(facts())
         with gr.Row():
             with gr.Column(scale=1):
-                image = runtime.ImageInput(type="filepath", label="Query image", sources=["upload", "clipboard", "webcam"])
+                image = runtime.image_input(label="Query image", sources=["upload", "clipboard", "webcam"])
                 supports_text = runtime.embedder().supports_text
                 text = gr.Textbox(
                     label="…or a text query" if supports_text else "Text query (needs a CLIP model)",

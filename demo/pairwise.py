@@ -75,13 +75,13 @@ def build() -> gr.Blocks:
         mode = gr.Radio([m.value for m in Mode], value=Mode.GENERAL.value, label="Mode")
         mode_help = gr.Markdown(MODE_HELP[Mode.GENERAL])
         with gr.Row():
-            image_a = runtime.ImageInput(type="filepath", label="Image A", sources=["upload", "clipboard", "webcam"])
-            image_b = runtime.ImageInput(type="filepath", label="Image B", sources=["upload", "clipboard", "webcam"])
+            image_a = runtime.image_input(label="Image A", sources=["upload", "clipboard", "webcam"])
+            image_b = runtime.image_input(label="Image B", sources=["upload", "clipboard", "webcam"])
         threshold = threshold_slider(Mode.GENERAL.value)
         button = gr.Button("Compare", variant="primary")
         with gr.Accordion("Several references (writer- or person-dependent check)", open=False):
             references = gr.File(file_count="multiple", file_types=["image"], label="Enrolled references")
-            questioned = runtime.ImageInput(type="filepath", label="Questioned image")
+            questioned = runtime.image_input(label="Questioned image")
             reduce = gr.Radio([r.value for r in Reduce], value=Reduce.BEST.value, label="Score",
                               info="best: the closest reference decides; mean: the mean distance to all references")
             enrol_button = gr.Button("Compare with references")

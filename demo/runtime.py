@@ -110,20 +110,24 @@ def status_markdown() -> str:
     return "  \n".join(lines)
 
 
-class ImageInput(gr.Image):
-    """An image input that hands the uploaded file to the callback as it is (a path).
+def image_input(**kwargs) -> gr.Image:
+    """An image input (type="filepath") that hands the uploaded file to the callback as it is.
 
     gr.Image opens every upload with PIL before the callback runs, so an unreadable upload (empty, text, HEIC,
     a decompression bomb) became a generic "Error" with no message, and it converted modes itself (16-bit
     PNGs clipped to white). Here `indexer.load_image` reads the file, with its guards and its messages.
+    (Not a gr.Image subclass: Gradio writes a .pyi stub next to any module that defines one.)
     """
+    image = gr.Image(type="filepath", **kwargs)
+    gradio_preprocess = image.preprocess
 
-    is_template = True  # the page draws it as a plain gr.Image (no __init__ here: Gradio reads its signature)
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
-            return super().preprocess(payload)  # nothing, or a pasted data URL: Gradio writes it to a file
+            return gradio_preprocess(payload)  # nothing, or a pasted data URL: Gradio writes it to a file
         return str(payload.path)
+
+    image.preprocess = preprocess
+    return image
 
 
 OUTPUT_DIR = Path(tempfile.gettempdir()) / "twinsight-outputs"

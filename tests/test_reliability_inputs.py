@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -240,13 +241,14 @@ def test_head_file_that_is_not_safetensors_is_refused_without_unpickling(tmp_pat
 
 
 def test_image_inputs_pass_uploads_to_load_image_untouched(corpus):
-    """gr.Image would decode an upload before the callback (a bare "Error" for unreadable files); ImageInput
+    """gr.Image would decode an upload before the callback (a bare "Error" for unreadable files); image_input
     passes the uploaded path on, and the page still draws it as an image input with its props."""
     from gradio.data_classes import ImageData
 
-    component = runtime.ImageInput(type="filepath", label="Image A", sources=["upload"])
+    component = runtime.image_input(label="Image A", sources=["upload"])
     for case in corpus[:-1]:  # the missing file is never uploaded
         assert component.preprocess(ImageData(path=str(case.path), orig_name=case.path.name)) == str(case.path)
     assert component.preprocess(None) is None
     config = component.get_config()
     assert component.get_block_name() == "image" and config["label"] == "Image A" and config["sources"] == ["upload"]
+    assert not list(Path(runtime.__file__).parent.glob("*.pyi"))  # no stub files written into the source tree
