@@ -13,6 +13,8 @@ from . import runtime
 DEFAULT_LABELS = "cat, dog, bird, car, airplane, rocket, coffee, person, flower, building"
 MAX_LABELS = 100
 MAX_TEXT = 2000
+MAX_TEMPLATE = 200
+MAX_TOP_K = 10
 
 
 class Source(str, enum.Enum):
@@ -45,15 +47,18 @@ def parse_labels(text: str) -> list[str]:
 
 def classify(image: str | None, source: str, labels: str, template: str, top_k: int = 5) -> tuple[dict[str, float], str]:
     """Top-k labels for `image` as {label: confidence}, and which source answered."""
+    if len(template or "") > MAX_TEMPLATE:
+        raise gr.Error(f"The prompt template is over {MAX_TEMPLATE} characters; shorten it.")
+    top_k = runtime.bounded_int(top_k, 1, MAX_TOP_K, "Top-k")
     try:
         model = runtime.embedder()
         source = Source(source) if source else Source(available_sources()[0])
         if source is Source.ZERO_SHOT:
-            [predictions] = model.zero_shot([image], parse_labels(labels), template or DEFAULT_PROMPT_TEMPLATE, int(top_k))
+            [predictions] = model.zero_shot([image], parse_labels(labels), template or DEFAULT_PROMPT_TEMPLATE, top_k)
         elif source is Source.HEAD:
-            [predictions] = model.classify([image], int(top_k))
+            [predictions] = model.classify([image], top_k)
         else:
-            predictions = vote(runtime.gallery().search(image=image, k=NEIGHBOURS), int(top_k))
+            predictions = vote(runtime.gallery().search(image=image, k=NEIGHBOURS), top_k)
             if not predictions:
                 raise ValueError("The gallery has no labelled images to vote; add labelled images or pick another source.")
     except runtime.FRIENDLY_ERRORS as exc:
@@ -72,11 +77,11 @@ def build() -> gr.Blocks:
     with gr.Blocks() as page:
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"])
+                image = runtime.image_input(label="Image", sources=["upload", "clipboard", "webcam"])
                 source = gr.Radio(sources, value=sources[0], label="Label source")
                 labels = gr.Textbox(DEFAULT_LABELS, label="Candidate labels (comma-separated)", visible=zero_shot, max_length=MAX_TEXT)
-                template = gr.Textbox(DEFAULT_PROMPT_TEMPLATE, label="Prompt template ({} is the label)", visible=zero_shot, max_length=200)
-                top_k = gr.Slider(1, 10, value=5, step=1, label="Top-k")
+                template = gr.Textbox(DEFAULT_PROMPT_TEMPLATE, label="Prompt template ({} is the label)", visible=zero_shot, max_length=MAX_TEMPLATE)
+                top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k")
                 button = gr.Button("Classify", variant="primary")
             with gr.Column():
                 result = gr.Label(label="Top labels", num_top_classes=10)

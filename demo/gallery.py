@@ -11,17 +11,25 @@ from . import runtime
 MAX_QUERY = 500
 MAX_LABEL = 100
 MAX_UPLOADS = 50
+MAX_K = 32
+MAX_FILTER_LABELS = 100
 
 
 def _results(index: GalleryIndex, hits: list[SearchHit], what: str) -> tuple[list[tuple], str, list[dict]]:
     """Gallery items, a summary, and the hits as data (id, score, label: no server paths) for the API and clicks."""
-    items = [(index.image(hit.id), f"{hit.label or 'unlabelled'} · {hit.score:.3f}") for hit in hits]
+    items = [(runtime.image_file(index.image(hit.id)), f"{hit.label or 'unlabelled'} · {hit.score:.3f}") for hit in hits]
     data = [{"id": hit.id, "score": round(hit.score, 6), "label": hit.label} for hit in hits]
     return items, f"{len(hits)} nearest to {what}. Click a result to search with it.", data
 
 
 def _filter(labels: list[str] | None) -> list[str] | None:
-    return list(labels) if labels else None
+    if not labels:
+        return None
+    if isinstance(labels, str):
+        labels = [labels]
+    if len(labels) > MAX_FILTER_LABELS or any(len(str(label)) > MAX_LABEL for label in labels):
+        raise gr.Error(f"Filter on at most {MAX_FILTER_LABELS} labels of at most {MAX_LABEL} characters each.")
+    return [str(label) for label in labels]
 
 
 def search(image: str | None, text: str, k: int = 8, labels: list[str] | None = None) -> tuple[list[tuple], str, list[dict]]:
@@ -31,10 +39,11 @@ def search(image: str | None, text: str, k: int = 8, labels: list[str] | None = 
         raise gr.Error("Drop an image or type a text query to search the gallery.")
     if len(text) > MAX_QUERY:
         raise gr.Error(f"The text query is over {MAX_QUERY} characters; shorten it.")
+    k, label_filter = runtime.bounded_int(k, 1, MAX_K, "The number of results"), _filter(labels)
     index = runtime.gallery()
     try:
         query = {"image": image} if image else {"text": text}
-        hits = index.search(k=int(k), label_filter=_filter(labels), **query)
+        hits = index.search(k=k, label_filter=label_filter, **query)
     except runtime.FRIENDLY_ERRORS as exc:
         raise runtime.user_error(exc) from None
     return _results(index, hits, "the image" if image else f"“{text}”")
@@ -42,12 +51,14 @@ def search(image: str | None, text: str, k: int = 8, labels: list[str] | None = 
 
 def similar(item_id: int, k: int = 8, labels: list[str] | None = None) -> tuple[list[tuple], str, list[dict]]:
     """Search with a gallery item (by id) as the query."""
+    item_id = runtime.bounded_int(item_id, 0, 2**62, "The gallery item id")
+    k, label_filter = runtime.bounded_int(k, 1, MAX_K, "The number of results"), _filter(labels)
     index = runtime.gallery()
     try:
-        hits = index.similar(int(item_id), k=int(k), label_filter=_filter(labels))
+        hits = index.similar(item_id, k=k, label_filter=label_filter)
     except KeyError:
         raise gr.Error(f"Item {item_id} is not in the gallery (it may have been deleted); search again.") from None
-    return _results(index, hits, f"gallery item {int(item_id)}")
+    return _results(index, hits, f"gallery item {item_id}")
 
 
 def select_result(shown: list[dict] | None, k: int, labels: list[str] | None, event: gr.SelectData):
@@ -63,7 +74,9 @@ def add_images(files: list[str] | None, label: str = "") -> tuple[str, gr.Dropdo
         raise gr.Error("Choose one or more image files to add.")
     if len(files) > MAX_UPLOADS:
         raise gr.Error(f"{len(files)} files chosen; add at most {MAX_UPLOADS} at a time.")
-    label = (label or "").strip()[:MAX_LABEL] or None
+    label = (label or "").strip() or None
+    if label and len(label) > MAX_LABEL:
+        raise gr.Error(f"The label is over {MAX_LABEL} characters; shorten it.")
     images, skipped = [], []
     for path in files:
         try:
@@ -108,14 +121,14 @@ def build() -> gr.Blocks:
         index_facts = gr.Markdown(facts())
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="filepath", label="Query image", sources=["upload", "clipboard", "webcam"])
+                image = runtime.image_input(label="Query image", sources=["upload", "clipboard", "webcam"])
                 supports_text = runtime.embedder().supports_text
                 text = gr.Textbox(
                     label="…or a text query" if supports_text else "Text query (needs a CLIP model)",
                     placeholder="a cat" if supports_text else "unavailable: the loaded model has no text tower",
                     max_length=MAX_QUERY, interactive=supports_text,
                 )
-                k = gr.Slider(1, 32, value=8, step=1, label="Results (top-k)")
+                k = gr.Slider(1, MAX_K, value=8, step=1, label="Results (top-k)")
                 labels = gr.Dropdown(index.labels(), multiselect=True, label="Only these labels (optional)")
                 button = gr.Button("Search", variant="primary")
                 with gr.Accordion("Add to gallery", open=False):

@@ -39,7 +39,7 @@ def _outputs(result: Verification) -> tuple:
     verdict = ("## ✔ Match" if result.match else "## ✘ No match") + f" ({result.mode.value} mode, `{result.model}`)"
     captions = ["A", "B"] if len(result.crops) == 2 else [f"reference {i + 1}" for i in range(len(result.crops) - 1)] + ["questioned"]
     return (round(result.similarity, 4), round(result.distance, 4), verdict, result.explanation,
-            [(crop, caption) for crop, caption in zip(result.crops, captions)])
+            [(runtime.image_file(crop), caption) for crop, caption in zip(result.crops, captions)])
 
 
 def _on_multiple(largest_face: bool) -> str:
@@ -93,14 +93,14 @@ def build() -> gr.Blocks:
         mode = gr.Radio([m.value for m in Mode], value=Mode.GENERAL.value, label="Mode")
         mode_help = gr.Markdown(MODE_HELP[Mode.GENERAL])
         with gr.Row():
-            image_a = gr.Image(type="filepath", label="Image A", sources=["upload", "clipboard", "webcam"])
-            image_b = gr.Image(type="filepath", label="Image B", sources=["upload", "clipboard", "webcam"])
+            image_a = runtime.image_input(label="Image A", sources=["upload", "clipboard", "webcam"])
+            image_b = runtime.image_input(label="Image B", sources=["upload", "clipboard", "webcam"])
         threshold = threshold_slider(Mode.GENERAL.value)
         largest_face = gr.Checkbox(False, label="Face mode: when a photo shows several faces, compare the largest")
         button = gr.Button("Compare", variant="primary")
         with gr.Accordion("Several references (writer- or person-dependent check)", open=False):
             references = gr.File(file_count="multiple", file_types=["image"], label="Enrolled references")
-            questioned = gr.Image(type="filepath", label="Questioned image")
+            questioned = runtime.image_input(label="Questioned image")
             reduce = gr.Radio([r.value for r in Reduce], value=Reduce.BEST.value, label="Score",
                               info="best: the closest reference decides; mean: the mean distance to all references")
             enrol_button = gr.Button("Compare with references")

@@ -4,9 +4,13 @@ Per-user data never lives here; only the model and the gallery index, which all 
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
+import tempfile
 import threading
+import uuid
 from pathlib import Path
 from dataclasses import dataclass, field
 
@@ -112,9 +116,62 @@ def status_markdown() -> str:
     return "  \n".join(lines)
 
 
+def image_input(**kwargs) -> gr.Image:
+    """An image input (type="filepath") that hands the uploaded file to the callback as it is.
+
+    gr.Image opens every upload with PIL before the callback runs, so an unreadable upload (empty, text, HEIC,
+    a decompression bomb) became a generic "Error" with no message, and it converted modes itself (16-bit
+    PNGs clipped to white). Here `indexer.load_image` reads the file, with its guards and its messages.
+    (Not a gr.Image subclass: Gradio writes a .pyi stub next to any module that defines one.)
+    """
+    image = gr.Image(type="filepath", **kwargs)
+    gradio_preprocess = image.preprocess
+
+    def preprocess(payload):
+        if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
+            return gradio_preprocess(payload)  # nothing, or a pasted data URL: Gradio writes it to a file
+        return str(payload.path)
+
+    image.preprocess = preprocess
+    return image
+
+
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "twinsight-outputs"
+
+
+def image_file(image) -> str:
+    """A PIL image shown in the page, as a file written atomically (named by its content).
+
+    Gradio writes returned PIL images into its cache in place (truncate, then write), so when two users get
+    the same picture at once, one download can be cut short mid-rewrite. Files it copies with a temp name
+    and a rename, and never rewrites: so the callbacks hand over files.
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=90)
+    data = buffer.getvalue()
+    path = OUTPUT_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.webp"
+    if not path.is_file():
+        OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{uuid.uuid4().hex}.tmp")
+        staging.write_bytes(data)
+        os.replace(staging, path)
+    return str(path)
+
+
 def user_error(exc: Exception) -> gr.Error:
     """Turn a library error into a friendly message in the page (never a traceback)."""
     return gr.Error(str(exc), title="Cannot do that")
+
+
+def bounded_int(value, low: int, high: int, what: str) -> int:
+    """An integer input from the page or the API, refused with a clear message outside [low, high]."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"{what} must be a whole number from {low} to {high}; got {str(value)[:40]!r}.") from None
+    if not low <= number <= high:
+        raise gr.Error(f"{what} must be from {low} to {high}; got {number if abs(number) < 10**12 else 'a huge number'}.")
+    return number
 
 
 FRIENDLY_ERRORS = (ImageError, CapabilityError, ValueError)

@@ -50,20 +50,27 @@ def _open(source: Union[str, os.PathLike, bytes], max_pixels: int) -> Image.Imag
     else:
         path = Path(source)
         name = f"'{path.name}'"
-        if not path.is_file():
-            raise ImageError(f"Image file {path} does not exist: check the path.")
-        if path.stat().st_size == 0:
+        try:
+            if not path.is_file():
+                raise FileNotFoundError
+            empty = path.stat().st_size == 0
+            fp = path.open("rb")
+        except OSError:  # missing, a directory, unreadable, or deleted while we looked
+            raise ImageError(f"Image file {path} does not exist or cannot be read: check the path.") from None
+        if empty:
+            fp.close()
             raise ImageError(f"Image file {name} is empty (0 bytes): upload a JPEG, PNG, WebP, GIF, BMP or TIFF file.")
-        fp = path.open("rb")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
                 image = Image.open(fp)
             except UnidentifiedImageError:
+                fp.seek(0)
+                known = _sniff_unsupported(fp.read(512))
+                what = f"{known}, a format Twinsight cannot read" if known else "not an image format Twinsight can read"
                 raise ImageError(
-                    f"{name} is not an image format Twinsight can read (JPEG, PNG, WebP, GIF, BMP, TIFF); "
-                    "convert it to PNG or JPEG and try again."
+                    f"{name} is {what} (it reads JPEG, PNG, WebP, GIF, BMP, TIFF); convert it to PNG or JPEG and try again."
                 ) from None
             except Image.DecompressionBombError as exc:
                 found = re.search(r"\((\d+) pixels\)", str(exc))
@@ -82,6 +89,22 @@ def _open(source: Union[str, os.PathLike, bytes], max_pixels: int) -> Image.Imag
     finally:
         if not isinstance(source, (bytes, bytearray)):
             fp.close()
+
+
+_UNSUPPORTED_BRANDS = {b"heic": "a HEIC", b"heix": "a HEIC", b"hevc": "a HEIC", b"heim": "a HEIC", b"heis": "a HEIC",
+                       b"mif1": "a HEIF", b"msf1": "a HEIF", b"avif": "an AVIF", b"avis": "an AVIF"}
+
+
+def _sniff_unsupported(head: bytes) -> str | None:
+    """Name a common format Pillow cannot open (so the message can say what the file is), or None."""
+    if head[4:8] == b"ftyp":
+        return _UNSUPPORTED_BRANDS.get(head[8:12], "a HEIF/MP4 container") + " file"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "an SVG (vector drawing) file"
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    return None
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:

@@ -208,6 +208,7 @@ class GalleryIndex:
         self.extra: dict[str, Any] = {}  # free-form, saved in meta.json (build progress lives here)
         self._lock = _RWLock()
         self._save_lock = threading.Lock()
+        self._swap_lock = threading.Lock()  # held while save() swaps the directory in (image() waits on it)
         self._hnsw = hnswlib.Index(space="cosine", dim=self.dim)
         self._hnsw.init_index(max_elements=max(capacity, MIN_CAPACITY), M=params.M,
                               ef_construction=params.ef_construction, random_seed=params.seed)
@@ -521,7 +522,13 @@ class GalleryIndex:
             path = (root / source[len(INDEX_SOURCE_PREFIX):]).resolve()
             if root not in path.parents:
                 raise IndexFormatError(f"Item {item.id} points outside its index directory ({source}).")
-            return load_image(path)
+            with self._swap_lock:  # not while a save swaps the directory in (the file is briefly elsewhere)
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise FileNotFoundError(f"Item {item.id}'s image {path} is missing ({exc.strerror}): "
+                                            "restore the index directory or rebuild it.") from None
+            return load_image(data)
         if source.startswith(BUILTIN_SOURCE_PREFIX):
             from .gallery import builtin_image
 
@@ -569,7 +576,8 @@ class GalleryIndex:
             tmp.mkdir()
             try:
                 self._write(tmp)
-                _replace_dir(tmp, target)
+                with self._swap_lock:
+                    _replace_dir(tmp, target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -659,10 +667,17 @@ class GalleryIndex:
         index.created = datetime.fromisoformat(meta["created"])
         index.extra = dict(meta.get("extra") or {})
         index._hnsw = hnswlib.Index(space="cosine", dim=index.dim)
-        index._hnsw.load_index(str(path / HNSW_FILE), max_elements=hnsw_meta["max_elements"])
+        name = HNSW_FILE
+        try:
+            index._hnsw.load_index(str(path / name), max_elements=hnsw_meta["max_elements"])
+            name = VECTORS_FILE
+            vectors = np.load(path / name, allow_pickle=False)
+            name = METADATA_FILE
+            table = pq.read_table(path / name).to_pydict()
+        except (OSError, ValueError, RuntimeError, pa.ArrowException) as exc:  # unverified and damaged
+            raise IndexFormatError(f"{path / name} is missing or damaged ({type(exc).__name__}: {exc}); rebuild the "
+                                   f"index with `python -m indexer build ... --out {path}`.") from None
         index._hnsw.set_ef(params.ef)  # ef is not stored in the hnswlib file
-        vectors = np.load(path / VECTORS_FILE, allow_pickle=False)
-        table = pq.read_table(path / METADATA_FILE).to_pydict()
         if len(vectors) != len(table["id"]) or len(vectors) != meta["count"]:
             raise IndexFormatError(f"{path}: vectors ({len(vectors)}) and metadata ({len(table['id'])}) disagree; rebuild the index.")
         index._vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -74,6 +74,21 @@ def test_browser_pairwise(page, images):
     page.screenshot(path=str(ARTIFACTS / "pairwise.png"), full_page=True)
 
 
+def test_browser_bad_upload_shows_a_clear_message(page, images, tmp_path):
+    """An upload the app cannot read shows the library's message in the page, not a bare error or a traceback."""
+    from bad_inputs import HEIC_HEADER
+
+    heic = tmp_path / "iphone.heic"
+    heic.write_bytes(HEIC_HEADER)
+    tab = _open_tab(page, "Pairwise similarity")
+    tab.locator("input[type=file]").nth(0).set_input_files(str(heic))
+    tab.locator("input[type=file]").last.set_input_files(str(images["coffee"]))
+    tab.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text("a HEIC file, a format Twinsight cannot read").first.wait_for(timeout=60_000)
+    assert "Traceback" not in page.content()
+    page.screenshot(path=str(ARTIFACTS / "bad-upload.png"), full_page=True)
+
+
 def test_browser_gallery(page, images):
     tab = _open_tab(page, "Gallery search")
     tab.get_by_text("built-in gallery").first.wait_for()

@@ -1,29 +1,17 @@
 """Every odd image a user can upload is either handled correctly or refused with a clear message."""
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bad_inputs import png_claiming_size
 from indexer import ImageError, load_image
 
 
 def _save(image: Image.Image, path, **kwargs):
     image.save(path, **kwargs)
     return path
-
-
-def _png_claiming_size(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height (a decompression bomb's signature)."""
-    buffer = io.BytesIO()
-    Image.new("L", (1, 1)).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
-    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
-    return bytes(data)
 
 
 def test_plain_rgb_path_bytes_array_and_pil_agree(tmp_path):
@@ -119,11 +107,11 @@ def test_animated_gif_gives_first_frame(tmp_path):
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
-    (tmp_path / "bomb.png").write_bytes(_png_claiming_size(30000, 30000))
+    (tmp_path / "bomb.png").write_bytes(png_claiming_size(30000, 30000))
     with pytest.raises(ImageError, match="900,000,000 pixels, over the limit"):
         load_image(tmp_path / "bomb.png")
     with pytest.raises(ImageError, match="over the limit"):
-        load_image(_png_claiming_size(30000, 30000))
+        load_image(png_claiming_size(30000, 30000))
 
 
 def test_limit_is_configurable(tmp_path):

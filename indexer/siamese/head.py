@@ -92,10 +92,24 @@ def load_head(path_or_repo: str | Path) -> SiameseHead:
     card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
     if not card_path.is_file() or not weights_path.is_file():
         raise FileNotFoundError(f"{folder} is not a Siamese head: it needs {WEIGHTS_FILE} and {CARD_FILE}.")
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    if card.get("format") != CARD_FORMAT:
-        raise ValueError(f"{card_path} is not a Twinsight head card (format {card.get('format')!r}, expected {CARD_FORMAT}).")
-    arch = card["architecture"]
-    module = ProjectionHead(arch["in_dim"], arch["hidden_dim"], arch["out_dim"], arch.get("dropout", 0.0))
-    module.load_state_dict(load_file(str(weights_path)))
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{card_path} is not valid JSON ({exc}); retrain or re-download the head.") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        found = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise ValueError(f"{card_path} is not a Twinsight head card (format {found!r}, expected {CARD_FORMAT}).")
+    try:
+        # safetensors only: a pickle (torch.save) under this name is refused unread, never unpickled.
+        state = load_file(str(weights_path))
+    except Exception as exc:  # SafetensorError, OSError: the file is not a safetensors file
+        raise ValueError(f"{weights_path} is not a valid safetensors file ({type(exc).__name__}: {exc}); "
+                         "retrain or re-download the head (heads are saved with safetensors, never pickle).") from None
+    try:
+        arch = card["architecture"]
+        module = ProjectionHead(arch["in_dim"], arch["hidden_dim"], arch["out_dim"], arch.get("dropout", 0.0))
+        module.load_state_dict(state)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{weights_path} does not match the architecture in {card_path} ({exc}); "
+                         "retrain or re-download the head.") from None
     return SiameseHead(module.eval(), card, source=str(path_or_repo))

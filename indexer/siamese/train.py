@@ -168,11 +168,11 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
         key = [embedder.name, data.description, mode.value, views, config.seed, [data.identities[i] for i in index]]
         path = _cache_path(config.feature_cache, key)
         if path is not None and path.is_file():
-            return np.load(path)
+            return np.load(path, allow_pickle=False)
         array = extract_features(embedder, images, mode, views, config.seed, config.progress, desc)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, array)
+            np.save(path, array, allow_pickle=False)
         return array
 
     x_train = torch.from_numpy(features(train_images, train_index, config.views, "train features"))

@@ -1,0 +1,117 @@
+"""Stress: 8 threads searching while 2 threads add (and save, as the app's add does) and one more saves, for a
+bounded time. No exception; every acknowledged addition is present after a reload; scores of unchanged items
+never change."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexer import GalleryIndex, open_index
+
+DURATION_S = 3.0
+SEARCHERS, ADDERS = 8, 2
+
+
+def test_concurrent_search_add_save(tmp_path, tiny_clip):
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, tiny_clip.dim)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    index = GalleryIndex(tiny_clip.dim, tiny_clip.name, embedder=tiny_clip)
+    base_ids = index.add_vectors(base, labels=[f"base {i % 5}" for i in range(len(base))])
+    index.add([Image.new("RGB", (16, 16), (200, 10, 10))], labels=["stored image"])  # lives in images/
+    path = index.save(tmp_path / "ix")
+    queries = rng.normal(size=(16, tiny_clip.dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    expected = queries @ base.T  # the score of every (query, base item): must never change
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    acknowledged: dict[int, np.ndarray] = {}  # id -> vector, for additions whose add+save returned
+    counts = {"searches": 0, "checked_scores": 0, "images": 0, "adds": 0, "saves": 0}
+    count_lock = threading.Lock()
+
+    def bump(key, n=1):
+        with count_lock:
+            counts[key] += n
+
+    def guarded(body):
+        def run(worker):
+            try:
+                while not stop.is_set():
+                    body(worker)
+            except BaseException as exc:  # noqa: BLE001 - any failure fails the test
+                errors.append(exc)
+                stop.set()
+        return run
+
+    @guarded
+    def searcher(worker):
+        q = worker % len(queries)
+        exact = worker % 2 == 0  # half exact, half through the hnsw graph
+        label_filter = f"base {worker % 5}" if worker in (3, 7) else None
+        hits = index.search(vector=queries[q], k=10, exact=exact, label_filter=label_filter)
+        assert len(hits) == 10
+        assert all(a.score >= b.score - 1e-6 for a, b in zip(hits, hits[1:]))
+        checked = 0
+        for hit in hits:
+            if hit.id < len(base_ids):
+                assert abs(hit.score - expected[q, hit.id]) < 1e-4, (hit, expected[q, hit.id])
+                checked += 1
+            if hit.label == "stored image":
+                assert index.image(hit.id).size == (16, 16)
+                bump("images")
+        # An item stored inside the index directory stays readable while saves swap the directory.
+        assert index.image(len(base_ids)).size == (16, 16)
+        bump("images")
+        bump("searches")
+        bump("checked_scores", checked)
+
+    @guarded
+    def adder(worker):
+        local = np.random.default_rng(100 + worker + counts["adds"])
+        if counts["adds"] % 3 == 0:
+            ids = index.add([Image.fromarray(local.integers(0, 255, (12, 12, 3), dtype=np.uint8))], labels=[f"added {worker}"])
+        else:
+            ids = index.add_vectors(local.normal(size=(4, tiny_clip.dim)).astype(np.float32), labels=[f"added {worker}"] * 4)
+        vectors = index.vectors(ids)
+        index.save()  # the app saves before it acknowledges an addition
+        for item_id, vector in zip(ids, vectors):
+            acknowledged[item_id] = vector
+        bump("adds")
+
+    @guarded
+    def saver(_):
+        index.save()
+        bump("saves")
+        time.sleep(0.05)
+
+    threads = [threading.Thread(target=searcher, args=(w,)) for w in range(SEARCHERS)]
+    threads += [threading.Thread(target=adder, args=(w,)) for w in range(ADDERS)]
+    threads.append(threading.Thread(target=saver, args=(0,)))
+    for thread in threads:
+        thread.start()
+    time.sleep(DURATION_S)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung (deadlock?)"
+    if errors:
+        raise errors[0]
+    assert counts["searches"] >= 50 and counts["adds"] >= 5 and counts["saves"] >= 3, counts
+
+    reloaded = open_index(path, tiny_clip)  # checksums verified
+    assert set(acknowledged) <= set(reloaded.ids)
+    ids = sorted(acknowledged)
+    np.testing.assert_allclose(reloaded.vectors(ids), np.stack([acknowledged[i] for i in ids]), atol=1e-6)
+    np.testing.assert_allclose(reloaded.vectors(base_ids), base, atol=1e-6)
+    for q, query in enumerate(queries[:4]):
+        for hit in reloaded.search(vector=query, k=20, exact=True):
+            if hit.id < len(base_ids):
+                assert hit.score == pytest.approx(expected[q, hit.id], abs=1e-4)
+    stored = [i for i in reloaded.ids if reloaded.get(i).source.startswith("index:")]
+    assert all(reloaded.image(i).size in {(12, 12), (16, 16)} for i in stored)
+    print(f"\nstress: {counts}, acknowledged additions {len(acknowledged)}, reloaded {len(reloaded)} items")
