@@ -129,6 +129,13 @@ def _cache_path(folder: str | None, key: list) -> Path | None:
     return Path(folder) / f"features-{digest}.npy"
 
 
+def _in_chunks(function, x: np.ndarray, size: int = 256) -> np.ndarray:
+    """`function` (no gradients) over cached features in chunks: fine-tuned blocks on all of them at once
+    would hold every activation in memory."""
+    with torch.no_grad():
+        return np.concatenate([function(torch.from_numpy(x[i : i + size])).numpy() for i in range(0, len(x), size)])
+
+
 class _Sampler:
     """P identities x K images, each image in a random one of its cached views."""
 
@@ -208,11 +215,6 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
     def embed(x: torch.Tensor) -> torch.Tensor:
         return module(x) if top is None else forward_top(top, module, x)
 
-    def embed_all(x: np.ndarray) -> np.ndarray:
-        """Head outputs of cached validation features, in chunks (fine-tuned blocks are not tiny)."""
-        with torch.no_grad():
-            return np.concatenate([embed(torch.from_numpy(x[i : i + 256])).numpy() for i in range(0, len(x), 256)])
-
     def trainable() -> list[nn.Module]:
         return [module, criterion] + ([top] if top is not None else [])
     sampler = _Sampler(y_train, config.views, config.batch_identities, config.per_identity, config.seed)
@@ -226,14 +228,9 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
 
     def val_auc() -> float:
         module.eval()
-        return _cosine_auc(embed_all(x_val), y_val)[0]
+        return _cosine_auc(_in_chunks(embed, x_val), y_val)[0]
 
-    if top is None:
-        backbone_auc = _cosine_auc(x_val, y_val)[0]
-    else:
-        with torch.no_grad():
-            backbone_auc = _cosine_auc(np.concatenate([top(torch.from_numpy(x_val[i : i + 256])).numpy()
-                                                       for i in range(0, len(x_val), 256)]), y_val)[0]
+    backbone_auc = _cosine_auc(x_val if top is None else _in_chunks(top, x_val), y_val)[0]
     loss_before, best_auc = probe_loss(), val_auc()
     best_state, best_epoch, history, waited = copy.deepcopy([m.state_dict() for m in trainable()]), 0, [], 0
     steps = config.steps_per_epoch or max(1, len(train_index) // (sampler.p * sampler.k))
@@ -264,7 +261,7 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
         part.load_state_dict(state)
     loss_after = probe_loss()
     module.eval()
-    auc, scores, same = _cosine_auc(embed_all(x_val), y_val)
+    auc, scores, same = _cosine_auc(_in_chunks(embed, x_val), y_val)
     calibration = calibrate(scores, same)
 
     card = {
