@@ -9,7 +9,7 @@ from indexer.siamese.data import load_labelled
 from indexer.siamese.head import WEIGHTS_FILE, load_head
 from indexer.siamese.train import TrainConfig, train
 from indexer.verify import Verifier, prepare
-from verify_support import identity_image, write_identity_folder
+from verify_support import identity_image, tiny_embedder, write_identity_folder
 
 
 def _snapshot(module: torch.nn.Module) -> dict:
@@ -83,10 +83,35 @@ def test_verifier_uses_the_fine_tuned_blocks(trained, effnet):
     assert "fine-tuned" in result.model and result.threshold == pytest.approx(head.threshold)
 
 
-def test_backbone_without_fine_tuning_support_gives_a_clear_error(tiny_clip, tmp_path):
+def test_open_clip_vit_fine_tunes_its_last_block(tmp_path):
+    tiny_clip = tiny_embedder(tmp_path)  # seeded random weights: the run below is reproducible
+    folder = write_identity_folder(tmp_path / "ids", identities=10, samples=3)
+    before = _snapshot(tiny_clip.model)
+    config = TrainConfig(views=2, epochs=3, patience=3, steps_per_epoch=3, batch_identities=4, per_identity=3,
+                         hidden_dim=64, out_dim=16, lr=3e-3, val_fraction=0.4, seed=0, progress=False,
+                         fine_tune_blocks=1, top_lr_factor=1.0, out=str(tmp_path / "head"))
+    result = train(config, data=load_labelled(str(folder)), embedder=tiny_clip)
+    # the random tiny ViT overfits fast; what matters here is that a trained state (not the initial one) was kept
+    assert result.head.card["training"]["best_epoch"] >= 1
+    assert result.head.card["metrics"]["train_loss_after"] < result.head.card["metrics"]["train_loss_before"]
+    assert all(torch.equal(before[k], v) for k, v in tiny_clip.model.state_dict().items())
+    shared = tiny_clip.model.visual.transformer.resblocks[-1].mlp.c_fc.weight.float()
+    assert not torch.allclose(result.head.top.resblocks[0].mlp.c_fc.weight, shared, atol=1e-4)
+    loaded = load_head(tmp_path / "head")
+    images = [identity_image(1, 0), identity_image(2, 1)]
+    trunk = tiny_clip.encode_trunk(images, 1)
+    np.testing.assert_allclose(loaded.project_trunk(trunk), result.head.project_trunk(trunk), atol=1e-6)
+    vectors = np.stack([r.vector for r in Verifier(tiny_clip, heads=[loaded]).represent_many(images, "general")])
+    np.testing.assert_allclose(vectors, loaded.project_trunk(trunk), atol=1e-6)
+
+
+def test_backbone_without_fine_tuning_support_gives_a_clear_error(tiny_vit_dir, tmp_path):
+    from indexer import load_embedder
+
+    hf = load_embedder(f"hf:{tiny_vit_dir}", device="cpu", precision="fp32")
     folder = write_identity_folder(tmp_path / "ids", identities=4, samples=2)
-    with pytest.raises(CapabilityError, match="supports effnet-lite0"):
-        train(TrainConfig(fine_tune_blocks=1, progress=False), data=load_labelled(str(folder)), embedder=tiny_clip)
-    with pytest.raises(CapabilityError, match="supports effnet-lite0"):
-        main(["train", "--dataset", str(folder), "--backbone", tiny_clip.name, "--out", str(tmp_path / "h"),
+    with pytest.raises(CapabilityError, match="supports effnet-lite0, open_clip ViT"):
+        train(TrainConfig(fine_tune_blocks=1, progress=False), data=load_labelled(str(folder)), embedder=hf)
+    with pytest.raises(CapabilityError, match="supports effnet-lite0, open_clip ViT"):
+        main(["train", "--dataset", str(folder), "--backbone", hf.name, "--out", str(tmp_path / "h"),
               "--fine-tune-blocks", "2", "--quiet"])

@@ -19,7 +19,7 @@ from .batching import Coalescer
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
-FINE_TUNE_BACKBONES = ("effnet-lite0",)  # backbones whose top blocks a Siamese head can fine-tune
+FINE_TUNE_BACKBONES = ("effnet-lite0", "open_clip ViT image towers")  # a Siamese head can fine-tune their top blocks
 
 
 class CapabilityError(RuntimeError):
@@ -128,7 +128,7 @@ class Embedder(ABC):
         return self._top_copy(cut_blocks)
 
     def _check_cut(self, cut_blocks: int) -> None:
-        if type(self)._trunk_forward is Embedder._trunk_forward:
+        if not self.fine_tune_max_blocks:  # backends that support it set how many blocks there are
             raise CapabilityError(
                 f"{self.name} cannot fine-tune backbone blocks; fine-tuning (--fine-tune-blocks N > 0) supports "
                 f"{', '.join(FINE_TUNE_BACKBONES)}. Use --fine-tune-blocks 0 to train only the head."
@@ -136,7 +136,7 @@ class Embedder(ABC):
         if not 1 <= cut_blocks <= self.fine_tune_max_blocks:
             raise ValueError(f"{self.name} can fine-tune 1 to {self.fine_tune_max_blocks} blocks, not {cut_blocks}.")
 
-    fine_tune_max_blocks: int = 0
+    fine_tune_max_blocks: int = 0  # > 0: `_trunk_forward` and `_top_copy` split the model before its last blocks
 
     def _trunk_forward(self, pixels: torch.Tensor, cut_blocks: int) -> torch.Tensor:
         raise NotImplementedError

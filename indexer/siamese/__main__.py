@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--feature-cache", help="folder to keep backbone features in; later runs on the same data reuse them")
     t.add_argument("--fine-tune-blocks", type=int, default=0, metavar="N",
-                   help="also fine-tune the backbone's last N blocks (a copy kept in the head; effnet-lite0 only; default 0)")
+                   help="also fine-tune the backbone's last N blocks (a copy kept in the head; effnet-lite0 or open_clip ViTs; default 0)")
     t.add_argument("--top-lr-factor", type=float, default=0.1,
                    help="learning rate of the fine-tuned blocks = --lr x this (default 0.1)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -107,6 +107,10 @@ def top_architecture(backbone: str, blocks: int) -> nn.Module:
         from ..models.effnet import top_architecture as effnet_top
 
         return effnet_top(blocks)
+    if backbone.startswith("open_clip:"):
+        from ..models.open_clip_backend import top_architecture as open_clip_top
+
+        return open_clip_top(backbone, blocks)
     raise ValueError(f"Heads with fine-tuned blocks support the backbones {', '.join(FINE_TUNE_BACKBONES)}, not {backbone}.")
 
 
