@@ -217,6 +217,7 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
 
     def trainable() -> list[nn.Module]:
         return [module, criterion] + ([top] if top is not None else [])
+
     sampler = _Sampler(y_train, config.views, config.batch_identities, config.per_identity, config.seed)
     probe = [sampler.batch(clean=True) for _ in range(8)]  # fixed batches: the loss before vs after training
     y_t = torch.from_numpy(y_train)
