@@ -18,12 +18,12 @@ def _snapshot(module: torch.nn.Module) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(effnet, tmp_path_factory):
-    """One short run with --fine-tune-blocks 1 on 10 small synthetic identities (4 held out)."""
-    folder = write_identity_folder(tmp_path_factory.mktemp("ft-ids"), identities=10, samples=3)
+    """One short run with --fine-tune-blocks 1 on 8 small synthetic identities (4 held out)."""
+    folder = write_identity_folder(tmp_path_factory.mktemp("ft-ids"), identities=8, samples=3)
     before = _snapshot(effnet.model)
     out = tmp_path_factory.mktemp("ft-head") / "head"
     config = TrainConfig(views=2, epochs=4, patience=4, steps_per_epoch=3, batch_identities=4, per_identity=3,
-                         hidden_dim=32, out_dim=16, lr=3e-3, val_fraction=0.4, seed=0, progress=False,
+                         hidden_dim=32, out_dim=16, lr=3e-3, val_fraction=0.5, seed=0, progress=False,
                          fine_tune_blocks=1, top_lr_factor=0.3, out=str(out))
     result = train(config, data=load_labelled(str(folder)), embedder=effnet)
     return result, before, out
