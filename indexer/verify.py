@@ -152,6 +152,8 @@ class Verifier:
             return self.face_model.name
         head = self.heads.get(mode)
         name = getattr(self.embedder, "name", "no image model")
+        if head and head.fine_tune_blocks:
+            return f"{name} + Siamese head ({head.card.get('loss')}, last {head.fine_tune_blocks} block(s) fine-tuned)"
         return f"{name} + Siamese head ({head.card.get('loss')})" if head else name
 
     def metric(self, mode: Mode | str) -> str:
@@ -256,10 +258,14 @@ class Verifier:
         if prepared:
             if self.embedder is None:
                 raise ValueError(f"{mode.value} mode needs an image model: build the Verifier with load_embedder(...).")
-            vectors = self.embedder.encode_images(list(prepared.values()))
             head = self.heads.get(mode)
-            if head is not None:
-                vectors = head.project(vectors)
+            if head is not None and head.fine_tune_blocks:  # the head runs its own fine-tuned top blocks
+                trunk = self.embedder.encode_trunk(list(prepared.values()), head.fine_tune_blocks)
+                vectors = head.project_trunk(trunk)
+            else:
+                vectors = self.embedder.encode_images(list(prepared.values()))
+                if head is not None:
+                    vectors = head.project(vectors)
             for (k, crop), vector in zip(prepared.items(), vectors):
                 results[k] = Represented(vector, _preview(crop))
         return results

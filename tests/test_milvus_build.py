@@ -186,7 +186,7 @@ def test_app_runs_on_the_milvus_store_unchanged(tiny_clip_spec, gallery_folder, 
         assert "Added 1" in message and len(index) == 13
         items, _, shown = gallery.search(str(path), "", 1, ["rockets"])
         assert index.get(shown[0]["id"]).label == "rockets"
-        assert np.asarray(items[0][0]).shape == np.asarray(Image.open(path).convert("RGB")).shape
+        assert np.asarray(Image.open(items[0][0])).shape == np.asarray(Image.open(path).convert("RGB")).shape
         saved = json.loads((index.path / "meta.json").read_text())
         assert saved["store"]["kind"] == "milvus" and (index.path / "images" / f"{shown[0]['id']}.png").is_file()
     finally:

@@ -19,6 +19,7 @@ from .batching import Coalescer
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
+FINE_TUNE_BACKBONES = ("effnet-lite0", "open_clip ViT image towers")  # a Siamese head can fine-tune their top blocks
 
 
 class CapabilityError(RuntimeError):
@@ -102,6 +103,46 @@ class Embedder(ABC):
             return np.zeros((0, self.dim), dtype=np.float32)
         chunks = [self.embed_pixels(self.preprocess_many(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
         return np.concatenate(chunks)
+
+    # -- fine-tuning the top of the backbone (Siamese heads) -----------------------------------------------
+    # The shared model stays frozen: a head that fine-tunes the last `cut_blocks` blocks keeps its own copy of
+    # them (`top_module`) and feeds it this model's trunk output (everything below those blocks).
+    def trunk_features(self, pixels: torch.Tensor, cut_blocks: int) -> torch.Tensor:
+        """Float32 CPU activations of a preprocessed batch after all but the last `cut_blocks` blocks."""
+        self._check_cut(cut_blocks)
+        with self._lock, torch.inference_mode():
+            return self._trunk_forward(pixels.to(self.device, self.dtype), cut_blocks).float().cpu()
+
+    def encode_trunk(self, images: Sequence[ImageSource], cut_blocks: int, batch_size: int | None = None) -> torch.Tensor:
+        """`trunk_features` of images (paths, PIL, ...), in batches."""
+        batch_size = batch_size or self.batch_size
+        return torch.cat([
+            self.trunk_features(self.preprocess_many(images[i : i + batch_size]), cut_blocks)
+            for i in range(0, len(images), batch_size)
+        ])
+
+    def top_module(self, cut_blocks: int) -> torch.nn.Module:
+        """A trainable float32 copy of the last `cut_blocks` blocks + pooling: trunk features -> pooled
+        features (before L2 normalisation). Changing it never changes this model."""
+        self._check_cut(cut_blocks)
+        return self._top_copy(cut_blocks)
+
+    def _check_cut(self, cut_blocks: int) -> None:
+        if not self.fine_tune_max_blocks:  # backends that support it set how many blocks there are
+            raise CapabilityError(
+                f"{self.name} cannot fine-tune backbone blocks; fine-tuning (--fine-tune-blocks N > 0) supports "
+                f"{', '.join(FINE_TUNE_BACKBONES)}. Use --fine-tune-blocks 0 to train only the head."
+            )
+        if not 1 <= cut_blocks <= self.fine_tune_max_blocks:
+            raise ValueError(f"{self.name} can fine-tune 1 to {self.fine_tune_max_blocks} blocks, not {cut_blocks}.")
+
+    fine_tune_max_blocks: int = 0  # > 0: `_trunk_forward` and `_top_copy` split the model before its last blocks
+
+    def _trunk_forward(self, pixels: torch.Tensor, cut_blocks: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _top_copy(self, cut_blocks: int) -> torch.nn.Module:
+        raise NotImplementedError
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32, L2-normalised, in the same space as the images."""

@@ -4,6 +4,7 @@ The offline model of the project: 1280-d pooled features plus the 1000-class Ima
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 
@@ -40,6 +41,29 @@ def build_model() -> torch.nn.Module:
     return model.eval()
 
 
+TIMM_NAME = "tf_efficientnet_lite0"
+
+
+class EffnetTop(torch.nn.Module):
+    """The last blocks (stages) of EfficientNet-Lite0, then conv_head, bn2 and global pooling: the part of the
+    backbone a Siamese head fine-tunes. Input: the trunk's output (conv_stem, bn1, blocks[:-n])."""
+
+    def __init__(self, model: torch.nn.Module, cut_blocks: int):
+        super().__init__()
+        self.blocks = model.blocks[len(model.blocks) - cut_blocks :]
+        self.conv_head, self.bn2, self.global_pool = model.conv_head, model.bn2, model.global_pool
+
+    def forward(self, trunk: torch.Tensor) -> torch.Tensor:
+        return self.global_pool(self.bn2(self.conv_head(self.blocks(trunk))))
+
+
+def top_architecture(cut_blocks: int) -> EffnetTop:
+    """An EffnetTop with untrained weights, to load a saved head's fine-tuned blocks into (no download)."""
+    import timm
+
+    return EffnetTop(timm.create_model(TIMM_NAME, pretrained=False), cut_blocks)
+
+
 def imagenet_labels() -> list[str]:
     from timm.data import ImageNetInfo
 
@@ -73,6 +97,16 @@ class EfficientNetLite0Embedder(Embedder):
 
     def _image_features(self, pixels):
         return self.model.forward_head(self.model.forward_features(pixels), pre_logits=True)
+
+    fine_tune_max_blocks = 7  # timm's blocks are the 7 stages
+
+    def _trunk_forward(self, pixels, cut_blocks):
+        model = self.model
+        return model.blocks[: len(model.blocks) - cut_blocks](model.bn1(model.conv_stem(pixels)))
+
+    def _top_copy(self, cut_blocks):
+        top = copy.deepcopy(EffnetTop(self.model, cut_blocks)).float()
+        return top.requires_grad_(True)
 
     def _logits(self, pixels):
         return self.model(pixels)

@@ -17,6 +17,7 @@ def _train(args) -> int:
         epochs=args.epochs, patience=args.patience, batch_identities=args.batch_identities,
         per_identity=args.per_identity, lr=args.lr, margin=args.margin, max_per_identity=args.max_per_identity,
         seed=args.seed, feature_cache=args.feature_cache, progress=not args.quiet,
+        fine_tune_blocks=args.fine_tune_blocks, top_lr_factor=args.top_lr_factor,
     )
     result = train(config)
     card = result.head.card
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--max-per-identity", type=int, help="use at most this many images of each identity")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--feature-cache", help="folder to keep backbone features in; later runs on the same data reuse them")
+    t.add_argument("--fine-tune-blocks", type=int, default=0, metavar="N",
+                   help="also fine-tune the backbone's last N blocks (a copy kept in the head; effnet-lite0 or open_clip ViTs; default 0)")
+    t.add_argument("--top-lr-factor", type=float, default=0.1,
+                   help="learning rate of the fine-tuned blocks = --lr x this (default 0.1)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_train)
 

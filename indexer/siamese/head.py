@@ -3,6 +3,11 @@
 Both images go through the same backbone and the same head (shared weights); their distance is the
 cosine distance of the head's L2-normalised outputs. Saved as `head.safetensors` plus `card.json`
 (backbone spec, loss, data, metrics, calibrated threshold).
+
+A head trained with `fine_tune_blocks = N > 0` also carries its own fine-tuned copy of the backbone's last
+N blocks (`top`); it takes the shared backbone's trunk features (`Embedder.trunk_features`) and runs
+`top -> pool -> L2 normalise -> projection` (`project_trunk`). The shared backbone is never changed.
+Its weights are stored in the same safetensors file, under the `top.` prefix.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from torch import nn
 WEIGHTS_FILE = "head.safetensors"
 CARD_FILE = "card.json"
 CARD_FORMAT = "twinsight-siamese-head/1"
+TOP_PREFIX = "top."
 
 
 class ProjectionHead(nn.Module):
@@ -37,6 +43,7 @@ class SiameseHead:
     module: ProjectionHead
     card: dict = field(default_factory=dict)
     source: str = ""  # where it was loaded from
+    top: nn.Module | None = None  # fine-tuned copy of the backbone's last blocks (fine_tune_blocks > 0)
 
     @property
     def backbone(self) -> str:
@@ -51,11 +58,27 @@ class SiameseHead:
         value = (self.card.get("threshold") or {}).get("value")
         return None if value is None else float(value)
 
+    @property
+    def fine_tune_blocks(self) -> int:
+        """How many of the backbone's last blocks this head fine-tuned (0: it projects final features)."""
+        return int(self.card.get("fine_tune_blocks", 0) or 0)
+
     def project(self, features: np.ndarray) -> np.ndarray:
-        """(n, backbone_dim) -> (n, out_dim) float32, L2-normalised."""
+        """(n, backbone_dim) final backbone features -> (n, out_dim) float32, L2-normalised."""
+        if self.top is not None:
+            raise ValueError("This head fine-tuned backbone blocks: give it trunk features with project_trunk().")
         self.module.eval()
         with torch.inference_mode():
             return self.module(torch.as_tensor(np.asarray(features, dtype=np.float32))).numpy()
+
+    def project_trunk(self, trunk: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Trunk features (`Embedder.trunk_features(pixels, fine_tune_blocks)`) -> (n, out_dim), L2-normalised."""
+        if self.top is None:
+            raise ValueError("This head has no fine-tuned blocks: give it final features with project().")
+        self.module.eval()
+        self.top.eval()
+        with torch.inference_mode():
+            return forward_top(self.top, self.module, torch.as_tensor(trunk, dtype=torch.float32)).numpy()
 
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -63,9 +86,32 @@ class SiameseHead:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        if self.top is not None:
+            state.update({TOP_PREFIX + k: v.detach().cpu().contiguous() for k, v in self.top.state_dict().items()})
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": CARD_FORMAT})
         (folder / CARD_FILE).write_text(json.dumps(self.card, indent=2, default=_json_default) + "\n", encoding="utf-8")
         return folder
+
+
+def forward_top(top: nn.Module, module: ProjectionHead, trunk: torch.Tensor) -> torch.Tensor:
+    """trunk -> fine-tuned top blocks -> pooled features, L2-normalised as the backbone's own output is ->
+    projection. Shared by training and inference so both run the same computation."""
+    return module(nn.functional.normalize(top(trunk), dim=-1))
+
+
+def top_architecture(backbone: str, blocks: int) -> nn.Module:
+    """Untrained top blocks of `backbone` in the layout a saved head's `top.` weights load into."""
+    from ..models.base import FINE_TUNE_BACKBONES
+
+    if backbone == "effnet-lite0":
+        from ..models.effnet import top_architecture as effnet_top
+
+        return effnet_top(blocks)
+    if backbone.startswith("open_clip:"):
+        from ..models.open_clip_backend import top_architecture as open_clip_top
+
+        return open_clip_top(backbone, blocks)
+    raise ValueError(f"Heads with fine-tuned blocks support the backbones {', '.join(FINE_TUNE_BACKBONES)}, not {backbone}.")
 
 
 def _json_default(value):
@@ -105,11 +151,19 @@ def load_head(path_or_repo: str | Path) -> SiameseHead:
     except Exception as exc:  # SafetensorError, OSError: the file is not a safetensors file
         raise ValueError(f"{weights_path} is not a valid safetensors file ({type(exc).__name__}: {exc}); "
                          "retrain or re-download the head (heads are saved with safetensors, never pickle).") from None
+    top_state = {k[len(TOP_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(TOP_PREFIX)}
     try:
         arch = card["architecture"]
         module = ProjectionHead(arch["in_dim"], arch["hidden_dim"], arch["out_dim"], arch.get("dropout", 0.0))
         module.load_state_dict(state)
+        head = SiameseHead(module.eval(), card, source=str(path_or_repo))
+        if head.fine_tune_blocks:
+            head.top = top_architecture(head.backbone, head.fine_tune_blocks)
+            head.top.load_state_dict(top_state)
+            head.top.eval()
     except (KeyError, TypeError, RuntimeError) as exc:
         raise ValueError(f"{weights_path} does not match the architecture in {card_path} ({exc}); "
                          "retrain or re-download the head.") from None
-    return SiameseHead(module.eval(), card, source=str(path_or_repo))
+    if top_state and not head.fine_tune_blocks:
+        raise ValueError(f"{weights_path} holds fine-tuned blocks but {card_path} has no fine_tune_blocks.")
+    return head

@@ -1,7 +1,10 @@
 """Train a Siamese projection head on identity-labelled images.
 
 The backbone is frozen, so each image's views (one clean, the rest augmented) are embedded once and
-cached; epochs then only run the small head. Batches hold P identities x K images and use every pair
+cached; epochs then only run the small head. With `fine_tune_blocks = N > 0` the cache holds the trunk's
+output (everything below the last N blocks) instead, and epochs run a copy of the last N blocks (at
+`top_lr_factor` x the head's learning rate, BatchNorm statistics kept frozen) plus the head; the shared
+backbone itself never changes. Batches hold P identities x K images and use every pair
 or triplet inside them. Validation uses identities never seen in training; training stops early when
 their ROC AUC stops improving, and the threshold is calibrated on them (equal error rate).
 """
@@ -17,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..augment import all_pairs, augment_for
@@ -25,7 +29,7 @@ from ..models import load_embedder
 from ..models.base import Embedder
 from ..verify import Mode, prepare
 from .data import LabelledImages, load_labelled
-from .head import CARD_FORMAT, ProjectionHead, SiameseHead
+from .head import CARD_FORMAT, ProjectionHead, SiameseHead, forward_top
 from .losses import SiameseLoss
 
 FEATURE_CHUNK = 64
@@ -56,6 +60,8 @@ class TrainConfig:
     max_per_identity: int | None = None
     seed: int = 0
     feature_cache: str | None = None  # folder to keep backbone features in, reused by later runs on the same data
+    fine_tune_blocks: int = 0  # also train a copy of the backbone's last N blocks (0: head only)
+    top_lr_factor: float = 0.1  # those blocks learn at lr x this: pretrained weights need small steps
     progress: bool = True
 
 
@@ -81,20 +87,27 @@ def split_identities(identities: Sequence[str], val_fraction: float, seed: int) 
 
 
 def extract_features(
-    embedder: Embedder, images: Sequence, mode: Mode, views: int, seed: int, progress: bool = True, desc: str = "features"
+    embedder: Embedder, images: Sequence, mode: Mode, views: int, seed: int, progress: bool = True, desc: str = "features",
+    trunk_blocks: int = 0,
 ) -> np.ndarray:
-    """(n, views, dim) backbone embeddings: view 0 is the clean prepared image, the others augmented."""
+    """(n, views, dim) backbone embeddings: view 0 is the clean prepared image, the others augmented.
+    With `trunk_blocks` > 0: (n, views, *trunk shape) trunk features below the last `trunk_blocks` blocks."""
     rng = random.Random(seed)
     augment = augment_for(mode)
-    out = np.zeros((len(images), views, embedder.dim), dtype=np.float32)
+    out = None
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress) as bar:
         for start in range(0, len(images), FEATURE_CHUNK):
             batch = []
             for index in range(start, min(start + FEATURE_CHUNK, len(images))):
                 clean = prepare(images[index], mode)
                 batch += [clean] + [augment(clean, rng) for _ in range(views - 1)]
-            vectors = embedder.encode_images(batch)
-            out[start : start + len(batch) // views] = vectors.reshape(-1, views, embedder.dim)
+            if trunk_blocks:
+                vectors = embedder.encode_trunk(batch, trunk_blocks).numpy()
+            else:
+                vectors = embedder.encode_images(batch)
+            if out is None:
+                out = np.zeros((len(images), views, *vectors.shape[1:]), dtype=np.float32)
+            out[start : start + len(batch) // views] = vectors.reshape(-1, views, *vectors.shape[1:])
             bar.update(len(batch) // views)
     return out
 
@@ -114,6 +127,13 @@ def _cache_path(folder: str | None, key: list) -> Path | None:
 
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
     return Path(folder) / f"features-{digest}.npy"
+
+
+def _in_chunks(function, x: np.ndarray, size: int = 256) -> np.ndarray:
+    """`function` (no gradients) over cached features in chunks: fine-tuned blocks on all of them at once
+    would hold every activation in memory."""
+    with torch.no_grad():
+        return np.concatenate([function(torch.from_numpy(x[i : i + size])).numpy() for i in range(0, len(x), size)])
 
 
 class _Sampler:
@@ -144,6 +164,7 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
         raise ValueError("Face mode uses dlib's trained face descriptor; train heads in general or signature mode.")
     data = data or load_labelled(config.dataset, config.identity_column, config.image_column)
     embedder = embedder or load_embedder(config.backbone)
+    top = embedder.top_module(config.fine_tune_blocks) if config.fine_tune_blocks else None  # unsupported: fails here
     train_ids, val_ids, dropped = split_identities(data.identities, config.val_fraction, config.seed)
 
     def select(wanted: set) -> list[int]:
@@ -166,10 +187,12 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
 
     def features(images, index, views, desc):
         key = [embedder.name, data.description, mode.value, views, config.seed, [data.identities[i] for i in index]]
+        if config.fine_tune_blocks:
+            key.append(["trunk", config.fine_tune_blocks])
         path = _cache_path(config.feature_cache, key)
         if path is not None and path.is_file():
             return np.load(path, allow_pickle=False)
-        array = extract_features(embedder, images, mode, views, config.seed, config.progress, desc)
+        array = extract_features(embedder, images, mode, views, config.seed, config.progress, desc, config.fine_tune_blocks)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, array, allow_pickle=False)
@@ -181,9 +204,20 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
 
     module = ProjectionHead(embedder.dim, config.hidden_dim, config.out_dim, config.dropout)
     criterion = SiameseLoss(config.loss, config.margin)
-    optimizer = torch.optim.AdamW(
-        list(module.parameters()) + list(criterion.parameters()), lr=config.lr, weight_decay=config.weight_decay
-    )
+    groups = [{"params": list(module.parameters()) + list(criterion.parameters())}]
+    if top is not None:
+        # eval mode throughout: BatchNorm keeps the backbone's running statistics (P x K batches are small);
+        # its scale and shift still train, as do all convolutions.
+        top.eval()
+        groups.append({"params": list(top.parameters()), "lr": config.lr * config.top_lr_factor})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return module(x) if top is None else forward_top(top, module, x)
+
+    def trainable() -> list[nn.Module]:
+        return [module, criterion] + ([top] if top is not None else [])
+
     sampler = _Sampler(y_train, config.views, config.batch_identities, config.per_identity, config.seed)
     probe = [sampler.batch(clean=True) for _ in range(8)]  # fixed batches: the loss before vs after training
     y_t = torch.from_numpy(y_train)
@@ -191,16 +225,15 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
     def probe_loss() -> float:
         module.eval()
         with torch.no_grad():
-            return float(np.mean([criterion(module(x_train[i, v]), y_t[i]).item() for i, v, _ in probe]))
+            return float(np.mean([criterion(embed(x_train[i, v]), y_t[i]).item() for i, v, _ in probe]))
 
     def val_auc() -> float:
         module.eval()
-        with torch.no_grad():
-            return _cosine_auc(module(torch.from_numpy(x_val)).numpy(), y_val)[0]
+        return _cosine_auc(_in_chunks(embed, x_val), y_val)[0]
 
-    backbone_auc = _cosine_auc(x_val, y_val)[0]
+    backbone_auc = _cosine_auc(x_val if top is None else _in_chunks(top, x_val), y_val)[0]
     loss_before, best_auc = probe_loss(), val_auc()
-    best_state, best_epoch, history, waited = copy.deepcopy((module.state_dict(), criterion.state_dict())), 0, [], 0
+    best_state, best_epoch, history, waited = copy.deepcopy([m.state_dict() for m in trainable()]), 0, [], 0
     steps = config.steps_per_epoch or max(1, len(train_index) // (sampler.p * sampler.k))
     t1 = time.perf_counter()
     with tqdm(range(1, config.epochs + 1), desc=f"train ({config.loss})", unit="epoch", disable=not config.progress) as bar:
@@ -209,7 +242,7 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
             losses = []
             for _ in range(steps):
                 index, view, _ = sampler.batch()
-                loss = criterion(module(x_train[index, view]), y_t[index])
+                loss = criterion(embed(x_train[index, view]), y_t[index])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -219,18 +252,17 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", val_auc=f"{auc:.4f}", best=f"{best_auc:.4f}")
             if auc > best_auc + 1e-4:
                 best_auc, best_epoch, waited = auc, epoch, 0
-                best_state = copy.deepcopy((module.state_dict(), criterion.state_dict()))
+                best_state = copy.deepcopy([m.state_dict() for m in trainable()])
             else:
                 waited += 1
                 if waited >= config.patience:
                     break
     train_seconds = time.perf_counter() - t1
-    module.load_state_dict(best_state[0])
-    criterion.load_state_dict(best_state[1])
+    for part, state in zip(trainable(), best_state):
+        part.load_state_dict(state)
     loss_after = probe_loss()
     module.eval()
-    with torch.no_grad():
-        auc, scores, same = _cosine_auc(module(torch.from_numpy(x_val)).numpy(), y_val)
+    auc, scores, same = _cosine_auc(_in_chunks(embed, x_val), y_val)
     calibration = calibrate(scores, same)
 
     card = {
@@ -240,7 +272,10 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
         "loss": config.loss,
         "margin": criterion.margin,
         "metric": "cosine distance",
-        "architecture": {"in_dim": embedder.dim, "hidden_dim": config.hidden_dim, "out_dim": config.out_dim, "dropout": config.dropout},
+        "fine_tune_blocks": config.fine_tune_blocks,
+        "architecture": {"in_dim": embedder.dim, "hidden_dim": config.hidden_dim, "out_dim": config.out_dim, "dropout": config.dropout,
+                         "fine_tune_blocks": config.fine_tune_blocks,
+                         "top_lr": config.lr * config.top_lr_factor if config.fine_tune_blocks else None},
         "threshold": {
             "value": 1.0 - calibration.threshold,
             "criterion": "equal error rate",
@@ -277,6 +312,6 @@ def train(config: TrainConfig, data: LabelledImages | None = None, embedder: Emb
         },
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    head = SiameseHead(module.eval(), card, source=str(config.out or "(in memory)"))
+    head = SiameseHead(module.eval(), card, source=str(config.out or "(in memory)"), top=top)
     out = head.save(config.out) if config.out else None
     return TrainResult(head, history, out)
