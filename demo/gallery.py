@@ -1,6 +1,9 @@
 """Gallery tab: the most similar images in the indexed collection, by image or by text; add your own."""
 from __future__ import annotations
 
+import os
+import threading
+
 import gradio as gr
 
 from indexer import GalleryIndex, SearchHit, load_image
@@ -15,9 +18,28 @@ MAX_K = 32
 MAX_FILTER_LABELS = 100
 
 
+THUMBNAIL_SIDE = 384
+_thumbnails: dict[tuple, str] = {}  # (index, item id) -> file; ids are never reused, so entries never go stale
+_thumbnails_lock = threading.Lock()
+
+
+def _thumbnail(index: GalleryIndex, item_id: int) -> str:
+    """A display-size file of a gallery item, decoded and encoded once per process, not once per search."""
+    key = (str(index.path) if index.path else id(index), index.model, item_id)
+    with _thumbnails_lock:
+        cached = _thumbnails.get(key)
+    if cached is None or not os.path.isfile(cached):
+        image = index.image(item_id)
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        cached = runtime.image_file(image)
+        with _thumbnails_lock:
+            _thumbnails[key] = cached
+    return cached
+
+
 def _results(index: GalleryIndex, hits: list[SearchHit], what: str) -> tuple[list[tuple], str, list[dict]]:
     """Gallery items, a summary, and the hits as data (id, score, label: no server paths) for the API and clicks."""
-    items = [(runtime.image_file(index.image(hit.id)), f"{hit.label or 'unlabelled'} · {hit.score:.3f}") for hit in hits]
+    items = [(_thumbnail(index, hit.id), f"{hit.label or 'unlabelled'} · {hit.score:.3f}") for hit in hits]
     data = [{"id": hit.id, "score": round(hit.score, 6), "label": hit.label} for hit in hits]
     return items, f"{len(hits)} nearest to {what}. Click a result to search with it.", data
 

@@ -211,3 +211,15 @@ def test_gallery_sync_embeds_new_folder_files_with_progress(small_gallery, galle
     assert len(small_gallery) == before + 1 and "1 new image" in message
     assert seen and seen[-1][0] == seen[-1][1]  # progress reached done == total
     assert "1 new image" not in gallery.sync_gallery(progress=lambda *a, **k: None)  # nothing new the second time
+
+
+def test_gallery_results_are_decoded_once_per_item(small_gallery, gallery_folder, monkeypatch):
+    calls = []
+    original = small_gallery.image
+    monkeypatch.setattr(small_gallery, "image", lambda item_id: (calls.append(item_id), original(item_id))[1])
+    query = str(sorted(gallery_folder.rglob("*.png"))[0])
+    first, _, _ = gallery.search(query, "", 4)
+    second, _, _ = gallery.search(query, "", 4)
+    assert [path for path, _ in first] == [path for path, _ in second]
+    assert len(calls) == len(set(calls)) <= 4  # the second search reused the display files
+    assert max(Image.open(first[0][0]).size) <= gallery.THUMBNAIL_SIDE
