@@ -24,8 +24,8 @@ class AppServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "app.log"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-                   TWINSIGHT_INDEX_DIR=str(workdir / "indexes"), **(env or {}))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+               "TWINSIGHT_INDEX_DIR": str(workdir / "indexes"), **(env or {})}  # `env` overrides the defaults
         args = [sys.executable, str(ROOT / "app.py"), "--model", model, "--host", "127.0.0.1", "--port", str(self.port)]
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(args + (extra_args or []), cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
