@@ -77,7 +77,7 @@ def _prepare(embedder, record: Record) -> torch.Tensor | str:
     """Decode + preprocess one record in a worker thread; an error message instead of raising."""
     try:
         image = record.image() if callable(record.image) else record.image  # lazy sources decode here too
-        return embedder.preprocess(load_image(image))
+        return embedder.preprocess(load_image(image, draft_side=embedder.draft_side))
     except Exception as exc:  # one bad file must not stop a 100k-image build
         return f"row {record.row} ({record.source}): {exc}"
 

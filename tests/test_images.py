@@ -134,3 +134,17 @@ def test_embedder_reports_bad_images_clearly(effnet, tmp_path):
         effnet.encode_images([tmp_path / "bad.jpg"])
     # ...and keeps working afterwards.
     assert effnet.encode_images([Image.new("RGB", (1, 1))]).shape == (1, 1280)
+
+
+def test_jpeg_draft_decoding_is_smaller_and_embeds_the_same(effnet, tmp_path):
+    import skimage.data
+
+    photo = Image.fromarray(skimage.data.chelsea()).resize((1800, 1360), Image.BICUBIC)
+    photo.save(tmp_path / "big.jpg", quality=92)
+    full = load_image(tmp_path / "big.jpg")
+    draft = load_image(tmp_path / "big.jpg", draft_side=256)
+    assert full.size == (1800, 1360)
+    assert min(draft.size) >= 256 and draft.size[0] < 1800 / 2  # decoded at 1/4 scale or less
+    assert load_image(tmp_path / "big.jpg", draft_side=2000).size == (1800, 1360)  # never below the request
+    a, b = effnet.encode_images([full, draft])
+    assert float(a @ b) > 0.99

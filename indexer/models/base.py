@@ -40,6 +40,9 @@ class Embedder(ABC):
 
     supports_text: bool = False
     supports_classify: bool = False
+    # JPEGs are decoded at reduced scale while both sides stay >= this (load_image's draft_side): safe for
+    # models whose input is at most this size; backends with larger inputs raise it.
+    draft_side: int = 448
 
     def __init__(self, name: str, device: torch.device, dtype: torch.dtype, batch_size: int = DEFAULT_BATCH_SIZE):
         self.name = name
@@ -90,7 +93,7 @@ class Embedder(ABC):
 
     # -- public API --------------------------------------------------------------------------------------
     def preprocess_many(self, images: Sequence[ImageSource]) -> torch.Tensor:
-        return torch.stack([self.preprocess(load_image(image)) for image in images])
+        return torch.stack([self.preprocess(load_image(image, draft_side=self.draft_side)) for image in images])
 
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """Embeddings for a preprocessed batch (used by the indexer's parallel decode pipeline)."""

@@ -44,6 +44,9 @@ class HFEmbedder(Embedder):
             self._image_processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
             if self.supports_classify:
                 self._labels = [config.id2label[i] for i in range(len(config.id2label))]
+        size = getattr(getattr(config, "vision_config", config), "image_size", None)
+        if isinstance(size, int):
+            self.draft_side = max(self.draft_side, size)
         self.model = self.model.to(device=device, dtype=dtype).eval()
         self._finish_init()
 

@@ -30,6 +30,9 @@ class OpenClipEmbedder(Embedder):
             spec.name, pretrained=spec.pretrained, device=device, weights_only=True
         )
         self.model = model.to(dtype=dtype).eval()
+        size = getattr(model.visual, "image_size", None)
+        if size:
+            self.draft_side = max(self.draft_side, *(size if isinstance(size, (tuple, list)) else (size,)))
         self.tokenizer = open_clip.get_tokenizer(spec.name)
         self.logit_scale = float(model.logit_scale.detach().exp().clamp(max=100)) if hasattr(model, "logit_scale") else 100.0
         self.fine_tune_max_blocks = _vit_blocks(self.model.visual)
