@@ -87,14 +87,11 @@ def main() -> None:
     for label, concurrency in (("one at a time", "1"), ("batched", "8")):
         folder = work / f"app-{concurrency}"
         folder.mkdir()
-        server = AppServer(folder, model=args.model, env={"TWINSIGHT_CONCURRENCY": concurrency}).wait_ready()
-        try:
+        with AppServer(folder, model=args.model, env={"TWINSIGHT_CONCURRENCY": concurrency}) as server:
             for endpoint in args.endpoints:
                 run_load(server.url, endpoint, 1, 2, images)  # warm-up
                 for clients in args.clients:
                     results[(label, endpoint, clients)] = run_load(server.url, endpoint, clients, args.requests, images)
-        finally:
-            server.stop()
     print("| endpoint | clients | mode | requests/s | p50 ms | p95 ms | errors |\n| --- | ---: | --- | ---: | ---: | ---: | ---: |")
     for (label, endpoint, clients), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         print(f"| {endpoint} | {clients} | {label} | {r['rps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {len(r['errors'])} |")

@@ -43,6 +43,16 @@ class AppServer:
                 time.sleep(0.5)
         raise TimeoutError(f"app not ready after {timeout}s:\n{self.log_path.read_text()[-4000:]}")
 
+    def __enter__(self) -> "AppServer":
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.stop()  # a start that failed must not leave the process behind
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.process.terminate()
         try:

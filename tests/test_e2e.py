@@ -15,9 +15,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    app = AppServer(tmp_path_factory.mktemp("app")).wait_ready()
-    yield app
-    app.stop()
+    with AppServer(tmp_path_factory.mktemp("app")) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

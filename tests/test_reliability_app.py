@@ -27,11 +27,10 @@ RSS_GROWTH_LIMIT_MB = 300  # the burst's uploads are ~0.1 MB each: growth beyond
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    app = AppServer(tmp_path_factory.mktemp("app"), env={
+    with AppServer(tmp_path_factory.mktemp("app"), env={
         "TWINSIGHT_QUEUE_SIZE": str(QUEUE_SIZE), "TWINSIGHT_CONCURRENCY": str(CONCURRENCY), "TWINSIGHT_MAX_UPLOAD": "1mb",
-    }).wait_ready()
-    yield app
-    app.stop()
+    }) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
