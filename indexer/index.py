@@ -3,7 +3,7 @@
 Index directory (see docs/INDEX.md):
 
     index.hnsw         hnswlib graph (cosine space; hnswlib labels are our item ids)
-    vectors.npy        float32 (count, dim), L2-normalised, row-aligned with metadata.parquet
+    vectors.npy        float16 (count, dim), L2-normalised, row-aligned with metadata.parquet (the scan copy)
     metadata.parquet   id, row, label, source, added
     images/            images added as PIL/bytes/arrays (files and dataset rows are referenced, not copied)
     hamming.npz        learned projection of the Hamming mode (ITQ only; sign codes need nothing)
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .brute import exact_search, normalize, top_k
+from .brute import normalize, top_k
 from .hamming import BinaryCodec, CodeKind, hamming_search
 from .images import ImageSource, load_image
 
@@ -54,6 +54,11 @@ DATASET_SOURCE_PREFIX = "dataset:"  # a row of the index's dataset
 BUILTIN_SOURCE_PREFIX = "builtin:"  # an image of the built-in offline gallery
 MIN_CAPACITY = 1024
 EXACT_SEARCH_BELOW = 1000  # galleries this small are searched exactly by default (as fast as the graph, and exact)
+# hnswlib holds the float32 vectors; the index keeps a float16 copy (half the memory of a second float32 one) for
+# the linear scans of exact and label-filtered search. float16 scores of unit vectors are off by at most ~1e-3,
+# so every item scored within SCAN_MARGIN of the k-th best is re-scored in float32: the answer stays exact.
+SCAN_DTYPE = np.float16
+SCAN_MARGIN = 2e-3
 VERSIONED_PACKAGES = ("hnswlib", "numpy", "pyarrow", "torch", "datasets", "open_clip_torch", "transformers", "pillow")
 
 
@@ -213,7 +218,7 @@ class GalleryIndex:
         self._hnsw.init_index(max_elements=max(capacity, MIN_CAPACITY), M=params.M,
                               ef_construction=params.ef_construction, random_seed=params.seed)
         self._hnsw.set_ef(params.ef)
-        self._vectors = np.zeros((0, self.dim), dtype=np.float32)
+        self._vectors = np.zeros((0, self.dim), dtype=SCAN_DTYPE)
         self._count = 0
         self._ids: list[int] = []
         self._rows: list[int | None] = []
@@ -262,11 +267,17 @@ class GalleryIndex:
             return Item(self._ids[pos], self._rows[pos], self._labels[pos], self._sources[pos], self._added[pos])
 
     def vectors(self, ids: Sequence[int] | None = None) -> np.ndarray:
-        """A copy of the stored vectors, of all items (in `ids` order) or of the given ids."""
+        """The stored float32 vectors, of all items (in `ids` order) or of the given ids."""
         with self._lock.read():
-            if ids is None:
-                return self._vectors[: self._count].copy()
-            return self._vectors[[self._pos(i) for i in ids]].copy()
+            positions = range(self._count) if ids is None else [self._pos(i) for i in ids]
+            return self._float32(positions)
+
+    def _float32(self, positions: Iterable[int]) -> np.ndarray:
+        """float32 vectors at these positions, from hnswlib's store (holds a lock)."""
+        labels = [self._ids[p] for p in positions]
+        if not labels:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self._hnsw.get_items(labels), dtype=np.float32)
 
     def labels(self) -> list[str]:
         """Distinct labels, sorted."""
@@ -378,7 +389,7 @@ class GalleryIndex:
             self._hnsw.resize_index(max(needed, 2 * self._hnsw.get_max_elements()))
         if self._count + n > len(self._vectors):
             size = max(self._count + n, 2 * len(self._vectors), 64)
-            grown = np.zeros((size, self.dim), dtype=np.float32)
+            grown = np.zeros((size, self.dim), dtype=SCAN_DTYPE)
             grown[: self._count] = self._vectors[: self._count]
             self._vectors = grown
             if self._codec is not None:
@@ -390,7 +401,7 @@ class GalleryIndex:
     def enable_hamming(self, kind: CodeKind | str = CodeKind.SIGN, bits: int = 0) -> BinaryCodec:
         """Compute binary codes for every item (kept up to date by add/delete; saved in meta.json)."""
         with self._lock.write():
-            codec = BinaryCodec.fit(self._vectors[: self._count], kind, bits)
+            codec = BinaryCodec.fit(self._vectors[: self._count].astype(np.float32), kind, bits)
             self._set_codec(codec)
             return codec
 
@@ -398,7 +409,7 @@ class GalleryIndex:
         self._codec = codec
         if codec is not None:
             codes = np.zeros((len(self._vectors), codec.bytes_per_code() // 8), dtype=np.uint64)
-            codes[: self._count] = codec.encode(self._vectors[: self._count])
+            codes[: self._count] = codec.encode(self._vectors[: self._count].astype(np.float32))
             self._codes = codes
 
     @property
@@ -483,10 +494,16 @@ class GalleryIndex:
         return np.array([p for p, label in enumerate(self._labels) if label in wanted], dtype=np.int64)
 
     def _exact(self, q, k, allowed=None):
-        vectors = self._vectors[: self._count] if allowed is None else self._vectors[allowed]
-        positions, scores = exact_search(q, vectors, k)
-        positions = positions[0] if allowed is None else allowed[positions[0]]
-        return positions, scores[0]
+        positions = np.arange(self._count) if allowed is None else allowed
+        if len(positions) == 0:
+            return positions, np.zeros(0, dtype=np.float32)
+        k = min(k, len(positions))
+        rough = half_precision_scores(self._vectors[: self._count] if allowed is None else self._vectors[allowed], q)
+        kth = np.partition(rough, len(rough) - k)[len(rough) - k]
+        candidates = positions[rough >= kth - SCAN_MARGIN]
+        scores = self._float32(candidates) @ q
+        best = top_k(scores, k)[0]
+        return candidates[best], scores[best]
 
     def _graph(self, q, k):
         try:
@@ -503,7 +520,7 @@ class GalleryIndex:
         candidates = hamming_search(self._codec.encode(q)[0], codes, max(k, rerank))
         if allowed is not None:
             candidates = allowed[candidates]
-        scores = self._vectors[candidates] @ q
+        scores = self._float32(candidates) @ q
         best = top_k(scores, k)[0]
         return candidates[best], scores[best]
 
@@ -680,7 +697,7 @@ class GalleryIndex:
         index._hnsw.set_ef(params.ef)  # ef is not stored in the hnswlib file
         if len(vectors) != len(table["id"]) or len(vectors) != meta["count"]:
             raise IndexFormatError(f"{path}: vectors ({len(vectors)}) and metadata ({len(table['id'])}) disagree; rebuild the index.")
-        index._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        index._vectors = np.ascontiguousarray(vectors, dtype=SCAN_DTYPE)  # older indexes saved float32
         index._count = len(vectors)
         index._ids, index._rows, index._labels = table["id"], table["row"], table["label"]
         index._sources, index._added = table["source"], table["added"]
@@ -703,6 +720,13 @@ class GalleryIndex:
             raise ValueError(f"This index has no model attached; open it with open_index(path) or pass "
                              f"embedder=load_embedder({self.model!r}).")
         return self.embedder
+
+
+def half_precision_scores(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """float16 rows times a float32 query, as float32 scores (torch: numpy has no fast float16 product)."""
+    import torch
+
+    return (torch.from_numpy(vectors) @ torch.from_numpy(q.astype(np.float16))).float().numpy()
 
 
 def _undecoded(image):

@@ -271,6 +271,38 @@ def test_hnsw_recall_at_10_against_brute_force(clustered):
     assert recall_at_k(exact, truth) == 1.0
 
 
+def test_exact_search_stays_exact_with_the_float16_scan_copy(tmp_path):
+    # Near-duplicates whose scores differ by ~1e-4: float16 alone cannot order them; the float32 re-score must.
+    rng = np.random.default_rng(3)
+    base = clustered_unit_vectors(40, 64, seed=3)
+    vectors = np.repeat(base, 50, axis=0) + 2e-3 * rng.normal(size=(2000, 64))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = GalleryIndex(64, "vectors")
+    index.add_vectors(vectors)
+    assert index._vectors.dtype == np.float16 and index.vectors().dtype == np.float32
+    np.testing.assert_allclose(index.vectors(), vectors, atol=1e-6)  # float32 values come back, not float16
+    queries = vectors[::97] + 1e-4 * rng.normal(size=(21, 64))
+    unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    truth, truth_scores = exact_search(unit_queries, vectors, 10)
+    for q, scores in zip(unit_queries, truth_scores):
+        hits = index.search(vector=q, k=10, exact=True)
+        # each rank holds an item whose true float32 score is the exact answer's at that rank (float16 is off ~1e-4)
+        np.testing.assert_allclose(vectors[[h.id for h in hits]] @ q, scores, atol=1e-6)
+        np.testing.assert_allclose([h.score for h in hits], scores, atol=1e-6)
+    labelled = GalleryIndex(64, "vectors")  # a label filter scans the float16 copy too
+    labelled.add_vectors(vectors, labels=["even" if i % 2 == 0 else "odd" for i in range(2000)])
+    hits = labelled.search(vector=queries[0], k=5, label_filter="odd")
+    odd = np.arange(1, 2000, 2)
+    expected = odd[exact_search(queries[0] / np.linalg.norm(queries[0]), vectors[odd], 5)[0][0]]
+    assert [h.id for h in hits] == list(expected)
+    # an index saved with a float32 scan copy (before float16) still loads and answers the same
+    index.save(tmp_path / "ix")
+    np.save(tmp_path / "ix" / "vectors.npy", vectors.astype(np.float32))
+    old = GalleryIndex.load(tmp_path / "ix", verify=False)
+    assert old._vectors.dtype == np.float16
+    assert [h.id for h in old.search(vector=queries[3], k=10, exact=True)] == list(truth[3])
+
+
 def test_hamming_mode_memory_and_recall(clustered, tmp_path):
     index, vectors, queries, truth = clustered
     with pytest.raises(ValueError, match="enable_hamming"):
