@@ -1,6 +1,8 @@
 """Exact (brute-force) cosine search: the answer for small galleries and the reference for recall tests."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -52,3 +54,32 @@ def clustered_unit_vectors(n: int, dim: int, clusters: int = 50, seed: int = 0, 
     centres = np.random.default_rng(1234).normal(size=(clusters, dim))
     rng = np.random.default_rng(seed)
     return normalize(centres[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, dim)))
+
+
+@dataclass(frozen=True)
+class NeighbourAgreement:
+    """How far a fast path's top-k neighbours match a reference's, over the queries of one gallery."""
+
+    identical: float  # share of queries with the very same top-k set
+    identical_up_to_ties: float  # ... counting as equal items whose reference scores are within `tie` of the k-th
+    overlap: float  # mean share of the reference top-k found by the fast path
+    tie: float
+
+
+def neighbour_agreement(reference: np.ndarray, fast: np.ndarray, k: int = 10, tie: float = 0.005) -> NeighbourAgreement:
+    """Compare the top-k neighbours (self excluded) of every row of a gallery embedded twice: reference (fp32)
+    and fast (e.g. bf16). A swap between two items whose reference cosine scores differ by less than `tie`
+    is a near tie: below the fast path's numeric resolution, so not counted as a disagreement."""
+    ref_scores, fast_scores = reference @ reference.T, fast @ fast.T
+    np.fill_diagonal(ref_scores, -np.inf)
+    np.fill_diagonal(fast_scores, -np.inf)
+    ref_top, fast_top = top_k(ref_scores, k), top_k(fast_scores, k)
+    identical = up_to_ties = overlap = 0.0
+    for row, (a, b) in enumerate(zip(ref_top, fast_top)):
+        a, b = set(a.tolist()), set(b.tolist())
+        overlap += len(a & b) / k
+        identical += a == b
+        kth = ref_scores[row, ref_top[row, -1]]
+        up_to_ties += all(abs(ref_scores[row, j] - kth) < tie for j in a ^ b)
+    n = max(1, len(reference))
+    return NeighbourAgreement(identical / n, up_to_ties / n, overlap / n, tie)

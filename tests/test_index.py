@@ -12,7 +12,7 @@ from PIL import Image
 from tiny_models import TINY_CLIP_SPEC, make_gallery_images
 from indexer import (CodeKind, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Metric, build_index,
                      open_index)
-from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k
+from indexer.brute import clustered_unit_vectors, exact_search, neighbour_agreement, recall_at_k
 from indexer.data import SourceError, open_source
 
 
@@ -301,6 +301,25 @@ def test_exact_search_stays_exact_with_the_float16_scan_copy(tmp_path):
     old = GalleryIndex.load(tmp_path / "ix", verify=False)
     assert old._vectors.dtype == np.float16
     assert [h.id for h in old.search(vector=queries[3], k=10, exact=True)] == list(truth[3])
+
+
+def test_neighbour_agreement_tells_near_ties_from_real_disagreements():
+    # the gallery is 5 points on a circle; the query's neighbours at k=1: item 1 (cos 0.95) vs item 2 (0.949 or 0.8)
+    def gallery(second: float) -> np.ndarray:
+        angles = np.arccos([1.0, 0.95, second, 0.2, -0.5])
+        return np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+
+    reference = gallery(0.949)
+    swapped = reference.copy()
+    swapped[[1, 2]] = swapped[[2, 1]]  # the fast path ranks item 2 above item 1 for query 0
+    close = neighbour_agreement(reference, swapped, k=1, tie=0.005)
+    assert close.identical < 1.0 and close.identical_up_to_ties == pytest.approx(close.identical + 0.2)
+    far = gallery(0.8)
+    far_swapped = far.copy()
+    far_swapped[[1, 2]] = far_swapped[[2, 1]]
+    assert neighbour_agreement(far, far_swapped, k=1, tie=0.005).identical_up_to_ties < close.identical_up_to_ties
+    same = neighbour_agreement(reference, reference.copy(), k=2)
+    assert same.identical == same.identical_up_to_ties == same.overlap == 1.0
 
 
 def test_hamming_mode_memory_and_recall(clustered, tmp_path):
