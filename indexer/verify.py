@@ -85,13 +85,14 @@ class Represented:
     note: str = ""
 
 
-def prepare(image: ImageSource, mode: Mode | str) -> Image.Image:
-    """The image the backbone sees in general or signature mode (face mode uses `indexer.face`)."""
+def prepare(image: ImageSource, mode: Mode | str, draft_side: int | None = None) -> Image.Image:
+    """The image the backbone sees in general or signature mode (face mode uses `indexer.face`).
+    draft_side: in general mode, JPEGs may be decoded at reduced scale down to this side (the model's need)."""
     mode = Mode(mode)
     if mode is Mode.SIGNATURE:
         return preprocess_signature(image)
     if mode is Mode.GENERAL:
-        return load_image(image)
+        return load_image(image, draft_side=draft_side)
     raise ValueError("Face mode prepares images with the face pipeline (indexer.face), not prepare().")
 
 
@@ -252,7 +253,7 @@ class Verifier:
         prepared: dict[int, Image.Image] = {}
         for k, image in enumerate(images):
             try:
-                prepared[k] = prepare(image, mode)
+                prepared[k] = prepare(image, mode, self.embedder.draft_side if self.embedder is not None else None)
             except ValueError as exc:
                 results[k] = exc
         if prepared:
