@@ -1,15 +1,16 @@
 """Benchmark 4: the running app under concurrent gradio_client load, batched against one-at-a-time.
 
-    .venv/bin/python benchmarks/app_load.py [--clients 1 4 16] [--requests 4] [--endpoints compare search]
+    .venv/bin/python benchmarks/app_load.py [--clients 1 4 16] [--requests 6] [--endpoints compare search]
+        [--models effnet-lite0 open_clip:ViT-B-32]
 
-Starts `app.py` on 127.0.0.1 twice: TWINSIGHT_CONCURRENCY=1 (one request at a time) and the default 8, where
-concurrent requests reach the model together and its coalescer embeds them in one batch. Each client sends a
-bounded number of requests; prints requests/s, p50/p95 latency and errors per configuration.
+Starts `app.py` on 127.0.0.1 twice per model: TWINSIGHT_CONCURRENCY=1 (one request at a time) and the default 8,
+where concurrent requests reach the model together and its coalescer embeds them in one batch. Each client sends
+a bounded number of requests; prints requests/s, p50/p95 latency, errors, and the app's CPU time per request.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
 import tempfile
 import threading
@@ -45,13 +46,20 @@ def call(client, endpoint: str, a: str, b: str):
     return client.predict(handle_file(a), "", 8, [], api_name="/search")
 
 
-def run_load(url: str, endpoint: str, clients: int, requests: int, images: list[str]) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(url: str, endpoint: str, clients: int, requests: int, images: list[str], pid: int | None = None) -> dict:
     from gradio_client import Client
 
     latencies, errors, lock = [], [], threading.Lock()
-    # download_files=False: the results arrive (as file references) without the client fetching every image,
-    # which cost the load generator 2-4x the server's CPU per request on these 2 shared cores
-    connections = [Client(url, verbose=False, download_files=False) for _ in range(clients)]
+    # The load generator shares the app's 2 cores, so it must be cheap. gradio_client opens a new httpx client
+    # per request, and with ssl_verify on each one loads the CA bundle (~50 ms of CPU, for plain http); it also
+    # fetched every result image. Off, the client costs ~11 ms of CPU per request instead of 110-470 ms.
+    connections = [Client(url, verbose=False, download_files=False, ssl_verify=False) for _ in range(clients)]
 
     def worker(c: int):
         for r in range(requests):
@@ -65,42 +73,50 @@ def run_load(url: str, endpoint: str, clients: int, requests: int, images: list[
                 with lock:
                     errors.append(repr(exc)[:120])
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds(pid) if pid else 0.0
     threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
+    app_cpu = (cpu_seconds(pid) - cpu_start) / max(1, clients * requests) * 1000 if pid else float("nan")
     ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
-    return {"rps": len(latencies) / wall, "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95), "errors": errors}
+    return {"rps": len(latencies) / wall, "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95), "errors": errors,
+            "app_cpu_ms": app_cpu}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--requests", type=int, default=4, help="requests per client")
+    parser.add_argument("--requests", type=int, default=6, help="requests per client")
     parser.add_argument("--endpoints", nargs="+", default=["compare", "search"])
-    parser.add_argument("--model", default="effnet-lite0")
+    parser.add_argument("--models", nargs="+", default=["effnet-lite0", "open_clip:ViT-B-32"],
+                        help="open_clip:ViT-B-32 without a tag runs random weights: the speed is the real model's")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     images = make_images(work)
     results = {}
-    for label, concurrency in (("one at a time", "1"), ("batched", "8")):
-        folder = work / f"app-{concurrency}"
-        folder.mkdir()
-        with AppServer(folder, model=args.model, env={"TWINSIGHT_CONCURRENCY": concurrency}) as server:
-            for endpoint in args.endpoints:
-                run_load(server.url, endpoint, 1, 2, images)  # warm-up
-                for clients in args.clients:
-                    results[(label, endpoint, clients)] = run_load(server.url, endpoint, clients, args.requests, images)
-    print("| endpoint | clients | mode | requests/s | p50 ms | p95 ms | errors |\n| --- | ---: | --- | ---: | ---: | ---: | ---: |")
-    for (label, endpoint, clients), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
-        print(f"| {endpoint} | {clients} | {label} | {r['rps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | {len(r['errors'])} |")
-    for endpoint in args.endpoints:
-        top = max(args.clients)
-        ratio = results[("batched", endpoint, top)]["rps"] / results[("one at a time", endpoint, top)]["rps"]
-        print(f"{endpoint}: batched / one-at-a-time throughput at {top} clients = {ratio:.2f}x")
+    for model in args.models:
+        for label, concurrency in (("one at a time", "1"), ("batched", "8")):
+            folder = work / f"app-{len(results)}"
+            folder.mkdir()
+            with AppServer(folder, model=model, env={"TWINSIGHT_CONCURRENCY": concurrency}) as server:
+                for endpoint in args.endpoints:
+                    run_load(server.url, endpoint, 1, 2, images)  # warm-up
+                    for clients in args.clients:
+                        results[(model, endpoint, clients, label)] = run_load(
+                            server.url, endpoint, clients, args.requests, images, server.process.pid)
+    print("| model | endpoint | clients | mode | requests/s | p50 ms | p95 ms | app CPU ms/request | errors |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for (model, endpoint, clients, label), r in results.items():
+        print(f"| {model} | {endpoint} | {clients} | {label} | {r['rps']:.2f} | {r['p50']:.0f} | {r['p95']:.0f} | "
+              f"{r['app_cpu_ms']:.0f} | {len(r['errors'])} |")
+    top = max(args.clients)
+    for model in args.models:
+        for endpoint in args.endpoints:
+            ratio = results[(model, endpoint, top, "batched")]["rps"] / results[(model, endpoint, top, "one at a time")]["rps"]
+            print(f"{model} {endpoint}: batched / one-at-a-time throughput at {top} clients = {ratio:.2f}x")
     for key, r in results.items():
         if r["errors"]:
             print(key, r["errors"][:3])
