@@ -162,3 +162,22 @@ def test_concurrent_encoding_is_consistent(tiny_clip, photos):
     assert len(outputs) == 6
     for out in outputs:
         np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_numpy_normalization_equals_torchvision(tiny_clip_spec, photos):
+    from PIL import Image
+    from torchvision import transforms
+
+    from indexer.models.base import PixelsToTensor, with_numpy_normalization
+
+    mean, std = (0.48, 0.45, 0.41), (0.27, 0.26, 0.28)
+    reference = transforms.Compose([transforms.Resize(64), transforms.CenterCrop(56), transforms.ToTensor(), transforms.Normalize(mean, std)])
+    replaced = with_numpy_normalization(reference)
+    assert isinstance(replaced.transforms[-1], PixelsToTensor)
+    for image in (Image.fromarray(photos["chelsea"]), Image.fromarray(photos["coffee"])):
+        expected = reference(image)
+        out = replaced(image)
+        assert out.shape == expected.shape and out.dtype == torch.float32 and out.is_contiguous()
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    embedder = create_embedder(tiny_clip_spec, device="cpu", precision="fp32")  # open_clip's own transform, tail replaced
+    assert isinstance(embedder._transform.transforms[-1], PixelsToTensor)

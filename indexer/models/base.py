@@ -35,6 +35,33 @@ class Prediction:
         return asdict(self)
 
 
+class PixelsToTensor:
+    """ToTensor + Normalize computed in numpy. Preprocessing runs in many threads (decode workers, app requests)
+    beside the model's forward; torch would run these ops on its OpenMP pool, whose extra teams preempt the
+    model's threads (a preempted thread stalls a whole parallel op). numpy uses the calling thread only."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        std = np.asarray(std, dtype=np.float32)
+        self.scale = 1.0 / (255.0 * std)  # (x / 255 - mean) / std, folded
+        self.offset = np.asarray(mean, dtype=np.float32) / std
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = np.asarray(image, dtype=np.float32)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        return torch.from_numpy(np.ascontiguousarray((pixels * self.scale - self.offset).transpose(2, 0, 1)))
+
+
+def with_numpy_normalization(transform):
+    """The same torchvision Compose with its ToTensor + Normalize tail done by PixelsToTensor."""
+    from torchvision import transforms
+
+    steps = list(getattr(transform, "transforms", []))
+    if len(steps) >= 2 and type(steps[-2]).__name__ in ("ToTensor", "MaybeToTensor") and isinstance(steps[-1], transforms.Normalize):
+        return transforms.Compose(steps[:-2] + [PixelsToTensor(steps[-1].mean, steps[-1].std)])
+    return transform
+
+
 class Embedder(ABC):
     """A shared-weight image (and optionally text) encoder with L2-normalised float32 outputs."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torchvision import transforms
 
-from .base import Embedder
+from .base import Embedder, PixelsToTensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -84,8 +84,7 @@ class EfficientNetLite0Embedder(Embedder):
             [
                 transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
                 transforms.CenterCrop(224),
-                transforms.ToTensor(),
-                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+                PixelsToTensor(IMAGENET_MEAN, IMAGENET_STD),
             ]
         )
         self._finish_init()

@@ -11,7 +11,7 @@ import logging
 
 import torch
 
-from .base import Embedder
+from .base import Embedder, with_numpy_normalization
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -26,9 +26,10 @@ class OpenClipEmbedder(Embedder):
         super().__init__(str(spec), device, dtype)
         if spec.pretrained is None and not spec.name.startswith(("hf-hub:", "local-dir:")):
             log.warning("open_clip:%s has no pretrained weights named: using RANDOM weights", spec.name)
-        model, _, self._transform = open_clip.create_model_and_transforms(
+        model, _, transform = open_clip.create_model_and_transforms(
             spec.name, pretrained=spec.pretrained, device=device, weights_only=True
         )
+        self._transform = with_numpy_normalization(transform)
         self.model = model.to(dtype=dtype).eval()
         size = getattr(model.visual, "image_size", None)
         if size:
