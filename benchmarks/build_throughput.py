@@ -1,6 +1,7 @@
 """Benchmark 2: index build end to end (decode, resize, embed, insert) against model-only throughput.
 
-    .venv/bin/python benchmarks/build_throughput.py [--images 256] [--model effnet-lite0]
+    .venv/bin/python benchmarks/build_throughput.py [--images 256] [--model effnet-lite0] [--workers N]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/build_throughput.py --workers 1   # decoding on a core of its own
 
 Makes a `datasets` dataset of JPEG-encoded photos of realistic size (1024-1600 px, from scikit-image's photos
 with random crops, flips and scales), saves it to disk, builds an index from it with `build_index`, and compares the
@@ -14,6 +15,7 @@ import io
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,33 @@ def jpeg_dataset(n: int, folder: Path) -> Path:
     return out
 
 
+def per_image_costs(dataset: Path, embedder, n: int = 64) -> None:
+    """CPU milliseconds per image of each build step, one thread at a time, and the build/model bound they set
+    when decoding shares the model's cores: model / (model + decode + preprocess)."""
+    import datasets
+    import torch
+
+    from indexer import load_image
+
+    rows = datasets.load_from_disk(str(dataset)).cast_column("image", datasets.Image(decode=False))
+    blobs = [rows[i]["image"]["bytes"] for i in range(min(n, len(rows)))]
+
+    def cpu_ms(step, items) -> float:
+        start = time.process_time()
+        for item in items:
+            step(item)
+        return (time.process_time() - start) / len(items) * 1000
+
+    decoded = [load_image(b, draft_side=embedder.draft_side) for b in blobs]
+    decode = cpu_ms(lambda b: load_image(b, draft_side=embedder.draft_side), blobs)
+    preprocess = cpu_ms(embedder.preprocess, decoded)
+    pixels = torch.randn(embedder.batch_size, 3, 224, 224)
+    model = cpu_ms(lambda _: embedder.embed_pixels(pixels), range(8)) / embedder.batch_size
+    print(f"CPU ms per image: decode (reduced scale) {decode:.1f}, preprocess {preprocess:.1f}, model {model:.1f} "
+          f"(on {torch.get_num_threads()} threads); bound when they share the cores: "
+          f"{model / (model + decode + preprocess):.0%} of model-only")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256)
@@ -70,6 +99,7 @@ def main() -> None:
     print(f"build end to end: {report.embedded} images in {report.seconds:.1f} s = {report.images_per_second:.1f} images/s; "
           f"model busy {report.model_seconds:.1f} s, waiting for decoding {report.decode_wait_seconds:.2f} s")
     print(f"build / model-only = {report.images_per_second / model_ips:.0%} (goal >= 85%)")
+    per_image_costs(dataset, embedder)
 
 
 if __name__ == "__main__":
