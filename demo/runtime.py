@@ -32,6 +32,8 @@ class Settings:
     heads: list[str] = field(default_factory=lambda: [h for h in os.environ.get("TWINSIGHT_HEADS", "").split(",") if h])
     # Where the gallery's vectors live: hnsw (default) or milvus:URI (indexer/store.py).
     store: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_STORE") or None)
+    # Search-time hnsw candidate list (speed/recall dial): the index's own (96) unless set; ~512 for 1M items.
+    ef: int | None = field(default_factory=lambda: int(os.environ["TWINSIGHT_EF"]) if os.environ.get("TWINSIGHT_EF") else None)
 
 
 settings = Settings()
@@ -42,7 +44,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
 def configure(model: str | None = None, gallery: str | None = None, heads: list[str] | None = None,
-              store: str | None = None) -> None:
+              store: str | None = None, ef: int | None = None) -> None:
     if model:
         settings.model = model
     if gallery:
@@ -51,6 +53,8 @@ def configure(model: str | None = None, gallery: str | None = None, heads: list[
         settings.heads = list(heads)
     if store:
         settings.store = store
+    if ef:
+        settings.ef = int(ef)
 
 
 def embedder() -> Embedder:
@@ -65,6 +69,8 @@ def gallery(progress=None) -> GalleryIndex:
         if _gallery is None:
             _gallery = open_default_gallery(embedder(), source=settings.gallery, progress=progress, show_progress=True,
                                             store=settings.store)
+            if settings.ef:
+                _gallery.ef = settings.ef
         return _gallery
 
 

@@ -134,6 +134,20 @@ def small_gallery(use_model, tiny_clip_spec, gallery_folder, tmp_path, monkeypat
     runtime.use_gallery(None)
 
 
+def test_configured_ef_applies_to_the_shared_gallery(use_model, tiny_clip_spec, gallery_folder, tmp_path, monkeypatch):
+    use_model(tiny_clip_spec)
+    monkeypatch.setenv("TWINSIGHT_INDEX_DIR", str(tmp_path / "indexes"))
+    monkeypatch.setattr(runtime.settings, "gallery", str(gallery_folder))
+    monkeypatch.setattr(runtime.settings, "ef", None)
+    runtime.use_gallery(None)
+    try:
+        runtime.configure(ef=333)
+        assert runtime.gallery().ef == 333 and len(runtime.gallery()) == 12
+        assert runtime.gallery().search(vector=runtime.gallery().vectors([4])[0], k=1)[0].id == 4
+    finally:
+        runtime.use_gallery(None)
+
+
 def test_gallery_search_by_image_text_and_click(small_gallery, gallery_folder):
     query = sorted(gallery_folder.rglob("*.png"))[3]
     items, summary, shown = gallery.search(str(query), "", 5)
