@@ -104,3 +104,33 @@ def test_face_mode_through_the_verifier(verifier):
 
     with pytest.raises(NoFaceError, match="image B"):
         verifier.compare(astronaut, Image.fromarray(data.coffee()), Mode.FACE)
+
+
+def test_self_calibration_is_kept_on_disk_per_model_weights(embedder, tmp_path, monkeypatch):
+    import torch
+
+    from indexer import verify
+
+    monkeypatch.setenv("TWINSIGHT_INDEX_DIR", str(tmp_path / "indexes"))
+    monkeypatch.setattr(verify, "_self_calibrations", {})
+    first = Verifier(embedder).threshold(Mode.GENERAL)
+    [kept] = (tmp_path / "indexes" / "_calibrations").glob("*.json")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("calibrated again instead of reading the kept calibration")
+
+    monkeypatch.setattr(verify, "_self_calibrations", {})  # a new process: nothing in memory
+    monkeypatch.setattr(Verifier, "_calibrate_labelled", must_not_run)
+    again = Verifier(embedder).threshold(Mode.GENERAL)
+    assert again.value == first.value and again.calibration == first.calibration and again.source == first.source
+
+    kept.write_text("{damaged")  # a damaged file is calibrated again, not trusted
+    monkeypatch.setattr(verify, "_self_calibrations", {})
+    with pytest.raises(AssertionError, match="calibrated again"):
+        Verifier(embedder).threshold(Mode.GENERAL)
+
+    layer = torch.nn.Linear(4, 3)  # other weights, another fingerprint
+    before = verify.weights_fingerprint(layer)
+    with torch.no_grad():
+        layer.weight[2, 3] += 0.5
+    assert verify.weights_fingerprint(layer) != before
