@@ -1,6 +1,7 @@
 """Benchmark 5: cold start, from `python app.py` to the first answered request.
 
     .venv/bin/python benchmarks/cold_start.py [--items 100000]
+    .venv/bin/python benchmarks/cold_start.py --steps    # where a start's time goes, step by step
 
 Three starts of the real app on 127.0.0.1, each timed from process launch to the first answered /search call:
 no index on disk (the built-in gallery is embedded at start), the same index persisted (a restart), and a
@@ -10,6 +11,8 @@ must not re-embed anything).
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,12 +56,45 @@ def grow_index(index_dir: Path, model: str, items: int) -> int:
     return len(index)
 
 
+STEPS = r"""
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+marks = [("start", time.perf_counter())]
+def mark(name): marks.append((name, time.perf_counter()))
+import torch; mark("import torch")
+import gradio; mark("import gradio")
+import transformers; mark("import transformers")
+from demo import runtime; mark("import demo")
+runtime.configure(model=sys.argv[2])
+runtime.embedder(); mark("load the model")
+runtime.gallery(); mark("open the gallery")
+from indexer.verify import Mode
+for mode in Mode:
+    runtime.verifier().threshold(mode)
+mark("default thresholds")
+import app
+app.build_app(); mark("build the page")
+print(" | ".join(f"{name} {end - begin:.2f} s" for (_, begin), (name, end) in zip(marks, marks[1:])))
+"""
+
+
+def startup_steps(model: str, index_dir: Path) -> None:
+    """Time each start-up step in a fresh process (twice: a first start, then a restart with the caches)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "TWINSIGHT_INDEX_DIR": str(index_dir)}
+    for start in ("first start", "restart"):
+        out = subprocess.run([sys.executable, "-c", STEPS, str(ROOT), model], env=env, capture_output=True, text=True)
+        print(f"{start}: {out.stdout.strip() or out.stderr[-2000:]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--model", default="effnet-lite0")
+    parser.add_argument("--steps", action="store_true", help="only time each start-up step, in-process")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
+    if args.steps:
+        return startup_steps(args.model, work / "step-indexes")
     query = str(ROOT / "assets" / "examples" / "cat-a.jpg")
     index_dir = work / "indexes"
     rows = [("no index (built-in gallery embedded at start)", *first_answer(work, index_dir, args.model, query))]
