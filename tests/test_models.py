@@ -181,3 +181,15 @@ def test_numpy_normalization_equals_torchvision(tiny_clip_spec, photos):
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     embedder = create_embedder(tiny_clip_spec, device="cpu", precision="fp32")  # open_clip's own transform, tail replaced
     assert isinstance(embedder._transform.transforms[-1], PixelsToTensor)
+
+
+def test_convolutional_models_run_channels_last_with_the_same_answers(effnet, tiny_clip, photos):
+    fp32 = create_embedder("effnet-lite0", device="cpu", precision="fp32")
+    assert fp32.channels_last and not tiny_clip.channels_last  # a ViT's single patch convolution is left alone
+    images = list(photos.values())
+    nhwc = fp32.encode_images(images)
+    classes = [[p.label for p in top] for top in fp32.classify(images, 3)]
+    fp32.use_channels_last(False)
+    assert not fp32.channels_last
+    np.testing.assert_allclose(nhwc, fp32.encode_images(images), atol=1e-4)
+    assert [[p.label for p in top] for top in fp32.classify(images, 3)] == classes
