@@ -67,3 +67,28 @@ def test_errors_reach_every_waiter_and_the_coalescer_recovers():
         thread.join()
     assert errors  # the failing request (and any batched with it) got the error; nobody hung
     assert torch.equal(coalescer(torch.ones(1, 1)), torch.ones(1, 1))
+
+
+def test_every_model_call_runs_on_the_models_own_thread(tiny_clip, photos):
+    threads_seen = set()
+    image_features, text_features = tiny_clip._image_features, tiny_clip._text_features
+
+    def record(original):
+        def wrapped(*args):
+            threads_seen.add(threading.current_thread().name)
+            return original(*args)
+        return wrapped
+
+    tiny_clip._image_features, tiny_clip._text_features = record(image_features), record(text_features)
+    try:
+        callers = [threading.Thread(target=tiny_clip.encode_images, args=([photos["coffee"]],)) for _ in range(6)]
+        callers.append(threading.Thread(target=tiny_clip.encode_texts, args=(["a cup of coffee"],)))
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        vectors = tiny_clip.encode_images([photos["coffee"]])  # and from the main thread
+    finally:
+        tiny_clip._image_features, tiny_clip._text_features = image_features, text_features
+    assert len(threads_seen) == 1 and threads_seen.pop().startswith("twinsight-model")
+    assert vectors.shape == (1, tiny_clip.dim)

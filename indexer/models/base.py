@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+T = TypeVar("T")
 
 
 class PixelsToTensor:
@@ -79,10 +83,12 @@ class Embedder(ABC):
         self.dtype = dtype
         self.batch_size = batch_size
         self.notice: str | None = None  # shown in the UI, e.g. the offline fallback
-        # One forward at a time: concurrent forwards on CPU only fight over the same cores,
-        # and the lock keeps non-thread-safe backends (compiled graphs, CUDA streams) correct.
-        self._lock = threading.Lock()
-        self._coalescer = Coalescer(self._locked_forward, max_rows=max(batch_size, 64))
+        # Every model call runs on one thread of its own, one at a time: concurrent forwards on a CPU only fight
+        # over the same cores; non-thread-safe backends (compiled graphs, CUDA streams) stay correct; and torch
+        # keeps a single OpenMP team. Called from each request's thread instead, every new thread got a team of
+        # its own, and the idle teams' spinning threads took CPU from the one computing.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twinsight-model")
+        self._coalescer = Coalescer(self._forward_batch, max_rows=max(batch_size, 64))
         self.dim = 0
 
     def _finish_init(self) -> None:
@@ -121,14 +127,23 @@ class Embedder(ABC):
         pixels = pixels.to(self.device, self.dtype)
         return pixels.contiguous(memory_format=torch.channels_last) if self.channels_last else pixels
 
-    def _locked_forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        with self._lock, torch.inference_mode():
-            return self._image_features(self._model_input(pixels)).float().cpu()
+    def _on_model_thread(self, call: Callable[[], T]) -> T:
+        """Run a model call on the model's own thread (see __init__) under inference_mode, and return its result."""
+        def run() -> T:
+            with torch.inference_mode():
+                return call()
+
+        if threading.current_thread().name.startswith("twinsight-model"):
+            return run()  # already there (a model call made by a model call)
+        return self._model_thread.submit(run).result()
+
+    def _forward_batch(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._on_model_thread(lambda: self._image_features(self._model_input(pixels)).float().cpu())
 
     def forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Concurrent small calls (many app users) are merged into one batch; big batches run as they are."""
         if len(pixels) >= self._coalescer.max_rows:
-            return self._locked_forward(pixels)
+            return self._forward_batch(pixels)
         return self._coalescer(pixels)
 
     @staticmethod
@@ -157,8 +172,7 @@ class Embedder(ABC):
     def trunk_features(self, pixels: torch.Tensor, cut_blocks: int) -> torch.Tensor:
         """Float32 CPU activations of a preprocessed batch after all but the last `cut_blocks` blocks."""
         self._check_cut(cut_blocks)
-        with self._lock, torch.inference_mode():
-            return self._trunk_forward(self._model_input(pixels), cut_blocks).float().cpu()
+        return self._on_model_thread(lambda: self._trunk_forward(self._model_input(pixels), cut_blocks).float().cpu())
 
     def encode_trunk(self, images: Sequence[ImageSource], cut_blocks: int, batch_size: int | None = None) -> torch.Tensor:
         """`trunk_features` of images (paths, PIL, ...), in batches."""
@@ -201,8 +215,7 @@ class Embedder(ABC):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock, torch.inference_mode():
-            return self.postprocess(self._text_features(texts).float().cpu())
+        return self.postprocess(self._on_model_thread(lambda: self._text_features(texts).float().cpu()))
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError
@@ -217,8 +230,7 @@ class Embedder(ABC):
         if not self.supports_classify:
             raise CapabilityError(f"{self.name} has no classifier head; use zero-shot labels or gallery votes.")
         pixels = self.preprocess_many(images)
-        with self._lock, torch.inference_mode():
-            logits = self._logits(self._model_input(pixels)).float().cpu()
+        logits = self._on_model_thread(lambda: self._logits(self._model_input(pixels)).float().cpu())
         return [_top_k(row.softmax(-1), self.labels, top_k) for row in logits]
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
