@@ -92,3 +92,22 @@ def test_every_model_call_runs_on_the_models_own_thread(tiny_clip, photos):
         tiny_clip._image_features, tiny_clip._text_features = image_features, text_features
     assert len(threads_seen) == 1 and threads_seen.pop().startswith("twinsight-model")
     assert vectors.shape == (1, tiny_clip.dim)
+
+
+def test_small_batches_run_on_one_thread_big_ones_on_all(tiny_clip):
+    from indexer.models.base import SMALL_BATCH_ROWS
+
+    seen = []
+    image_features = tiny_clip._image_features
+
+    def record(pixels):
+        seen.append((len(pixels), torch.get_num_threads()))
+        return image_features(pixels)
+
+    tiny_clip._image_features = record
+    try:
+        for rows in (1, SMALL_BATCH_ROWS, 8):
+            tiny_clip.embed_pixels(torch.randn(rows, 3, 32, 32))
+    finally:
+        tiny_clip._image_features = image_features
+    assert seen == [(1, 1), (SMALL_BATCH_ROWS, 1), (8, tiny_clip._threads)]
