@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer import create_embedder  # noqa: E402
+from indexer.augment import random_crops  # noqa: E402
 from indexer.brute import NeighbourAgreement, neighbour_agreement  # noqa: E402
 from indexer.device import cpu_has_fast_bf16  # noqa: E402
 
@@ -52,16 +52,7 @@ def photos() -> list:
     import skimage.data
 
     names = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "horse", "immunohistochemistry", "hubble_deep_field", "retina")
-    base = [getattr(skimage.data, n)() for n in names]
-    rng = np.random.default_rng(0)
-    out = []
-    for image in base:  # random crops: a gallery of 200 real-photo views
-        h, w = image.shape[:2]
-        for _ in range(20):
-            ch, cw = rng.integers(h // 3, h), rng.integers(w // 3, w)
-            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-            out.append(image[y : y + ch, x : x + cw])
-    return out
+    return random_crops([getattr(skimage.data, n)() for n in names], per_image=20)  # 200 real-photo views
 
 
 def plain_fp32(spec: str):

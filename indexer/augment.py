@@ -84,6 +84,20 @@ def photo_views(n_photos: int = 10, views: int = 3, seed: int = 0) -> list[tuple
     return labelled
 
 
+def random_crops(images: list[np.ndarray], per_image: int, seed: int = 0) -> list[np.ndarray]:
+    """`per_image` random crops (each side 1/3 to all of the image) of every HxW[xC] array: a gallery whose
+    neighbours are close calls, for checking that a fast path keeps fp32's neighbours."""
+    rng = np.random.default_rng(seed)
+    crops = []
+    for image in images:
+        h, w = image.shape[:2]
+        for _ in range(per_image):
+            ch, cw = rng.integers(h // 3, h), rng.integers(w // 3, w)
+            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+            crops.append(image[y : y + ch, x : x + cw])
+    return crops
+
+
 def draw_scribble(points: np.ndarray, size: tuple[int, int] = (320, 128), width: int = 3) -> Image.Image:
     """Dark ink on white paper along `points` (k, 2) in [0, 1]^2, as a smooth pen path."""
     image = Image.new("RGB", size, "white")

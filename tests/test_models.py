@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from indexer import CapabilityError, create_embedder, load_embedder
+from indexer.augment import random_crops
 from indexer.brute import neighbour_agreement
 from indexer.models import ModelSpec, Backend
 
@@ -125,14 +126,7 @@ def test_effnet_real_weights_recognise_real_photos(effnet, photos):
 def test_effnet_fast_path_agrees_with_fp32(effnet, photos):
     fp32 = create_embedder("effnet-lite0", device="cpu", precision="fp32")
     bf16 = create_embedder("effnet-lite0", device="cpu", precision="bf16")
-    rng = np.random.default_rng(0)
-    crops = []  # a gallery of 48 views: 12 random crops of each photo, so neighbours are close calls
-    for image in photos.values():
-        h, w = image.shape[:2]
-        for _ in range(12):
-            ch, cw = rng.integers(h // 3, h), rng.integers(w // 3, w)
-            y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-            crops.append(image[y : y + ch, x : x + cw])
+    crops = random_crops(list(photos.values()), per_image=12)  # 48 views: neighbours are close calls
     a, b = fp32.encode_images(crops), bf16.encode_images(crops)
     assert (a * b).sum(1).min() > 0.99
     agreement = neighbour_agreement(a, b, k=10, tie=0.005)
