@@ -4,6 +4,7 @@ import time
 import pytest
 import torch
 
+from indexer.models.base import MODEL_THREAD_PREFIX
 from indexer.models.batching import Coalescer
 
 
@@ -90,7 +91,7 @@ def test_every_model_call_runs_on_the_models_own_thread(tiny_clip, photos):
         vectors = tiny_clip.encode_images([photos["coffee"]])  # and from the main thread
     finally:
         tiny_clip._image_features, tiny_clip._text_features = image_features, text_features
-    assert len(threads_seen) == 1 and threads_seen.pop().startswith("twinsight-model")
+    assert len(threads_seen) == 1 and threads_seen.pop().startswith(MODEL_THREAD_PREFIX)
     assert vectors.shape == (1, tiny_clip.dim)
 
 
