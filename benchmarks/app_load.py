@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/app_load.py [--clients 1 4 16] [--requests 6] [--endpoints compare search]
         [--models effnet-lite0 open_clip:ViT-B-32]
 
-Starts `app.py` on 127.0.0.1 twice per model: TWINSIGHT_CONCURRENCY=1 (one request at a time) and the default 8,
-where concurrent requests reach the model together and its coalescer embeds them in one batch. Each client sends
+Starts `app.py` on 127.0.0.1 three times per model: TWINSIGHT_CONCURRENCY=1 (one request at a time); the app's
+concurrency (app.CONCURRENCY, or --concurrency) with merging off (TWINSIGHT_MAX_BATCH=1: requests overlap but
+each runs its own forward); and the app's defaults ("batched"), where concurrent requests reach the model
+together and its coalescer embeds them in one batch. Each client sends
 a bounded number of requests; prints requests/s, p50/p95 latency, errors, and the app's CPU time per request.
 """
 from __future__ import annotations
@@ -90,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=6, help="requests per client")
+    parser.add_argument("--concurrency", type=int, default=None, help="batched mode's TWINSIGHT_CONCURRENCY (default: the app's)")
     parser.add_argument("--endpoints", nargs="+", default=["compare", "search"])
     parser.add_argument("--models", nargs="+", default=["effnet-lite0", "open_clip:ViT-B-32"],
                         help="open_clip:ViT-B-32 without a tag runs random weights: the speed is the real model's")
@@ -98,10 +101,14 @@ def main() -> None:
     images = make_images(work)
     results = {}
     for model in args.models:
-        for label, concurrency in (("one at a time", "1"), ("batched", "8")):
+        concurrency = {"TWINSIGHT_CONCURRENCY": str(args.concurrency)} if args.concurrency else {}
+        modes = (("one at a time", {"TWINSIGHT_CONCURRENCY": "1"}),
+                 ("concurrent, unmerged", {**concurrency, "TWINSIGHT_MAX_BATCH": "1"}),
+                 ("batched", concurrency))
+        for label, env in modes:
             folder = work / f"app-{len(results)}"
             folder.mkdir()
-            with AppServer(folder, model=model, env={"TWINSIGHT_CONCURRENCY": concurrency}) as server:
+            with AppServer(folder, model=model, env=env) as server:
                 for endpoint in args.endpoints:
                     run_load(server.url, endpoint, 1, 2, images)  # warm-up
                     for clients in args.clients:
@@ -115,8 +122,10 @@ def main() -> None:
     top = max(args.clients)
     for model in args.models:
         for endpoint in args.endpoints:
-            ratio = results[(model, endpoint, top, "batched")]["rps"] / results[(model, endpoint, top, "one at a time")]["rps"]
-            print(f"{model} {endpoint}: batched / one-at-a-time throughput at {top} clients = {ratio:.2f}x")
+            batched = results[(model, endpoint, top, "batched")]["rps"]
+            print(f"{model} {endpoint} at {top} clients: batched / one at a time = "
+                  f"{batched / results[(model, endpoint, top, 'one at a time')]['rps']:.2f}x, batched / concurrent "
+                  f"unmerged = {batched / results[(model, endpoint, top, 'concurrent, unmerged')]['rps']:.2f}x")
     for key, r in results.items():
         if r["errors"]:
             print(key, r["errors"][:3])

@@ -15,6 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # before its pixels are decoded. Raise it with TWINSIGHT_MAX_PIXELS for huge scans.
 MAX_PIXELS = int(os.environ.get("TWINSIGHT_MAX_PIXELS", 64_000_000))
 
+ORIENTATION_TAG = 0x0112  # EXIF: how a camera held sideways wants the pixels turned
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 
@@ -142,8 +143,10 @@ def _scale_to_uint8(array: np.ndarray, full_scale: float | None = None) -> np.nd
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Upright RGB copy of an opened image; alpha is composited on white."""
-    image = ImageOps.exif_transpose(image)
+    """Upright RGB version of an opened image; alpha is composited on white. `image` itself is never changed, and
+    is returned as it is when already upright RGB (a copy of every photo cost ~1 ms per request for nothing)."""
+    if image.getexif().get(ORIENTATION_TAG, 1) != 1:
+        image = ImageOps.exif_transpose(image)  # a new, rotated image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # PIL's own I->RGB conversion clips 16-bit values to 255, which turns most photos white.
         full_scale = 65535.0 if image.mode.startswith("I;16") else None

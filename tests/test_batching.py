@@ -112,3 +112,26 @@ def test_small_batches_run_on_one_thread_big_ones_on_all(tiny_clip):
     finally:
         tiny_clip._image_features = image_features
     assert seen == [(1, 1), (SMALL_BATCH_ROWS, 1), (8, tiny_clip._threads)]
+
+
+@pytest.mark.parametrize("max_batch, merged", [("1", False), ("", True)])
+def test_max_batch_setting_caps_merged_forwards(monkeypatch, tiny_clip_spec, max_batch, merged):
+    from indexer.models.registry import create_embedder
+
+    monkeypatch.setenv("TWINSIGHT_MAX_BATCH", max_batch)
+    embedder = create_embedder(tiny_clip_spec)
+    sizes, image_features = [], embedder._image_features
+
+    def slow(pixels):
+        sizes.append(len(pixels))
+        time.sleep(0.05)
+        return image_features(pixels)
+
+    embedder._image_features = slow
+    callers = [threading.Thread(target=embedder.embed_pixels, args=(torch.randn(1, 3, 32, 32),)) for _ in range(6)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    assert sum(sizes) == 6
+    assert (max(sizes) > 1) == merged  # "1": every request ran alone; default: concurrent ones shared a forward

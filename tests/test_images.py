@@ -98,6 +98,16 @@ def test_exif_rotation_is_applied(tmp_path):
     assert loaded.size == (20, 40)
 
 
+def test_a_callers_image_is_never_changed(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways = Image.open(_save(Image.new("RGB", (40, 20), "white"), tmp_path / "rot.jpg", exif=exif))
+    assert load_image(sideways).size == (20, 40)
+    assert sideways.size == (40, 20) and sideways.getexif().get(0x0112) == 6  # rotated into a new image
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 255, 0))
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255) and rgba.mode == "RGBA"
+
+
 def test_animated_gif_gives_first_frame(tmp_path):
     frames = [Image.new("RGB", (8, 8), color) for color in ((255, 0, 0), (0, 0, 255))]
     path = tmp_path / "anim.gif"

@@ -91,7 +91,9 @@ class Embedder(ABC):
         # its own, and the idle teams' spinning threads took CPU from the one computing.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=MODEL_THREAD_PREFIX)
         self._threads = torch.get_num_threads()
-        self._coalescer = Coalescer(self._forward_batch, max_rows=max(batch_size, 64))
+        # TWINSIGHT_MAX_BATCH caps the rows of a merged batch (activation memory on a small GPU); 1 turns merging off.
+        max_rows = int(os.environ.get("TWINSIGHT_MAX_BATCH") or 0) or max(batch_size, 64)
+        self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows)
         self.dim = 0
 
     def _finish_init(self) -> None:
@@ -152,7 +154,8 @@ class Embedder(ABC):
         return self._on_model_thread(lambda: self._image_features(self._model_input(pixels)).float().cpu(), threads)
 
     def forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Concurrent small calls (many app users) are merged into one batch; big batches run as they are."""
+        """Concurrent small calls (many app users) are merged into one batch of at most `max_rows` (TWINSIGHT_MAX_BATCH);
+        calls that big or bigger run as they are."""
         if len(pixels) >= self._coalescer.max_rows:
             return self._forward_batch(pixels)
         return self._coalescer(pixels)
