@@ -8,6 +8,7 @@ speed; agreement is checked on the real EfficientNet-Lite0 weights and on real p
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -55,11 +56,21 @@ def photos() -> list:
     return random_crops([getattr(skimage.data, n)() for n in names], per_image=20)  # 200 real-photo views
 
 
-def plain_fp32(spec: str):
-    """The reference: fp32 weights, default (NCHW) layout."""
-    embedder = create_embedder(spec, device="cpu", precision="fp32")
-    embedder.use_channels_last(False)
+def one_stream(spec: str, precision: str, channels_last: bool = False):
+    """One model stream using every thread (TWINSIGHT_MODEL_WORKERS=1), in the given precision and layout."""
+    previous = os.environ.get("TWINSIGHT_MODEL_WORKERS")
+    os.environ["TWINSIGHT_MODEL_WORKERS"] = "1"
+    try:
+        embedder = create_embedder(spec, device="cpu", precision=precision)
+    finally:
+        os.environ.pop("TWINSIGHT_MODEL_WORKERS") if previous is None else os.environ.update(TWINSIGHT_MODEL_WORKERS=previous)
+    embedder.use_channels_last(channels_last)
     return embedder
+
+
+def plain_fp32(spec: str):
+    """The reference: fp32 weights, default (NCHW) layout, one stream."""
+    return one_stream(spec, "fp32")
 
 
 def agreement(spec: str, precision: str = "bf16") -> tuple[float, NeighbourAgreement]:
@@ -77,22 +88,20 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_fast_bf16()}")
-    print("| model | batch | fp32 img/s | bf16 img/s | bf16 + channels_last img/s | fast path / fp32 |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("fp32: the plain reference (NCHW, one stream on all threads); the fast path adds each column's trick in turn;")
+    print("'+ 2 streams' is the app's default on a CPU: two batches (or two halves of one) at once, each on half the threads")
+    print("| model | batch | fp32 img/s | bf16 img/s | + channels_last img/s | + 2 streams (fast path) img/s | fast path / fp32 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for key in args.models:
         spec = MODELS[key]()
-        fp32 = plain_fp32(spec)
-        fast = create_embedder(spec, device="cpu", precision="bf16")  # channels_last where convolutional
-        bf16 = None
-        if fast.channels_last:
-            bf16 = create_embedder(spec, device="cpu", precision="bf16")
-            bf16.use_channels_last(False)
+        fast = create_embedder(spec, device="cpu", precision="bf16")  # the app's: channels_last where convolutional
+        variants = [plain_fp32(spec), one_stream(spec, "bf16")]
+        variants.append(one_stream(spec, "bf16", channels_last=True) if fast.channels_last else None)
         for batch in args.batches:
-            slow, quick = images_per_second(fp32, batch, args.repeats), images_per_second(fast, batch, args.repeats)
-            plain = images_per_second(bf16, batch, args.repeats) if bf16 is not None else quick
-            layout = f"{quick:.1f}" if bf16 is not None else "(no convolutions)"
-            print(f"| {key} | {batch} | {slow:.1f} | {plain:.1f} | {layout} | {quick / slow:.2f}x |", flush=True)
-        del fp32, fast, bf16
+            speeds = [images_per_second(v, batch, args.repeats) if v is not None else None for v in variants + [fast]]
+            cells = " | ".join(f"{x:.1f}" if x is not None else "(no convolutions)" for x in speeds)
+            print(f"| {key} | {batch} | {cells} | {speeds[-1] / speeds[0]:.2f}x |", flush=True)
+        del fast, variants
     print("\nagreement of the fast path (bf16, channels_last) with plain fp32, effnet-lite0 real weights, gallery of 200 crops of 10 real photos, top-10 neighbours:")
     print("| precision | min cosine | identical sets | identical up to near ties (< 0.005) | mean overlap |")
     print("| --- | ---: | ---: | ---: | ---: |")

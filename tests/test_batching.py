@@ -1,6 +1,7 @@
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,11 +92,12 @@ def test_every_model_call_runs_on_the_models_own_thread(tiny_clip, photos):
         vectors = tiny_clip.encode_images([photos["coffee"]])  # and from the main thread
     finally:
         tiny_clip._image_features, tiny_clip._text_features = image_features, text_features
-    assert len(threads_seen) == 1 and threads_seen.pop().startswith(MODEL_THREAD_PREFIX)
+    assert 1 <= len(threads_seen) <= tiny_clip.model_workers
+    assert all(name.startswith(MODEL_THREAD_PREFIX) for name in threads_seen)
     assert vectors.shape == (1, tiny_clip.dim)
 
 
-def test_small_batches_run_on_one_thread_big_ones_on_all(tiny_clip):
+def test_batches_split_across_streams_and_small_chunks_run_on_one_thread(tiny_clip):
     from indexer.models.base import SMALL_BATCH_ROWS
 
     seen = []
@@ -107,11 +109,49 @@ def test_small_batches_run_on_one_thread_big_ones_on_all(tiny_clip):
 
     tiny_clip._image_features = record
     try:
-        for rows in (1, SMALL_BATCH_ROWS, 8):
+        for rows in (1, 2, 8):
             tiny_clip.embed_pixels(torch.randn(rows, 3, 32, 32))
     finally:
         tiny_clip._image_features = image_features
-    assert seen == [(1, 1), (SMALL_BATCH_ROWS, 1), (8, tiny_clip._threads)]
+    big = [(4, tiny_clip._threads)] * 2 if tiny_clip.model_workers == 2 else [(8, tiny_clip._threads)]
+    expected = [(1, 1), (SMALL_BATCH_ROWS, 1)] + big  # 1-2 rows: one chunk on one thread; 8: halves, one per stream
+    assert sorted(seen) == sorted(expected)
+
+
+def test_two_streams_run_chunks_at_once_and_give_the_unsplit_result(monkeypatch, tiny_clip_spec):
+    from indexer.models.registry import create_embedder
+
+    monkeypatch.setenv("TWINSIGHT_MODEL_WORKERS", "2")
+    embedder = create_embedder(tiny_clip_spec, precision="fp32")
+    assert embedder.model_workers == 2
+    together = threading.Barrier(2, timeout=10)  # broken (an error) unless both chunks are in the model at once
+    image_features = embedder._image_features
+
+    def meet(pixels):
+        together.wait()
+        return image_features(pixels)
+
+    pixels = torch.randn(8, 3, 32, 32)
+    embedder._image_features = meet
+    split = embedder.embed_pixels(pixels)
+    embedder._image_features = image_features
+    with torch.inference_mode():
+        whole = embedder.postprocess(image_features(pixels).float())
+    np.testing.assert_allclose(split, whole, atol=1e-5)
+
+
+def test_a_coalescer_with_two_slots_runs_two_batches_at_once():
+    together = threading.Barrier(2, timeout=10)
+    coalescer = Coalescer(lambda x: (together.wait(), x * 3)[1], max_rows=1, parallel=2)  # one request per batch
+    results = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, coalescer(torch.full((1, 2), float(i)))))
+               for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {i: r.tolist() for i, r in results.items()} == {0: [[0.0, 0.0]], 1: [[3.0, 3.0]]}
+    assert coalescer.batches_run == 2
 
 
 @pytest.mark.parametrize("max_batch, merged", [("1", False), ("", True)])

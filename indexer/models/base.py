@@ -5,10 +5,11 @@ threads), `forward_images` (the only step that touches the model), `postprocess`
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence, TypeVar
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..device import model_streams
 from ..images import ImageSource, load_image
 from .batching import Coalescer
 
@@ -38,8 +40,9 @@ class Prediction:
 
 
 T = TypeVar("T")
-SMALL_BATCH_ROWS = 2  # model calls this small run on one thread (see Embedder._forward_batch)
-MODEL_THREAD_PREFIX = "twinsight-model"  # the name of every embedder's own model thread
+SMALL_BATCH_ROWS = 2  # chunks this small run on one thread (see Embedder._forward_batch)
+MIN_CHUNK_ROWS = 4  # a batch is split between the model's streams only into chunks at least this big
+MODEL_THREAD_PREFIX = "twinsight-model"  # the name of every embedder's own model threads
 
 
 class PixelsToTensor:
@@ -85,15 +88,15 @@ class Embedder(ABC):
         self.dtype = dtype
         self.batch_size = batch_size
         self.notice: str | None = None  # shown in the UI, e.g. the offline fallback
-        # Every model call runs on one thread of its own, one at a time: concurrent forwards on a CPU only fight
-        # over the same cores; non-thread-safe backends (compiled graphs, CUDA streams) stay correct; and torch
-        # keeps a single OpenMP team. Called from each request's thread instead, every new thread got a team of
-        # its own, and the idle teams' spinning threads took CPU from the one computing.
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=MODEL_THREAD_PREFIX)
-        self._threads = torch.get_num_threads()
+        # Every model call runs on the model's own threads ("streams"; indexer.device.model_streams: two on a CPU,
+        # each with half the cores, one on a GPU). Called from each request's thread instead, every new thread got
+        # an OpenMP team of its own, and the idle teams' spinning threads took CPU from the ones computing. Big
+        # batches are split across the streams; non-thread-safe GPU work stays on one stream.
+        self.model_workers, self._threads = model_streams(device)
+        self._model_thread = ThreadPoolExecutor(max_workers=self.model_workers, thread_name_prefix=MODEL_THREAD_PREFIX)
         # TWINSIGHT_MAX_BATCH caps the rows of a merged batch (activation memory on a small GPU); 1 turns merging off.
         max_rows = int(os.environ.get("TWINSIGHT_MAX_BATCH") or 0) or max(batch_size, 64)
-        self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows)
+        self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows, parallel=self.model_workers)
         self.dim = 0
 
     def _finish_init(self) -> None:
@@ -132,26 +135,39 @@ class Embedder(ABC):
         pixels = pixels.to(self.device, self.dtype)
         return pixels.contiguous(memory_format=torch.channels_last) if self.channels_last else pixels
 
-    def _on_model_thread(self, call: Callable[[], T], threads: int | None = None) -> T:
-        """Run a model call on the model's own thread (see __init__) under inference_mode, with `threads`
-        intra-op threads (default: all torch has), and return its result."""
+    def _submit(self, call: Callable[[], T], threads: int | None = None) -> Future:
+        """Start a model call on one of the model's threads under inference_mode, with `threads` intra-op threads
+        (default: the stream's share); a call made from a model thread (a model call inside one) runs inline."""
         def run() -> T:
             wanted = threads or self._threads
             if torch.get_num_threads() != wanted:
-                torch.set_num_threads(wanted)
+                torch.set_num_threads(wanted)  # OpenMP's setting is per thread: each stream keeps its own
             with torch.inference_mode():
                 return call()
 
         if threading.current_thread().name.startswith(MODEL_THREAD_PREFIX):
-            return run()  # already there (a model call made by a model call)
-        return self._model_thread.submit(run).result()
+            done: Future = Future()
+            try:
+                done.set_result(run())
+            except BaseException as exc:
+                done.set_exception(exc)
+            return done
+        return self._model_thread.submit(run)
+
+    def _on_model_thread(self, call: Callable[[], T], threads: int | None = None) -> T:
+        return self._submit(call, threads).result()
 
     def _forward_batch(self, pixels: torch.Tensor) -> torch.Tensor:
-        # 1-2 rows run on one thread: off the main thread, torch's second OpenMP thread made a single image
-        # slower, not faster (EfficientNet-Lite0 33 -> 66 images/s at batch 1; ViT-B-32 20 -> 22), and the
-        # other core stays free for the app's decoding. Bigger batches use every thread (105 vs 58 at batch 8).
-        threads = 1 if len(pixels) <= SMALL_BATCH_ROWS else None
-        return self._on_model_thread(lambda: self._image_features(self._model_input(pixels)).float().cpu(), threads)
+        """One batch, split between the streams when each part keeps at least MIN_CHUNK_ROWS rows (smaller
+        batches lose more to per-row inefficiency than they gain: ViT-B-32 on one thread runs 23 images/s at
+        batch 1 and 64 at batch 8). Concurrent batches already reach both streams through the coalescer."""
+        parts = max(1, min(self.model_workers, len(pixels) // MIN_CHUNK_ROWS))
+        chunks = pixels.split(math.ceil(len(pixels) / parts)) if parts > 1 else (pixels,)
+        # Chunks of 1-2 rows run on one thread: off the main thread, torch's second OpenMP thread made a single
+        # image slower, not faster (EfficientNet-Lite0 33 -> 66 images/s at batch 1; ViT-B-32 20 -> 22).
+        futures = [self._submit(lambda chunk=chunk: self._image_features(self._model_input(chunk)).float().cpu(),
+                                1 if len(chunk) <= SMALL_BATCH_ROWS else None) for chunk in chunks]
+        return torch.cat([future.result() for future in futures])
 
     def forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Concurrent small calls (many app users) are merged into one batch of at most `max_rows` (TWINSIGHT_MAX_BATCH);
