@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,6 +82,34 @@ def agreement(spec: str, precision: str = "bf16") -> tuple[float, NeighbourAgree
     return float((a * b).sum(1).min()), neighbour_agreement(a, b, k=10)
 
 
+OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"  # dev data beside the checkout
+
+
+def crowded_gallery_agreement(characters: int = 60) -> str:
+    """On a crowded gallery (every drawing of `characters` Omniglot characters, dev data): neighbour agreement,
+    and what matters to a user, retrieval accuracy (precision@10 and nearest-neighbour label accuracy) in each
+    precision."""
+    folders = sorted(p for p in OMNIGLOT.glob("*/*/*") if p.is_dir())[:characters]
+    if not folders:
+        return f"(skipped: no Omniglot dev data at {OMNIGLOT})"
+    items = [str(path) for folder in folders for path in sorted(folder.glob("*.png"))]
+    labels = np.array([Path(item).parent.name + Path(item).parent.parent.name for item in items])
+
+    def accuracy(vectors):
+        scores = vectors @ vectors.T
+        np.fill_diagonal(scores, -np.inf)
+        top = np.argsort(-scores, axis=1)[:, :10]
+        return (labels[top] == labels[:, None]).mean(), (labels[top[:, 0]] == labels).mean()
+
+    reference = plain_fp32("effnet-lite0").encode_images(items)
+    fast = create_embedder("effnet-lite0", device="cpu", precision="bf16").encode_images(items)
+    agree = neighbour_agreement(reference, fast, k=10)
+    (p32, nn32), (p16, nn16) = accuracy(reference), accuracy(fast)
+    return (f"{len(items)} drawings of {len(folders)} characters: identical top-10 sets {agree.identical:.1%}, up to near "
+            f"ties {agree.identical_up_to_ties:.1%}, overlap {agree.overlap:.1%}; precision@10 fp32 {p32:.4f} vs bf16 "
+            f"{p16:.4f}; nearest-neighbour label accuracy fp32 {nn32:.4f} vs bf16 {nn16:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64])
@@ -108,6 +137,7 @@ def main() -> None:
     for precision in ("bf16", "fp16"):  # fp16: the CUDA default, run here on the CPU for its numerics only
         cos, agree = agreement("effnet-lite0", precision)
         print(f"| {precision} | {cos:.4f} | {agree.identical:.1%} | {agree.identical_up_to_ties:.1%} | {agree.overlap:.1%} |")
+    print("\ncrowded gallery, bf16 against fp32 (effnet-lite0):", crowded_gallery_agreement())
 
 if __name__ == "__main__":
     main()

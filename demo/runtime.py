@@ -10,13 +10,13 @@ import logging
 import os
 import tempfile
 import threading
-import uuid
 from pathlib import Path
 from dataclasses import dataclass, field
 
 import gradio as gr
 
 from indexer import CapabilityError, Embedder, GalleryIndex, ImageError, load_embedder
+from indexer.atomic import write_atomically
 from indexer.gallery import describe_gallery, open_default_gallery
 from indexer.siamese import load_head
 from indexer.verify import Mode, Verifier
@@ -160,9 +160,7 @@ def image_file(image) -> str:
     path = OUTPUT_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.jpg"
     if not path.is_file():
         OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{uuid.uuid4().hex}.tmp")
-        staging.write_bytes(data)
-        os.replace(staging, path)
+        write_atomically(path, lambda staging: staging.write_bytes(data))
     return str(path)
 
 

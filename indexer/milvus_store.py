@@ -24,13 +24,13 @@ import math
 import os
 import secrets
 import threading
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .atomic import write_atomically
 from .index import (FORMAT, FORMAT_VERSION, IMAGES_DIR, INDEX_SOURCE_PREFIX, META_FILE, GalleryIndex, HnswParams,
                     IndexFormatError, IndexMismatchError, Item, Metric, SearchHit, _mismatch_message,
                     library_versions, read_meta)
@@ -376,13 +376,9 @@ class MilvusIndex(GalleryIndex):
             self._client.flush(self.collection)
             saved = list(self._pending_images.items())
             for item_id, image in saved:
-                tmp = target / IMAGES_DIR / f".{item_id}.png.tmp-{uuid.uuid4().hex[:8]}"
-                image.save(tmp, format="PNG")
-                os.replace(tmp, target / IMAGES_DIR / f"{item_id}.png")
+                write_atomically(target / IMAGES_DIR / f"{item_id}.png", lambda staging: image.save(staging, format="PNG"))
             meta = self._meta()
-            tmp = target / f".{META_FILE}.tmp-{uuid.uuid4().hex[:8]}"
-            tmp.write_text(json.dumps(meta, indent=2, default=str))
-            os.replace(tmp, target / META_FILE)
+            write_atomically(target / META_FILE, lambda staging: staging.write_text(json.dumps(meta, indent=2, default=str)))
             self.path = target
         for item_id, _ in saved:
             self._pending_images.pop(item_id, None)

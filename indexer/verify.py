@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import threading
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import write_atomically
 from .calibration import Calibration, calibrate
 from .face import DLIB_THRESHOLD, FaceModel, load_face_model
 from .images import ImageSource, load_image
@@ -154,9 +154,7 @@ def _write_calibration(path: Path | None, calibration: Calibration) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        staging.write_text(json.dumps(calibration.to_dict()))
-        os.replace(staging, path)
+        write_atomically(path, lambda staging: staging.write_text(json.dumps(calibration.to_dict())))
     except OSError as exc:  # a read-only cache costs a calibration per start, nothing else
         log.warning("could not keep the self-calibration in %s: %s", path, exc)
 

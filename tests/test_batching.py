@@ -140,20 +140,6 @@ def test_two_streams_run_chunks_at_once_and_give_the_unsplit_result(monkeypatch,
     np.testing.assert_allclose(split, whole, atol=1e-5)
 
 
-def test_a_coalescer_with_two_slots_runs_two_batches_at_once():
-    together = threading.Barrier(2, timeout=10)
-    coalescer = Coalescer(lambda x: (together.wait(), x * 3)[1], max_rows=1, parallel=2)  # one request per batch
-    results = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, coalescer(torch.full((1, 2), float(i)))))
-               for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert {i: r.tolist() for i, r in results.items()} == {0: [[0.0, 0.0]], 1: [[3.0, 3.0]]}
-    assert coalescer.batches_run == 2
-
-
 @pytest.mark.parametrize("max_batch, merged", [("1", False), ("", True)])
 def test_max_batch_setting_caps_merged_forwards(monkeypatch, tiny_clip_spec, max_batch, merged):
     from indexer.models.registry import create_embedder

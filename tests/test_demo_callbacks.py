@@ -1,6 +1,5 @@
 """Tab callbacks with a small injected model: fast, no browser."""
 import gradio as gr
-import numpy as np
 import pytest
 from PIL import Image
 

@@ -1,5 +1,4 @@
 """Face mode on real faces: scikit-image's astronaut photo, pasted two-face and no-face images, dev faces."""
-import numpy as np
 import pytest
 from PIL import Image
 from skimage import data

@@ -90,13 +90,14 @@ class Embedder(ABC):
         self.notice: str | None = None  # shown in the UI, e.g. the offline fallback
         # Every model call runs on the model's own threads ("streams"; indexer.device.model_streams: two on a CPU,
         # each with half the cores, one on a GPU). Called from each request's thread instead, every new thread got
-        # an OpenMP team of its own, and the idle teams' spinning threads took CPU from the ones computing. Big
-        # batches are split across the streams; non-thread-safe GPU work stays on one stream.
+        # an OpenMP team of its own, and the idle teams' spinning threads took CPU from the ones computing. The
+        # coalescer runs one merged batch at a time and big batches are split between the streams: under load
+        # that gave bigger batches and ~5% more requests/s than two merged batches at once (docs/BENCHMARKS.md, 4).
         self.model_workers, self._threads = model_streams(device)
         self._model_thread = ThreadPoolExecutor(max_workers=self.model_workers, thread_name_prefix=MODEL_THREAD_PREFIX)
         # TWINSIGHT_MAX_BATCH caps the rows of a merged batch (activation memory on a small GPU); 1 turns merging off.
         max_rows = int(os.environ.get("TWINSIGHT_MAX_BATCH") or 0) or max(batch_size, 64)
-        self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows, parallel=self.model_workers)
+        self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows)
         self.dim = 0
 
     def _finish_init(self) -> None:
@@ -160,7 +161,7 @@ class Embedder(ABC):
     def _forward_batch(self, pixels: torch.Tensor) -> torch.Tensor:
         """One batch, split between the streams when each part keeps at least MIN_CHUNK_ROWS rows (smaller
         batches lose more to per-row inefficiency than they gain: ViT-B-32 on one thread runs 23 images/s at
-        batch 1 and 64 at batch 8). Concurrent batches already reach both streams through the coalescer."""
+        batch 1 and 64 at batch 8)."""
         parts = max(1, min(self.model_workers, len(pixels) // MIN_CHUNK_ROWS))
         chunks = pixels.split(math.ceil(len(pixels) / parts)) if parts > 1 else (pixels,)
         # Chunks of 1-2 rows run on one thread: off the main thread, torch's second OpenMP thread made a single

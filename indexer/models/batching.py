@@ -1,6 +1,6 @@
 """Coalesce concurrent forward calls into one batch.
 
-While `parallel` batches run, requests from other threads queue up; the next caller to find a free slot takes
+While one batch runs, requests from other threads queue up; the next caller to find the model idle takes
 all of them (up to `max_rows`) in a single forward. No timer, so a lone request never waits for company.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ class _Request:
     rows: torch.Tensor
     result: torch.Tensor | None = None
     error: BaseException | None = None
-    taken: bool = False  # in a batch that is running
     done: bool = False
 
 
@@ -25,11 +24,10 @@ class _Request:
 class Coalescer:
     run: Callable[[torch.Tensor], torch.Tensor]
     max_rows: int = 64
-    parallel: int = 1  # batches running at once (the model's streams)
     batches_run: int = 0  # for tests and benchmarks: how many forwards served how many requests
     requests_served: int = 0
     _queue: list = field(default_factory=list)
-    _running: int = 0
+    _busy: bool = False
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
@@ -38,21 +36,20 @@ class Coalescer:
             self._queue.append(request)
         while True:
             with self._cond:
-                while not request.done and (request.taken or self._running >= self.parallel):
+                while not request.done and self._busy:
                     self._cond.wait()
                 if request.done:
                     if request.error is not None:
                         raise request.error
                     return request.result
-                self._running += 1
-                batch = self._take()  # ours is still queued, so never empty; it may hold others' requests only
+                self._busy = True
+                batch = self._take()
             self._run(batch)
 
     def _take(self) -> list[_Request]:
         batch, total = [], 0
         while self._queue and (not batch or total + len(self._queue[0].rows) <= self.max_rows):
             request = self._queue.pop(0)
-            request.taken = True
             batch.append(request)
             total += len(request.rows)
         return batch
@@ -70,5 +67,5 @@ class Coalescer:
                 request.done = True
             self.batches_run += 1
             self.requests_served += len(batch)
-            self._running -= 1
+            self._busy = False
             self._cond.notify_all()
