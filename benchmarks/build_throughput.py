@@ -97,7 +97,7 @@ def main() -> None:
     print(f"model only ({embedder.description}, batch {embedder.batch_size}): {model_ips:.1f} images/s "
           f"(before {before:.1f}, after {after:.1f})")
     print(f"build end to end: {report.embedded} images in {report.seconds:.1f} s = {report.images_per_second:.1f} images/s; "
-          f"model busy {report.model_seconds:.1f} s, waiting for decoding {report.decode_wait_seconds:.2f} s")
+          f"waited for the model {report.model_seconds:.1f} s, for decoding {report.decode_wait_seconds:.2f} s")
     print(f"build / model-only = {report.images_per_second / model_ips:.0%} (goal >= 85%)")
     per_image_costs(dataset, embedder)
 

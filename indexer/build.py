@@ -44,7 +44,7 @@ class BuildReport:
     skipped: int  # unreadable images skipped by this call
     resumed_from: int  # items already in the index when this call started (not re-embedded)
     seconds: float
-    model_seconds: float = 0.0  # time in embedder.embed_pixels
+    model_seconds: float = 0.0  # time the pipeline waited for embeddings (the model is the slow step: ~all of it)
     decode_wait_seconds: float = 0.0  # time the model step waited for decoding (near 0: decoding keeps up)
     skipped_examples: list[str] = field(default_factory=list)
 
@@ -170,10 +170,11 @@ def build_index(
     done = start
     workers = workers or min(4, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="twinsight-decode")
-    in_flight: deque[tuple[list[Record], list[Future]]] = deque()
+    in_flight: deque[tuple[list[Record], list[Future]]] = deque()  # decoding
+    embedding: deque[tuple[list[Record], list[Record], Future | None]] = deque()  # one batch per model stream
 
-    def finish_one():
-        nonlocal done, last_save
+    def embed_one():
+        """Hand the oldest decoded batch to the model (asynchronously) and count its unreadable images."""
         batch, futures = in_flight.popleft()
         waited = time.perf_counter()
         prepared = [f.result() for f in futures]
@@ -184,12 +185,18 @@ def build_index(
             report.skipped += 1
             if len(report.skipped_examples) < 20:
                 report.skipped_examples.append(message)
-        if good:
-            model_started = time.perf_counter()
-            vectors = embedder.embed_pixels(torch.stack([t for _, t in good]))
-            report.model_seconds += time.perf_counter() - model_started
-            index.add_vectors(vectors, [r.label for r, _ in good], [r.source for r, _ in good],
-                              [r.row for r, _ in good], **shard_kw)
+        vectors = embedder.embed_pixels_async(torch.stack([t for _, t in good])) if good else None
+        embedding.append((batch, [r for r, _ in good], vectors))
+
+    def add_one():
+        """Add the oldest embedded batch to the index, in source order, and checkpoint when due."""
+        nonlocal done, last_save
+        batch, good, vectors = embedding.popleft()
+        if vectors is not None:
+            waited = time.perf_counter()
+            result = vectors.result()
+            report.model_seconds += time.perf_counter() - waited
+            index.add_vectors(result, [r.label for r in good], [r.source for r in good], [r.row for r in good], **shard_kw)
             report.embedded += len(good)
         index.source["next_row"] = batch[-1].row + 1
         bar.update(batch[-1].row + 1 - done)
@@ -200,6 +207,11 @@ def build_index(
             _checkpoint(index, out, report)
             last_save = time.monotonic()
 
+    def finish_one():
+        embed_one()
+        if len(embedding) > embedder.model_workers:
+            add_one()
+
     try:
         for batch in _batches(records, batch_size or embedder.batch_size):
             in_flight.append((batch, [pool.submit(_prepare, embedder, r) for r in batch]))
@@ -207,6 +219,8 @@ def build_index(
                 finish_one()
         while in_flight:
             finish_one()
+        while embedding:
+            add_one()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)  # queued decodes are dropped, not finished
         if len(index):

@@ -38,6 +38,34 @@ def test_build_from_saved_dataset_and_parquet(tiny_clip, gallery_dataset, tmp_pa
         assert index.search(gallery_dataset[5]["image"], k=1)[0].id == 5
 
 
+def test_build_keeps_one_batch_per_model_stream_in_flight(monkeypatch, tiny_clip_spec, gallery_dataset, tmp_path):
+    """With two streams, the build hands the model its next batch before the previous one is back, and still adds
+    every row in source order with the vectors a one-by-one embedding gives."""
+    import threading
+
+    from indexer.models.registry import create_embedder
+
+    monkeypatch.setenv("TWINSIGHT_MODEL_WORKERS", "2")
+    embedder = create_embedder(tiny_clip_spec, precision="fp32")
+    together = threading.Barrier(2, timeout=10)  # broken (an error) unless the first two batches overlap
+    calls, image_features = [], embedder._image_features
+
+    def first_two_meet(pixels):
+        calls.append(len(pixels))
+        if len(calls) <= 2:
+            together.wait()
+        return image_features(pixels)
+
+    embedder._image_features = first_two_meet
+    gallery_dataset.save_to_disk(str(tmp_path / "saved"))
+    index = build_index(tmp_path / "saved", model=embedder, out=tmp_path / "ix", batch_size=4)
+    embedder._image_features = image_features
+    assert calls == [4] * 6 and len(index) == 24
+    assert [index.get(i).row for i in index.ids] == list(range(24))
+    one_by_one = embedder.encode_images([gallery_dataset[i]["image"] for i in range(24)], batch_size=1)
+    np.testing.assert_allclose(index.vectors(), one_by_one, atol=1e-5)
+
+
 def test_build_from_image_folder_labels_are_relative_parents(tiny_clip, gallery_folder, tmp_path):
     index = build_index(gallery_folder, model=tiny_clip, out=tmp_path / "ix", batch_size=5)
     assert len(index) == 12

@@ -158,17 +158,29 @@ class Embedder(ABC):
     def _on_model_thread(self, call: Callable[[], T], threads: int | None = None) -> T:
         return self._submit(call, threads).result()
 
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Float32 CPU features of a preprocessed batch (runs on a model thread)."""
+        return self._image_features(self._model_input(pixels)).float().cpu()
+
+    @staticmethod
+    def _threads_for(rows: int) -> int | None:
+        # 1-2 rows run on one thread: off the main thread, torch's second OpenMP thread made a single image slower,
+        # not faster (EfficientNet-Lite0 33 -> 66 images/s at batch 1; ViT-B-32 20 -> 22). None: the stream's share.
+        return 1 if rows <= SMALL_BATCH_ROWS else None
+
     def _forward_batch(self, pixels: torch.Tensor) -> torch.Tensor:
         """One batch, split between the streams when each part keeps at least MIN_CHUNK_ROWS rows (smaller
         batches lose more to per-row inefficiency than they gain: ViT-B-32 on one thread runs 23 images/s at
         batch 1 and 64 at batch 8)."""
         parts = max(1, min(self.model_workers, len(pixels) // MIN_CHUNK_ROWS))
         chunks = pixels.split(math.ceil(len(pixels) / parts)) if parts > 1 else (pixels,)
-        # Chunks of 1-2 rows run on one thread: off the main thread, torch's second OpenMP thread made a single
-        # image slower, not faster (EfficientNet-Lite0 33 -> 66 images/s at batch 1; ViT-B-32 20 -> 22).
-        futures = [self._submit(lambda chunk=chunk: self._image_features(self._model_input(chunk)).float().cpu(),
-                                1 if len(chunk) <= SMALL_BATCH_ROWS else None) for chunk in chunks]
+        futures = [self._submit(lambda chunk=chunk: self._features(chunk), self._threads_for(len(chunk))) for chunk in chunks]
         return torch.cat([future.result() for future in futures])
+
+    def embed_pixels_async(self, pixels: torch.Tensor) -> Future:
+        """A Future of `embed_pixels(pixels)`, run whole on the next free stream while the caller goes on: with one
+        batch per stream in flight (the indexer's pipeline), no stream waits for another's half of a batch."""
+        return self._submit(lambda: self.postprocess(self._features(pixels)), self._threads_for(len(pixels)))
 
     def forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Concurrent small calls (many app users) are merged into one batch of at most `max_rows` (TWINSIGHT_MAX_BATCH);
