@@ -8,12 +8,13 @@ import os
 import gradio as gr
 
 from demo import classification, gallery, pairwise, runtime
+from indexer.env import env_int
 
 # Concurrent events per function. The model's coalescer can only batch requests that are inside their callbacks
 # at once, so this caps its batch: 16 gave ViT-B-32 ~1.2x the throughput of 8 at 16 clients (docs/BENCHMARKS.md, 4).
-CONCURRENCY = int(os.environ.get("TWINSIGHT_CONCURRENCY", 16))
+CONCURRENCY = env_int("TWINSIGHT_CONCURRENCY", 16)
 # Requests waiting beyond this get Gradio's "queue is full" answer instead of piling up in memory.
-QUEUE_SIZE = int(os.environ.get("TWINSIGHT_QUEUE_SIZE", 64))
+QUEUE_SIZE = env_int("TWINSIGHT_QUEUE_SIZE", 64)
 MAX_UPLOAD = os.environ.get("TWINSIGHT_MAX_UPLOAD", "20mb")
 
 

@@ -17,6 +17,7 @@ import gradio as gr
 
 from indexer import CapabilityError, Embedder, GalleryIndex, ImageError, load_embedder
 from indexer.atomic import write_atomically
+from indexer.env import env_int
 from indexer.gallery import describe_gallery, open_default_gallery
 from indexer.siamese import load_head
 from indexer.verify import Mode, Verifier
@@ -33,7 +34,7 @@ class Settings:
     # Where the gallery's vectors live: hnsw (default) or milvus:URI (indexer/store.py).
     store: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_STORE") or None)
     # Search-time hnsw candidate list (speed/recall dial): the index's own (96) unless set; ~512 for 1M items.
-    ef: int | None = field(default_factory=lambda: int(os.environ["TWINSIGHT_EF"]) if os.environ.get("TWINSIGHT_EF") else None)
+    ef: int | None = field(default_factory=lambda: env_int("TWINSIGHT_EF", None))
 
 
 settings = Settings()

@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from .env import env_int
+
 
 # torch's intra-op threads at import (OMP_NUM_THREADS, else the cores). Read once: a thread that starts later
 # inherits whatever any thread last passed to torch.set_num_threads, and the model's streams set their own.
@@ -64,8 +66,5 @@ def model_streams(device: torch.device) -> tuple[int, int]:
     GPUs get one stream. TWINSIGHT_MODEL_WORKERS overrides the number of streams.
     """
     threads = TORCH_THREADS
-    wanted = os.environ.get("TWINSIGHT_MODEL_WORKERS")
-    workers = int(wanted) if wanted else (min(2, threads) if device.type == "cpu" else 1)
-    if workers < 1:
-        raise ValueError(f"TWINSIGHT_MODEL_WORKERS must be 1 or more, not {wanted}.")
+    workers = env_int("TWINSIGHT_MODEL_WORKERS", min(2, threads) if device.type == "cpu" else 1)
     return workers, max(1, threads // workers)

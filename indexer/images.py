@@ -11,9 +11,11 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .env import env_int
+
 # Decompression-bomb guard. 64 MP covers every camera photo; a 30000x30000 image (900 MP) is refused
 # before its pixels are decoded. Raise it with TWINSIGHT_MAX_PIXELS for huge scans.
-MAX_PIXELS = int(os.environ.get("TWINSIGHT_MAX_PIXELS", 64_000_000))
+MAX_PIXELS = env_int("TWINSIGHT_MAX_PIXELS", 64_000_000)
 
 ORIENTATION_TAG = 0x0112  # EXIF: how a camera held sideways wants the pixels turned
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]

@@ -187,3 +187,23 @@ def test_convolutional_models_run_channels_last_with_the_same_answers(effnet, ti
     assert not fp32.channels_last
     np.testing.assert_allclose(nhwc, fp32.encode_images(images), atol=1e-4)
     assert [[p.label for p in top] for top in fp32.classify(images, 3)] == classes
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5"])
+def test_a_bad_numeric_setting_names_the_variable_and_the_fix(monkeypatch, tiny_clip_spec, value):
+    from indexer.models.registry import create_embedder
+
+    monkeypatch.setenv("TWINSIGHT_MODEL_WORKERS", value)
+    with pytest.raises(ValueError, match=r"TWINSIGHT_MODEL_WORKERS=.* is not valid: set it to a whole number of at least 1"):
+        create_embedder(tiny_clip_spec)
+
+
+def test_numeric_settings_default_when_unset_or_empty_and_read_digits(monkeypatch):
+    from indexer.env import env_int
+
+    monkeypatch.delenv("TWINSIGHT_TEST_NUMBER", raising=False)
+    assert env_int("TWINSIGHT_TEST_NUMBER", 7) == 7
+    monkeypatch.setenv("TWINSIGHT_TEST_NUMBER", " ")
+    assert env_int("TWINSIGHT_TEST_NUMBER", None) is None
+    monkeypatch.setenv("TWINSIGHT_TEST_NUMBER", "64_000")
+    assert env_int("TWINSIGHT_TEST_NUMBER", 7) == 64000

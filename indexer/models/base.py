@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..device import model_streams
+from ..env import env_int
 from ..images import ImageSource, load_image
 from .batching import Coalescer
 
@@ -96,7 +97,7 @@ class Embedder(ABC):
         self.model_workers, self._threads = model_streams(device)
         self._model_thread = ThreadPoolExecutor(max_workers=self.model_workers, thread_name_prefix=MODEL_THREAD_PREFIX)
         # TWINSIGHT_MAX_BATCH caps the rows of a merged batch (activation memory on a small GPU); 1 turns merging off.
-        max_rows = int(os.environ.get("TWINSIGHT_MAX_BATCH") or 0) or max(batch_size, 64)
+        max_rows = env_int("TWINSIGHT_MAX_BATCH", max(batch_size, 64))
         self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows)
         self.dim = 0
 
