@@ -169,14 +169,17 @@ class Embedder(ABC):
         # not faster (EfficientNet-Lite0 33 -> 66 images/s at batch 1; ViT-B-32 20 -> 22). None: the stream's share.
         return 1 if rows <= SMALL_BATCH_ROWS else None
 
-    def _forward_batch(self, pixels: torch.Tensor) -> torch.Tensor:
-        """One batch, split between the streams when each part keeps at least MIN_CHUNK_ROWS rows (smaller
-        batches lose more to per-row inefficiency than they gain: ViT-B-32 on one thread runs 23 images/s at
-        batch 1 and 64 at batch 8)."""
+    def _on_streams(self, pixels: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """`forward` of a preprocessed batch, split between the streams when each part keeps at least
+        MIN_CHUNK_ROWS rows (smaller batches lose more to per-row inefficiency than they gain: ViT-B-32 on one
+        thread runs 23 images/s at batch 1 and 64 at batch 8)."""
         parts = max(1, min(self.model_workers, len(pixels) // MIN_CHUNK_ROWS))
         chunks = pixels.split(math.ceil(len(pixels) / parts)) if parts > 1 else (pixels,)
-        futures = [self._submit(lambda chunk=chunk: self._features(chunk), self._threads_for(len(chunk))) for chunk in chunks]
+        futures = [self._submit(lambda chunk=chunk: forward(chunk), self._threads_for(len(chunk))) for chunk in chunks]
         return torch.cat([future.result() for future in futures])
+
+    def _forward_batch(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._on_streams(pixels, self._features)
 
     def embed_pixels_async(self, pixels: torch.Tensor) -> Future:
         """A Future of `embed_pixels(pixels)`, run whole on the next free stream while the caller goes on: with one
@@ -216,7 +219,7 @@ class Embedder(ABC):
     def trunk_features(self, pixels: torch.Tensor, cut_blocks: int) -> torch.Tensor:
         """Float32 CPU activations of a preprocessed batch after all but the last `cut_blocks` blocks."""
         self._check_cut(cut_blocks)
-        return self._on_model_thread(lambda: self._trunk_forward(self._model_input(pixels), cut_blocks).float().cpu())
+        return self._on_streams(pixels, lambda chunk: self._trunk_forward(self._model_input(chunk), cut_blocks).float().cpu())
 
     def encode_trunk(self, images: Sequence[ImageSource], cut_blocks: int, batch_size: int | None = None) -> torch.Tensor:
         """`trunk_features` of images (paths, PIL, ...), in batches."""
@@ -274,7 +277,7 @@ class Embedder(ABC):
         if not self.supports_classify:
             raise CapabilityError(f"{self.name} has no classifier head; use zero-shot labels or gallery votes.")
         pixels = self.preprocess_many(images)
-        logits = self._on_model_thread(lambda: self._logits(self._model_input(pixels)).float().cpu())
+        logits = self._on_streams(pixels, lambda chunk: self._logits(self._model_input(chunk)).float().cpu())
         return [_top_k(row.softmax(-1), self.labels, top_k) for row in logits]
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
