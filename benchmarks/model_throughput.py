@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer import create_embedder  # noqa: E402
 from indexer.augment import random_crops  # noqa: E402
-from indexer.brute import NeighbourAgreement, neighbour_agreement  # noqa: E402
+from indexer.brute import NeighbourAgreement, neighbour_agreement, top_k  # noqa: E402
 from indexer.device import cpu_has_fast_bf16  # noqa: E402
 
 
@@ -59,12 +60,8 @@ def photos() -> list:
 
 def one_stream(spec: str, precision: str, channels_last: bool = False):
     """One model stream using every thread (TWINSIGHT_MODEL_WORKERS=1), in the given precision and layout."""
-    previous = os.environ.get("TWINSIGHT_MODEL_WORKERS")
-    os.environ["TWINSIGHT_MODEL_WORKERS"] = "1"
-    try:
+    with mock.patch.dict(os.environ, {"TWINSIGHT_MODEL_WORKERS": "1"}):
         embedder = create_embedder(spec, device="cpu", precision=precision)
-    finally:
-        os.environ.pop("TWINSIGHT_MODEL_WORKERS") if previous is None else os.environ.update(TWINSIGHT_MODEL_WORKERS=previous)
     embedder.use_channels_last(channels_last)
     return embedder
 
@@ -98,7 +95,7 @@ def crowded_gallery_agreement(characters: int = 60) -> str:
     def accuracy(vectors):
         scores = vectors @ vectors.T
         np.fill_diagonal(scores, -np.inf)
-        top = np.argsort(-scores, axis=1)[:, :10]
+        top = top_k(scores, 10)
         return (labels[top] == labels[:, None]).mean(), (labels[top[:, 0]] == labels).mean()
 
     reference = plain_fp32("effnet-lite0").encode_images(items)

@@ -41,7 +41,7 @@ class Prediction:
 
 
 T = TypeVar("T")
-SMALL_BATCH_ROWS = 2  # chunks this small run on one thread (see Embedder._forward_batch)
+SMALL_BATCH_ROWS = 2  # model calls this small run on one thread (see Embedder._threads_for)
 MIN_CHUNK_ROWS = 4  # a batch is split between the model's streams only into chunks at least this big
 MODEL_THREAD_PREFIX = "twinsight-model"  # the name of every embedder's own model threads
 
