@@ -158,22 +158,34 @@ def test_concurrent_encoding_is_consistent(tiny_clip, photos):
         np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
-def test_numpy_normalization_equals_torchvision(tiny_clip_spec, photos):
+def test_fast_pil_transform_equals_torchvision(tiny_clip_spec, photos):
     from PIL import Image
     from torchvision import transforms
 
-    from indexer.models.base import PixelsToTensor, with_numpy_normalization
+    from indexer.models.base import PixelsToTensor, ResizeCenterCrop, fast_pil_transform
 
     mean, std = (0.48, 0.45, 0.41), (0.27, 0.26, 0.28)
-    reference = transforms.Compose([transforms.Resize(64), transforms.CenterCrop(56), transforms.ToTensor(), transforms.Normalize(mean, std)])
-    replaced = with_numpy_normalization(reference)
-    assert isinstance(replaced.transforms[-1], PixelsToTensor)
-    for image in (Image.fromarray(photos["chelsea"]), Image.fromarray(photos["coffee"])):
-        expected = reference(image)
-        out = replaced(image)
-        assert out.shape == expected.shape and out.dtype == torch.float32 and out.is_contiguous()
-        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    embedder = create_embedder(tiny_clip_spec, device="cpu", precision="fp32")  # open_clip's own transform, tail replaced
+    images = [Image.fromarray(photos["chelsea"]), Image.fromarray(photos["coffee"])]
+    # Portrait, landscape, very wide, odd sizes, a short side already at the target (torchvision skips the resize).
+    images += [images[0].resize(size) for size in ((301, 517), (517, 301), (400, 90), (64, 97), (222, 211), (211, 222), (211, 211))]
+    for interpolation in (transforms.InterpolationMode.BICUBIC, transforms.InterpolationMode.BILINEAR):
+        reference = transforms.Compose(
+            [transforms.Resize(64, interpolation=interpolation), transforms.CenterCrop(56), transforms.ToTensor(), transforms.Normalize(mean, std)]
+        )
+        replaced = fast_pil_transform(reference)
+        assert [type(step) for step in replaced.transforms] == [ResizeCenterCrop, PixelsToTensor]
+        for image in images:
+            expected = reference(image)
+            out = replaced(image)
+            assert out.shape == expected.shape == (3, 56, 56) and out.dtype == torch.float32 and out.is_contiguous()
+            # One level of 8-bit rounding at most, in normalised units.
+            torch.testing.assert_close(out, expected, atol=1.01 / (255 * min(std)), rtol=0)
+            assert (out - expected).abs().mean() < 1e-3
+    # A crop larger than the resize pads in torchvision: that pair is left alone.
+    padded = fast_pil_transform(transforms.Compose([transforms.Resize(32), transforms.CenterCrop(40), transforms.ToTensor()]))
+    assert [type(step) for step in padded.transforms] == [transforms.Resize, transforms.CenterCrop, transforms.ToTensor]
+    embedder = create_embedder(tiny_clip_spec, device="cpu", precision="fp32")  # open_clip's own transform, rewritten
+    assert isinstance(embedder._transform.transforms[0], ResizeCenterCrop)
     assert isinstance(embedder._transform.transforms[-1], PixelsToTensor)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torchvision import transforms
 
-from .base import Embedder, PixelsToTensor
+from .base import Embedder, PixelsToTensor, ResizeCenterCrop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,13 +80,8 @@ class EfficientNetLite0Embedder(Embedder):
         super().__init__("effnet-lite0", device, dtype, batch_size=8 if device.type == "cpu" else 32)
         self.model = build_model().to(device=device, dtype=dtype)
         self._labels = imagenet_labels()
-        self._transform = transforms.Compose(
-            [
-                transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
-                transforms.CenterCrop(224),
-                PixelsToTensor(IMAGENET_MEAN, IMAGENET_STD),
-            ]
-        )
+        # timm's eval transform for it: bicubic resize of the short side to 256, centre crop 224.
+        self._transform = transforms.Compose([ResizeCenterCrop(256, (224, 224)), PixelsToTensor(IMAGENET_MEAN, IMAGENET_STD)])
         self._finish_init()
 
     @property

@@ -11,7 +11,7 @@ import logging
 
 import torch
 
-from .base import Embedder, with_numpy_normalization
+from .base import Embedder, fast_pil_transform
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class OpenClipEmbedder(Embedder):
         model, _, transform = open_clip.create_model_and_transforms(
             spec.name, pretrained=spec.pretrained, device=device, weights_only=True
         )
-        self._transform = with_numpy_normalization(transform)
+        self._transform = fast_pil_transform(transform)
         self.model = model.to(dtype=dtype).eval()
         size = getattr(model.visual, "image_size", None)
         if size:
