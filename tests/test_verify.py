@@ -69,8 +69,9 @@ def test_enrolment_best_and_mean(verifier):
     best = verifier.enrol_and_compare(references, questioned, Mode.GENERAL, reduce="best")
     mean = verifier.enrol_and_compare(references, questioned, Mode.GENERAL, reduce=Reduce.MEAN)
     singles = [verifier.compare(r, questioned, Mode.GENERAL).distance for r in references]
-    assert best.reference_distances == pytest.approx(singles)
-    assert best.distance == pytest.approx(min(singles)) and mean.distance == pytest.approx(np.mean(singles))
+    # One batch of four against pairs: thread count and kernels differ with the batch, so float32 noise (~1e-7).
+    assert best.reference_distances == pytest.approx(singles, abs=1e-6)
+    assert best.distance == pytest.approx(min(singles), abs=1e-6) and mean.distance == pytest.approx(np.mean(singles), abs=1e-6)
     assert "closest of 3" in best.explanation and "mean over 3" in mean.explanation
     assert len(best.crops) == 4 and best.reduce is Reduce.BEST
     with pytest.raises(ValueError, match="at least one reference"):
