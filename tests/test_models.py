@@ -189,6 +189,28 @@ def test_fast_pil_transform_equals_torchvision(tiny_clip_spec, photos):
     assert isinstance(embedder._transform.transforms[-1], PixelsToTensor)
 
 
+def test_hf_plain_processors_run_as_pil_steps_with_the_same_pixels(tiny_hf_clip_dir, tiny_vit_dir, photos):
+    from PIL import Image
+    from transformers import SiglipImageProcessor
+
+    from indexer.models.hf_backend import pil_transform
+
+    images = [Image.fromarray(photos["astronaut"]).resize(size) for size in ((1067, 825), (300, 517), (90, 400))]
+    for folder in (tiny_hf_clip_dir, tiny_vit_dir):  # shortest edge + centre crop (CLIP); fixed size (ViT)
+        embedder = create_embedder(f"hf:{folder}", device="cpu", precision="fp32")
+        assert embedder._transform is not None
+        for image in images:
+            expected = embedder._image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+            out = embedder.preprocess(image)
+            assert out.shape == expected.shape and out.dtype == torch.float32
+            torch.testing.assert_close(out, expected, atol=1.01 / (255 * min(embedder._image_processor.image_std)), rtol=0)
+    siglip = SiglipImageProcessor(size={"height": 48, "width": 40})
+    torch.testing.assert_close(pil_transform(siglip)(images[0]), siglip(images=images[0], return_tensors="pt")["pixel_values"][0], atol=0.0079, rtol=0)
+    # A recipe with steps it does not reproduce (here padding) is left to the processor.
+    assert pil_transform(SiglipImageProcessor(do_pad=True)) is None
+    assert pil_transform(SiglipImageProcessor(rescale_factor=1 / 127.5)) is None
+
+
 def test_convolutional_models_run_channels_last_with_the_same_answers(effnet, tiny_clip, photos):
     fp32 = create_embedder("effnet-lite0", device="cpu", precision="fp32")
     assert fp32.channels_last and not tiny_clip.channels_last  # a ViT's single patch convolution is left alone

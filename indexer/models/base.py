@@ -70,10 +70,11 @@ class ResizeCenterCrop:
     region the crop keeps: the same pixels (within one level of rounding) at about half the cost, because the
     filter never computes the rows and columns the crop would throw away."""
 
-    def __init__(self, size: int, crop: tuple[int, int], resample: int = Image.BICUBIC):
+    def __init__(self, size: int, crop: tuple[int, int], resample: int = Image.BICUBIC, round_offsets: bool = True):
         if crop[0] > size or crop[1] > size:
             raise ValueError(f"crop {crop} is larger than the resized short side {size}")
         self.size, self.crop, self.resample = size, crop, resample
+        self.round_offsets = round_offsets  # torchvision rounds the crop's offsets; transformers truncates them
 
     def __call__(self, image: Image.Image) -> Image.Image:
         width, height = image.size
@@ -82,7 +83,11 @@ class ResizeCenterCrop:
         new_long = long if short == self.size else int(self.size * long / short)
         new_width, new_height = (self.size, new_long) if width <= height else (new_long, self.size)
         crop_height, crop_width = self.crop
-        top, left = int(round((new_height - crop_height) / 2.0)), int(round((new_width - crop_width) / 2.0))
+        margin_y, margin_x = new_height - crop_height, new_width - crop_width
+        if self.round_offsets:
+            top, left = int(round(margin_y / 2.0)), int(round(margin_x / 2.0))
+        else:
+            top, left = margin_y // 2, margin_x // 2
         if (new_width, new_height) == (width, height):
             return image.crop((left, top, left + crop_width, top + crop_height))
         x_scale, y_scale = width / new_width, height / new_height

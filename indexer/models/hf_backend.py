@@ -1,10 +1,17 @@
 """transformers models: CLIP/SigLIP (image + text), any vision backbone, image classifiers."""
 from __future__ import annotations
 
-import torch
+import math
 
-from .base import Embedder
+import torch
+from PIL import Image
+
+from .base import Embedder, PixelsToTensor, ResizeCenterCrop
 from .spec import ModelSpec
+
+# Image processors whose whole recipe is resize (+ centre crop) + rescale by 1/255 + normalise, which PIL and numpy
+# reproduce on the calling thread (their torchvision backend runs torch ops, an OpenMP team beside the model's).
+_PLAIN_PROCESSORS = {"CLIPImageProcessor", "ViTImageProcessor", "SiglipImageProcessor", "Siglip2ImageProcessor"}
 
 
 def _pooled(output) -> torch.Tensor:
@@ -48,6 +55,7 @@ class HFEmbedder(Embedder):
         if isinstance(size, int):
             self.draft_side = max(self.draft_side, size)
         self.model = self.model.to(device=device, dtype=dtype).eval()
+        self._transform = pil_transform(self._image_processor)
         self._finish_init()
 
     @property
@@ -57,6 +65,8 @@ class HFEmbedder(Embedder):
         return self._labels
 
     def preprocess(self, image):
+        if self._transform is not None:
+            return self._transform(image)
         return self._image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def _image_features(self, pixels):
@@ -72,3 +82,26 @@ class HFEmbedder(Embedder):
 
     def _logits(self, pixels):
         return self.model(pixel_values=pixels).logits
+
+
+def pil_transform(processor):
+    """The processor's recipe as PIL + numpy steps, or None when it does anything else (then the processor runs)."""
+    from torchvision import transforms
+
+    if type(processor).__name__ not in _PLAIN_PROCESSORS or not getattr(processor, "do_resize", False):
+        return None
+    if getattr(processor, "do_pad", None) or not math.isclose(getattr(processor, "rescale_factor", 0.0), 1 / 255):
+        return None
+    size, crop = processor.size, getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    resample = Image.Resampling(int(getattr(processor, "resample", Image.BICUBIC)))
+    if getattr(size, "shortest_edge", None) and not (size.height or size.width or size.longest_edge) and crop:
+        resize = ResizeCenterCrop(size.shortest_edge, (crop.height, crop.width), resample, round_offsets=False)
+    elif size.height and size.width and not size.shortest_edge and not crop:
+        resize = transforms.Lambda(lambda image: image.resize((size.width, size.height), resample))
+    else:
+        return None
+    if not getattr(processor, "do_rescale", False):
+        return None
+    normalized = getattr(processor, "do_normalize", False)
+    mean, std = (processor.image_mean, processor.image_std) if normalized else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    return transforms.Compose([resize, PixelsToTensor(mean, std)])
