@@ -1,6 +1,7 @@
 """Benchmark 1: model throughput (images/s) for fp32 against the fast path, and their agreement.
 
     .venv/bin/python benchmarks/model_throughput.py [--batches 1 8 32 64] [--repeats 5] [--models vit-b-32 hf-vit effnet]
+    .venv/bin/python benchmarks/model_throughput.py --compile --models effnet vit-b-32 --batches 1 8   # torch.compile
 
 Model-only throughput on preprocessed batches (decode cost is benchmark 2's subject). Random weights are fine for
 speed; agreement is checked on the real EfficientNet-Lite0 weights and on real photos.
@@ -79,6 +80,44 @@ def agreement(spec: str, precision: str = "bf16") -> tuple[float, NeighbourAgree
     return float((a * b).sum(1).min()), neighbour_agreement(a, b, k=10)
 
 
+def compile_check(spec: str, batch: int, rounds: int = 5, calls: int = 20) -> str:
+    """torch.compile (inductor, weights frozen as constants) against eager, both in the fast path's precision and
+    layout, alternated `rounds` times: the forward alone on this thread, and through `embed_pixels` (the app's and
+    the indexer's path: the model's own threads, two streams on a CPU). Medians of images/s."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # without it inductor was no faster than eager here
+    embedder = create_embedder(spec, device="cpu", precision="bf16")
+    eager = embedder._image_features
+    compiled = torch.compile(eager, dynamic=False)
+    pixels = torch.randn(batch, 3, 224, 224)
+    model_input = embedder._model_input(pixels)
+
+    def rate(call) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        return batch * calls / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        compiled(model_input)
+    compile_seconds = time.perf_counter() - start
+    embedder._image_features = compiled
+    for _ in range(2):  # the model threads' own shapes and thread counts compile here
+        embedder.embed_pixels(pixels)
+    alone, served = {"eager": [], "compiled": []}, {"eager": [], "compiled": []}
+    for _ in range(rounds):
+        for name, forward in (("eager", eager), ("compiled", compiled)):
+            with torch.inference_mode():
+                alone[name].append(rate(lambda: forward(model_input)))
+            embedder._image_features = forward
+            served[name].append(rate(lambda: embedder.embed_pixels(pixels)))
+    a0, a1 = statistics.median(alone["eager"]), statistics.median(alone["compiled"])
+    s0, s1 = statistics.median(served["eager"]), statistics.median(served["compiled"])
+    return f"| {spec} | {batch} | {compile_seconds:.1f} | {a0:.1f} | {a1:.1f} | {a1 / a0:.2f}x | {s0:.1f} | {s1:.1f} | {s1 / s0:.2f}x |"
+
+
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"  # dev data beside the checkout
 
 
@@ -112,8 +151,16 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--compile", action="store_true", help="measure torch.compile against eager instead")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_fast_bf16()}")
+    if args.compile:
+        print("| model | batch | first compile s | alone eager img/s | alone compiled img/s | ratio | embed_pixels eager img/s | embed_pixels compiled img/s | ratio |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for key in args.models:
+            for batch in args.batches:
+                print(compile_check(MODELS[key](), batch), flush=True)
+        return
     print("fp32: the plain reference (NCHW, one stream on all threads); the fast path adds each column's trick in turn;")
     print("'+ 2 streams' is the app's default on a CPU: two batches (or two halves of one) at once, each on half the threads")
     print("| model | batch | fp32 img/s | bf16 img/s | + channels_last img/s | + 2 streams (fast path) img/s | fast path / fp32 |")
