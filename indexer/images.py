@@ -4,7 +4,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import threading
+import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Union
 
@@ -19,10 +22,54 @@ MAX_PIXELS = env_int("TWINSIGHT_MAX_PIXELS", 64_000_000)
 
 ORIENTATION_TAG = 0x0112  # EXIF: how a camera held sideways wants the pixels turned
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+BYTES_PER_PIXEL = 4  # PIL keeps RGB (and RGBA, CMYK, 32-bit) pixels in 4 bytes
 
 
 class ImageError(ValueError):
     """An input that cannot be used as an image. The message names the problem and the fix."""
+
+
+class DecodeBudget:
+    """Bytes of decoded pixels alive at once in this process, shared by every request and decode worker.
+
+    MAX_PIXELS bounds one image; this bounds them all together (16 concurrent requests of two 64 MP uploads would
+    otherwise hold ~8 GB). An image decoded from a file or bytes reserves its size before its pixels are decoded
+    and gives it back when the image is garbage-collected. When the budget is full a decode waits, up to
+    `wait_seconds`, then fails with a message; an image alone may always decode, so one larger than the whole
+    budget still works when nothing else is held."""
+
+    def __init__(self, limit_bytes: int, wait_seconds: float = 30.0):
+        self.limit_bytes = limit_bytes
+        self.wait_seconds = wait_seconds
+        self.used_bytes = 0
+        self._changed = threading.Condition()
+
+    def reserve(self, nbytes: int, name: str) -> None:
+        deadline = time.monotonic() + self.wait_seconds
+        with self._changed:
+            while self.used_bytes and self.used_bytes + nbytes > self.limit_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ImageError(
+                        f"{name} decodes to {nbytes / 2**20:,.0f} MB, and other large images fill the decode budget "
+                        f"({self.limit_bytes / 2**20:,.0f} MB, TWINSIGHT_DECODE_BUDGET_MB) for now: try again in a "
+                        "moment, send a smaller image, or raise TWINSIGHT_DECODE_BUDGET_MB."
+                    )
+                self._changed.wait(left)
+            self.used_bytes += nbytes
+
+    def release(self, nbytes: int) -> None:
+        with self._changed:
+            self.used_bytes -= nbytes
+            self._changed.notify_all()
+
+    def hold_until_freed(self, image: Image.Image, nbytes: int) -> None:
+        """Give `nbytes` back when `image` is garbage-collected."""
+        weakref.finalize(image, self.release, nbytes)
+
+
+# 1 GB: four 64 MP images at once; most photos are a few MB decoded, and JPEGs bound for a model decode reduced.
+DECODE_BUDGET = DecodeBudget(env_int("TWINSIGHT_DECODE_BUDGET_MB", 1024) * 2**20)
 
 
 def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, draft_side: int | None = None) -> Image.Image:
@@ -40,11 +87,19 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, draft_side: in
         image = _from_array(source)
         _check_size(image.size, max_pixels, "the array")
     else:
-        image = _open(source, max_pixels, draft_side)
+        image, nbytes = _open(source, max_pixels, draft_side)
+        try:
+            image = to_rgb(image)
+        except BaseException:
+            DECODE_BUDGET.release(nbytes)
+            raise
+        DECODE_BUDGET.hold_until_freed(image, nbytes)
+        return image
     return to_rgb(image)
 
 
-def _open(source: Union[str, os.PathLike, bytes], max_pixels: int, draft_side: int | None = None) -> Image.Image:
+def _open(source: Union[str, os.PathLike, bytes], max_pixels: int, draft_side: int | None = None) -> tuple[Image.Image, int]:
+    """The decoded image and the bytes it holds of DECODE_BUDGET (the caller gives them back)."""
     if isinstance(source, (bytes, bytearray)):
         name, data = "the uploaded data", bytes(source)
         if not data:
@@ -87,12 +142,18 @@ def _open(source: Union[str, os.PathLike, bytes], max_pixels: int, draft_side: i
                 # Decode at 1/2, 1/4 or 1/8 scale in the DCT (both sides stay >= draft_side): a 1600 px photo
                 # bound for a 224 px model decodes several times faster, which keeps index builds model-bound.
                 image.draft(None, (draft_side, draft_side))
+            nbytes = image.size[0] * image.size[1] * BYTES_PER_PIXEL  # after draft: the reduced size
+            DECODE_BUDGET.reserve(nbytes, name)
             try:
                 image.seek(0)  # first frame of animated GIF/WebP/APNG
                 image.load()
             except (OSError, SyntaxError, ValueError) as exc:
+                DECODE_BUDGET.release(nbytes)
                 raise ImageError(f"{name} is truncated or corrupt ({exc}); re-export or re-upload the file.") from None
-        return image
+            except BaseException:
+                DECODE_BUDGET.release(nbytes)
+                raise
+        return image, nbytes
     finally:
         if not isinstance(source, (bytes, bytearray)):
             fp.close()

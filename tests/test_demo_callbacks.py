@@ -236,3 +236,21 @@ def test_gallery_results_are_decoded_once_per_item(small_gallery, gallery_folder
     assert [path for path, _ in first] == [path for path, _ in second]
     assert len(calls) == len(set(calls)) <= 4  # the second search reused the display files
     assert max(Image.open(first[0][0]).size) <= gallery.THUMBNAIL_SIDE
+
+
+def test_callbacks_give_their_decoded_pixels_back(small_gallery, gallery_folder, image_files, tiny_clip_spec):
+    import gc
+
+    from indexer import images
+
+    gc.collect()
+    before = images.DECODE_BUDGET.used_bytes
+    query = str(sorted(gallery_folder.rglob("*.png"))[3])
+    gallery.search(query, "", 5)
+    pairwise.compare(image_files["chelsea"], image_files["rocket"], "general", None)
+    pairwise.enrol_and_compare([image_files["chelsea"], image_files["coffee"]], image_files["rocket"], "general")
+    classification.classify(image_files["chelsea"], classification.Source.ZERO_SHOT.value, "cat, dog", "a {}", 2)
+    gallery.add_images([image_files["astronaut"]], "added")
+    gc.collect()
+    # Anything still held would shrink the budget for every later request, for good.
+    assert images.DECODE_BUDGET.used_bytes == before

@@ -158,3 +158,63 @@ def test_jpeg_draft_decoding_is_smaller_and_embeds_the_same(effnet, tmp_path):
     assert load_image(tmp_path / "big.jpg", draft_side=2000).size == (1800, 1360)  # never below the request
     a, b = effnet.encode_images([full, draft])
     assert float(a @ b) > 0.99
+
+
+def _png_bytes(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "teal").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_decoded_pixels_are_held_against_the_budget_until_the_image_is_freed(monkeypatch):
+    import gc
+
+    from indexer import images
+
+    budget = images.DecodeBudget(limit_bytes=10**9)
+    monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+    first, second = load_image(_png_bytes(300, 200)), load_image(_png_bytes(100, 50))
+    assert budget.used_bytes == (300 * 200 + 100 * 50) * images.BYTES_PER_PIXEL
+    del first
+    gc.collect()
+    assert budget.used_bytes == 100 * 50 * images.BYTES_PER_PIXEL
+    del second
+    gc.collect()
+    assert budget.used_bytes == 0
+    with pytest.raises(ImageError):
+        load_image(b"\x89PNG\r\n\x1a\n" + _png_bytes(40, 40)[8:60])  # truncated: its reservation is given back
+    assert budget.used_bytes == 0
+
+
+def test_a_full_budget_makes_a_decode_wait_then_refuse_clearly(monkeypatch):
+    import gc
+    import threading
+
+    from indexer import images
+
+    budget = images.DecodeBudget(limit_bytes=300 * 200 * images.BYTES_PER_PIXEL, wait_seconds=5.0)
+    monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+    held = load_image(_png_bytes(300, 200))  # fills the budget
+    alone_too_big = None
+    done = threading.Event()
+
+    def decode_when_room():
+        nonlocal alone_too_big
+        alone_too_big = load_image(_png_bytes(200, 200))
+        done.set()
+
+    worker = threading.Thread(target=decode_when_room)
+    worker.start()
+    assert not done.wait(0.5)  # waits while the first image is alive
+    del held
+    gc.collect()
+    assert done.wait(5.0) and alone_too_big.size == (200, 200)
+    worker.join()
+    del alone_too_big
+    gc.collect()
+    # A lone image larger than the whole budget still decodes; a second one then waits and is refused.
+    big = load_image(_png_bytes(400, 400))
+    budget.wait_seconds = 0.2
+    with pytest.raises(ImageError, match="decode budget .*TWINSIGHT_DECODE_BUDGET_MB"):
+        load_image(_png_bytes(10, 10))
+    assert big.size == (400, 400)
