@@ -34,38 +34,47 @@ class DecodeBudget:
 
     MAX_PIXELS bounds one image; this bounds them all together (16 concurrent requests of two 64 MP uploads would
     otherwise hold ~8 GB). An image decoded from a file or bytes reserves its size before its pixels are decoded
-    and gives it back when the image is garbage-collected. When the budget is full a decode waits, up to
-    `wait_seconds`, then fails with a message; an image alone may always decode, so one larger than the whole
-    budget still works when nothing else is held."""
+    and gives it back when the image is garbage-collected. A decode waits, up to `wait_seconds`, while images
+    held by *other* threads leave no room for it, then fails with a message. It never waits for its own thread's
+    images (a request adding 50 photos to the gallery holds them all; waiting for itself would never end), so one
+    request alone always proceeds, as does an image larger than the whole budget."""
 
     def __init__(self, limit_bytes: int, wait_seconds: float = 30.0):
         self.limit_bytes = limit_bytes
         self.wait_seconds = wait_seconds
         self.used_bytes = 0
+        self._held_by_thread: dict[int, int] = {}
         self._changed = threading.Condition()
 
-    def reserve(self, nbytes: int, name: str) -> None:
+    def reserve(self, nbytes: int, name: str) -> int:
+        """Reserve `nbytes` for the calling thread; returns the owner to pass to `release`."""
+        owner = threading.get_ident()
         deadline = time.monotonic() + self.wait_seconds
         with self._changed:
-            while self.used_bytes and self.used_bytes + nbytes > self.limit_bytes:
+            while (others := self.used_bytes - self._held_by_thread.get(owner, 0)) and others + nbytes > self.limit_bytes:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ImageError(
-                        f"{name} decodes to {nbytes / 2**20:,.0f} MB, and other large images fill the decode budget "
-                        f"({self.limit_bytes / 2**20:,.0f} MB, TWINSIGHT_DECODE_BUDGET_MB) for now: try again in a "
-                        "moment, send a smaller image, or raise TWINSIGHT_DECODE_BUDGET_MB."
+                        f"{name} decodes to {nbytes / 2**20:,.0f} MB, and other requests' images fill the decode "
+                        f"budget ({self.limit_bytes / 2**20:,.0f} MB, TWINSIGHT_DECODE_BUDGET_MB) for now: try again "
+                        "in a moment, send a smaller image, or raise TWINSIGHT_DECODE_BUDGET_MB."
                     )
                 self._changed.wait(left)
             self.used_bytes += nbytes
+            self._held_by_thread[owner] = self._held_by_thread.get(owner, 0) + nbytes
+        return owner
 
-    def release(self, nbytes: int) -> None:
+    def release(self, nbytes: int, owner: int) -> None:
         with self._changed:
             self.used_bytes -= nbytes
+            left = self._held_by_thread.pop(owner, 0) - nbytes
+            if left:
+                self._held_by_thread[owner] = left
             self._changed.notify_all()
 
-    def hold_until_freed(self, image: Image.Image, nbytes: int) -> None:
+    def hold_until_freed(self, image: Image.Image, nbytes: int, owner: int) -> None:
         """Give `nbytes` back when `image` is garbage-collected."""
-        weakref.finalize(image, self.release, nbytes)
+        weakref.finalize(image, self.release, nbytes, owner)
 
 
 # 1 GB: four 64 MP images at once; most photos are a few MB decoded, and JPEGs bound for a model decode reduced.
@@ -87,19 +96,19 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, draft_side: in
         image = _from_array(source)
         _check_size(image.size, max_pixels, "the array")
     else:
-        image, nbytes = _open(source, max_pixels, draft_side)
+        image, nbytes, owner = _open(source, max_pixels, draft_side)
         try:
             image = to_rgb(image)
         except BaseException:
-            DECODE_BUDGET.release(nbytes)
+            DECODE_BUDGET.release(nbytes, owner)
             raise
-        DECODE_BUDGET.hold_until_freed(image, nbytes)
+        DECODE_BUDGET.hold_until_freed(image, nbytes, owner)
         return image
     return to_rgb(image)
 
 
-def _open(source: Union[str, os.PathLike, bytes], max_pixels: int, draft_side: int | None = None) -> tuple[Image.Image, int]:
-    """The decoded image and the bytes it holds of DECODE_BUDGET (the caller gives them back)."""
+def _open(source: Union[str, os.PathLike, bytes], max_pixels: int, draft_side: int | None = None) -> tuple[Image.Image, int, int]:
+    """The decoded image, the bytes it holds of DECODE_BUDGET and their owner (the caller gives them back)."""
     if isinstance(source, (bytes, bytearray)):
         name, data = "the uploaded data", bytes(source)
         if not data:
@@ -143,17 +152,17 @@ def _open(source: Union[str, os.PathLike, bytes], max_pixels: int, draft_side: i
                 # bound for a 224 px model decodes several times faster, which keeps index builds model-bound.
                 image.draft(None, (draft_side, draft_side))
             nbytes = image.size[0] * image.size[1] * BYTES_PER_PIXEL  # after draft: the reduced size
-            DECODE_BUDGET.reserve(nbytes, name)
+            owner = DECODE_BUDGET.reserve(nbytes, name)
             try:
                 image.seek(0)  # first frame of animated GIF/WebP/APNG
                 image.load()
             except (OSError, SyntaxError, ValueError) as exc:
-                DECODE_BUDGET.release(nbytes)
+                DECODE_BUDGET.release(nbytes, owner)
                 raise ImageError(f"{name} is truncated or corrupt ({exc}); re-export or re-upload the file.") from None
             except BaseException:
-                DECODE_BUDGET.release(nbytes)
+                DECODE_BUDGET.release(nbytes, owner)
                 raise
-        return image, nbytes
+        return image, nbytes, owner
     finally:
         if not isinstance(source, (bytes, bytearray)):
             fp.close()

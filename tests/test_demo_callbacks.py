@@ -254,3 +254,17 @@ def test_callbacks_give_their_decoded_pixels_back(small_gallery, gallery_folder,
     gc.collect()
     # Anything still held would shrink the budget for every later request, for good.
     assert images.DECODE_BUDGET.used_bytes == before
+
+
+def test_adding_more_photos_than_the_decode_budget_holds_does_not_wait_for_itself(small_gallery, image_files, monkeypatch):
+    import time
+
+    from indexer import images
+
+    budget = images.DecodeBudget(limit_bytes=1, wait_seconds=20.0)  # smaller than any one of the photos
+    monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+    before = len(small_gallery)
+    started = time.monotonic()
+    message, _ = gallery.add_images(list(image_files.values()), "many")
+    assert time.monotonic() - started < 10 and "Skipped" not in message
+    assert len(small_gallery) == before + len(image_files)

@@ -186,35 +186,48 @@ def test_decoded_pixels_are_held_against_the_budget_until_the_image_is_freed(mon
     assert budget.used_bytes == 0
 
 
-def test_a_full_budget_makes_a_decode_wait_then_refuse_clearly(monkeypatch):
+def test_a_full_budget_makes_other_threads_wait_then_refuse_clearly(monkeypatch):
     import gc
     import threading
+    import time
 
     from indexer import images
 
     budget = images.DecodeBudget(limit_bytes=300 * 200 * images.BYTES_PER_PIXEL, wait_seconds=5.0)
     monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+
+    def in_thread(call):
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(value=call()))
+        thread.start()
+        return thread, result
+
     held = load_image(_png_bytes(300, 200))  # fills the budget
-    alone_too_big = None
-    done = threading.Event()
-
-    def decode_when_room():
-        nonlocal alone_too_big
-        alone_too_big = load_image(_png_bytes(200, 200))
-        done.set()
-
-    worker = threading.Thread(target=decode_when_room)
-    worker.start()
-    assert not done.wait(0.5)  # waits while the first image is alive
+    thread, result = in_thread(lambda: load_image(_png_bytes(200, 200)))
+    thread.join(0.5)
+    assert thread.is_alive() and "value" not in result  # waits while this thread's image is alive
     del held
     gc.collect()
-    assert done.wait(5.0) and alone_too_big.size == (200, 200)
-    worker.join()
-    del alone_too_big
+    thread.join(5.0)
+    assert not thread.is_alive() and result["value"].size == (200, 200)
+    del result["value"]
     gc.collect()
-    # A lone image larger than the whole budget still decodes; a second one then waits and is refused.
-    big = load_image(_png_bytes(400, 400))
-    budget.wait_seconds = 0.2
-    with pytest.raises(ImageError, match="decode budget .*TWINSIGHT_DECODE_BUDGET_MB"):
-        load_image(_png_bytes(10, 10))
-    assert big.size == (400, 400)
+    assert budget.used_bytes == 0
+    # One thread never waits for its own images (a gallery upload holds all of its photos at once), not even past
+    # the whole budget; meanwhile another thread waits for them, and is refused with a message when that lasts.
+    own = [load_image(_png_bytes(300, 200)) for _ in range(3)]
+    assert budget.used_bytes == 3 * 300 * 200 * images.BYTES_PER_PIXEL
+    budget.wait_seconds = 0.3
+
+    def refused():
+        try:
+            load_image(_png_bytes(10, 10))
+        except ImageError as exc:
+            return str(exc)
+
+    started = time.monotonic()
+    thread, result = in_thread(refused)
+    thread.join(5.0)
+    assert "other requests' images fill the decode budget" in result["value"] and "TWINSIGHT_DECODE_BUDGET_MB" in result["value"]
+    assert time.monotonic() - started >= 0.3
+    assert len(own) == 3
