@@ -1,17 +1,20 @@
 """Benchmark 4: the running app under concurrent gradio_client load, batched against one-at-a-time.
 
-    .venv/bin/python benchmarks/app_load.py [--clients 1 4 16] [--requests 6] [--endpoints compare search]
+    .venv/bin/python benchmarks/app_load.py [--clients 1 4 16] [--requests 6] [--rounds 3] [--endpoints compare search]
         [--models effnet-lite0 open_clip:ViT-B-32]
 
-Starts `app.py` on 127.0.0.1 three times per model: TWINSIGHT_CONCURRENCY=1 (one request at a time); the app's
-concurrency (app.CONCURRENCY, or --concurrency) with merging off (TWINSIGHT_MAX_BATCH=1: requests overlap but
-each runs its own forward); and the app's defaults ("batched"), where concurrent requests reach the model
-together and its coalescer embeds them in one batch. Each client sends
-a bounded number of requests; prints requests/s, p50/p95 latency, errors, and the app's CPU time per request.
+Starts `app.py` on 127.0.0.1 three times per model, side by side, and sends each the same load in turn, for
+`--rounds` alternating rounds (medians; the batched / one-at-a-time ratio is taken within each round). The three:
+TWINSIGHT_CONCURRENCY=1 (one request at a time); the app's concurrency (app.CONCURRENCY, or --concurrency) with
+merging off (TWINSIGHT_MAX_BATCH=1: requests overlap but each runs its own forward); and the app's defaults
+("batched"), where concurrent requests reach the model together and its coalescer embeds them in one batch. Each
+client sends a bounded number of requests; prints requests/s, p50/p95 latency, errors, and the app's CPU time per
+request.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -88,10 +91,16 @@ def run_load(url: str, endpoint: str, clients: int, requests: int, images: list[
             "app_cpu_ms": app_cpu}
 
 
+def median_result(runs: list[dict]) -> dict:
+    return {key: float(np.median([r[key] for r in runs])) for key in ("rps", "p50", "p95", "app_cpu_ms")} | {
+        "errors": [e for r in runs for e in r["errors"]]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=6, help="requests per client")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the three modes per cell (medians)")
     parser.add_argument("--concurrency", type=int, default=None, help="batched mode's TWINSIGHT_CONCURRENCY (default: the app's)")
     parser.add_argument("--endpoints", nargs="+", default=["compare", "search"])
     parser.add_argument("--models", nargs="+", default=["effnet-lite0", "open_clip:ViT-B-32"],
@@ -99,21 +108,37 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())
     images = make_images(work)
-    results = {}
+    runs: dict[tuple, list[dict]] = {}
+    ratios: dict[tuple, list[float]] = {}
     for model in args.models:
         concurrency = {"TWINSIGHT_CONCURRENCY": str(args.concurrency)} if args.concurrency else {}
         modes = (("one at a time", {"TWINSIGHT_CONCURRENCY": "1"}),
                  ("concurrent, unmerged", {**concurrency, "TWINSIGHT_MAX_BATCH": "1"}),
                  ("batched", concurrency))
-        for label, env in modes:
-            folder = work / f"app-{len(results)}"
-            folder.mkdir()
-            with AppServer(folder, model=model, env=env) as server:
-                for endpoint in args.endpoints:
+        # The three apps run side by side (an idle one costs nothing) and take turns, round after round: this
+        # shared machine's speed drifts by tens of percent within minutes, so modes measured one after the
+        # other would compare different machines.
+        with contextlib.ExitStack() as stack:
+            servers = {}
+            for label, env in modes:
+                folder = work / f"app-{model.replace(':', '-')}-{len(servers)}"
+                folder.mkdir()
+                servers[label] = stack.enter_context(AppServer(folder, model=model, env=env))
+            for endpoint in args.endpoints:
+                for server in servers.values():
                     run_load(server.url, endpoint, 1, 2, images)  # warm-up
-                    for clients in args.clients:
-                        results[(model, endpoint, clients, label)] = run_load(
-                            server.url, endpoint, clients, args.requests, images, server.process.pid)
+                for clients in args.clients:
+                    for _ in range(args.rounds):
+                        rps = {}
+                        for label, server in servers.items():
+                            result = run_load(server.url, endpoint, clients, args.requests, images, server.process.pid)
+                            runs.setdefault((model, endpoint, clients, label), []).append(result)
+                            rps[label] = result["rps"]
+                        ratios.setdefault((model, endpoint, clients, "one at a time"), []).append(rps["batched"] / rps["one at a time"])
+                        ratios.setdefault((model, endpoint, clients, "concurrent, unmerged"), []).append(
+                            rps["batched"] / rps["concurrent, unmerged"])
+    results = {key: median_result(value) for key, value in runs.items()}
+    print(f"medians of {args.rounds} alternating rounds, {args.requests} requests per client")
     print("| model | endpoint | clients | mode | requests/s | p50 ms | p95 ms | app CPU ms/request | errors |")
     print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for (model, endpoint, clients, label), r in results.items():
@@ -122,10 +147,11 @@ def main() -> None:
     top = max(args.clients)
     for model in args.models:
         for endpoint in args.endpoints:
-            batched = results[(model, endpoint, top, "batched")]["rps"]
-            print(f"{model} {endpoint} at {top} clients: batched / one at a time = "
-                  f"{batched / results[(model, endpoint, top, 'one at a time')]['rps']:.2f}x, batched / concurrent "
-                  f"unmerged = {batched / results[(model, endpoint, top, 'concurrent, unmerged')]['rps']:.2f}x")
+            line = [f"{model} {endpoint} at {top} clients, batched against"]
+            for other in ("one at a time", "concurrent, unmerged"):
+                each = ratios[(model, endpoint, top, other)]
+                line.append(f"{other}: median {np.median(each):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in each)})")
+            print(" ".join(line[:1]) + " " + "; ".join(line[1:]))
     for key, r in results.items():
         if r["errors"]:
             print(key, r["errors"][:3])
