@@ -147,11 +147,11 @@ def main() -> None:
     top = max(args.clients)
     for model in args.models:
         for endpoint in args.endpoints:
-            line = [f"{model} {endpoint} at {top} clients, batched against"]
+            against = []
             for other in ("one at a time", "concurrent, unmerged"):
                 each = ratios[(model, endpoint, top, other)]
-                line.append(f"{other}: median {np.median(each):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in each)})")
-            print(" ".join(line[:1]) + " " + "; ".join(line[1:]))
+                against.append(f"{other}: median {np.median(each):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in each)})")
+            print(f"{model} {endpoint} at {top} clients, batched against " + "; ".join(against))
     for key, r in results.items():
         if r["errors"]:
             print(key, r["errors"][:3])

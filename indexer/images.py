@@ -156,11 +156,10 @@ def _open(source: Union[str, os.PathLike, bytes], max_pixels: int, draft_side: i
             try:
                 image.seek(0)  # first frame of animated GIF/WebP/APNG
                 image.load()
-            except (OSError, SyntaxError, ValueError) as exc:
+            except BaseException as exc:
                 DECODE_BUDGET.release(nbytes, owner)
-                raise ImageError(f"{name} is truncated or corrupt ({exc}); re-export or re-upload the file.") from None
-            except BaseException:
-                DECODE_BUDGET.release(nbytes, owner)
+                if isinstance(exc, (OSError, SyntaxError, ValueError)):
+                    raise ImageError(f"{name} is truncated or corrupt ({exc}); re-export or re-upload the file.") from None
                 raise
         return image, nbytes, owner
     finally:

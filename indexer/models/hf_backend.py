@@ -90,7 +90,9 @@ def pil_transform(processor):
 
     if type(processor).__name__ not in _PLAIN_PROCESSORS or not getattr(processor, "do_resize", False):
         return None
-    if getattr(processor, "do_pad", None) or not math.isclose(getattr(processor, "rescale_factor", 0.0), 1 / 255):
+    if getattr(processor, "do_pad", None) or not getattr(processor, "do_rescale", False):
+        return None
+    if not math.isclose(getattr(processor, "rescale_factor", 0.0), 1 / 255):
         return None
     size, crop = processor.size, getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
     resample = Image.Resampling(int(getattr(processor, "resample", Image.BICUBIC)))
@@ -99,8 +101,6 @@ def pil_transform(processor):
     elif size.height and size.width and not size.shortest_edge and not crop:
         resize = transforms.Lambda(lambda image: image.resize((size.width, size.height), resample))
     else:
-        return None
-    if not getattr(processor, "do_rescale", False):
         return None
     normalized = getattr(processor, "do_normalize", False)
     mean, std = (processor.image_mean, processor.image_std) if normalized else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
