@@ -4,10 +4,12 @@ Per-user data never lives here; only the model and the gallery index, which all 
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -143,7 +145,17 @@ def image_input(**kwargs) -> gr.Image:
     return image
 
 
-OUTPUT_DIR = Path(tempfile.gettempdir()) / "twinsight-outputs"
+def _private_output_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="twinsight-outputs-"))  # 0700, an unpredictable name: no other user's link
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+# Images shown in the page. Gradio serves this directory as it is (a static path): its files are named by content
+# and never rewritten, so Gradio need not hash and copy each into its cache on every answer (a search returns 8
+# thumbnails: that was ~9% of the app's CPU under load, docs/BENCHMARKS.md section 4). Only image_file writes here.
+OUTPUT_DIR = _private_output_dir()
+gr.set_static_paths([OUTPUT_DIR])
 
 
 def image_file(image) -> str:
@@ -160,7 +172,7 @@ def image_file(image) -> str:
     data = buffer.getvalue()
     path = OUTPUT_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.jpg"
     if not path.is_file():
-        OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        OUTPUT_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # if a tmp cleaner removed it
         write_atomically(path, lambda staging: staging.write_bytes(data))
     return str(path)
 

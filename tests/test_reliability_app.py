@@ -145,6 +145,24 @@ def test_index_directory_is_not_served(server):
         assert status == 403 and b"twinsight-index" not in body
 
 
+def test_result_images_are_served_from_the_apps_output_directory(server, pictures):
+    """Thumbnails and crops are served where the app wrote them (its private static directory), not hashed and
+    copied into Gradio's cache on every answer, and what is served is the file itself."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, verbose=False, download_files=False)
+    results, _, _ = client.predict(handle_file(str(pictures["coffee"])), "", 2, [], api_name="/search")
+    *_, crops = client.predict(image_a=handle_file(str(pictures["coffee"])), image_b=handle_file(str(pictures["chelsea"])),
+                               mode="general", api_name="/compare")
+    files = [item["image"] for item in results + crops]
+    assert len(files) == 4
+    for file in files:
+        path = Path(file["path"])
+        assert path.parent.name.startswith("twinsight-outputs-") and path.suffix == ".jpg", path
+        status, body = _get(server.url + urllib.parse.urlparse(file["url"]).path)
+        assert status == 200 and body == path.read_bytes() and body[:2] == b"\xff\xd8"
+
+
 def test_uploads_over_the_cap_are_refused(server, tmp_path):
     big = tmp_path / "big.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8)).save(big)

@@ -100,14 +100,23 @@ def test_remote_code_is_off_unless_explicitly_enabled(monkeypatch):
 
 
 def test_gradio_serves_no_extra_paths():
-    """app.py launches without allowed_paths and sets no static paths: Gradio serves only its uploads and cache."""
+    """app.py launches without allowed_paths, and the one static path is the app's own output directory: private
+    (0700, a fresh unpredictable name per process, so no other local user can plant a link there), holding only
+    the images the app wrote to show. Gradio serves its uploads and cache, and that."""
     tree = ast.parse((ROOT / "app.py").read_text())
     launches = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and _callee(node).endswith(".launch")]
     assert len(launches) == 1
     assert {keyword.arg for keyword in launches[0].keywords} & {"allowed_paths", "share"} == set()
     assert _keyword(launches[0], "max_file_size") != "<absent>"  # uploads are capped
-    for path in SHIPPED:
-        assert "set_static_paths" not in path.read_text(), path
+    static = [(path.relative_to(ROOT).as_posix(), ast.unparse(node.args[0])) for path in SHIPPED
+              for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.Call) and _callee(node).endswith("set_static_paths")]
+    assert static == [("demo/runtime.py", "[OUTPUT_DIR]")]
+    from demo import runtime
+
+    assert runtime.OUTPUT_DIR.is_dir() and not runtime.OUTPUT_DIR.is_symlink()
+    assert runtime.OUTPUT_DIR.stat().st_mode & 0o777 == 0o700
+    assert runtime.OUTPUT_DIR.name.startswith("twinsight-outputs-") and runtime.OUTPUT_DIR.name != "twinsight-outputs-"
 
 
 @pytest.mark.parametrize("requirements", ["requirements.txt", "tests/requirements.txt"])
