@@ -4,12 +4,11 @@ Per-user data never lives here; only the model and the gallery index, which all 
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import io
 import logging
 import os
-import shutil
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -145,10 +144,27 @@ def image_input(**kwargs) -> gr.Image:
     return image
 
 
+def _is_private_dir(path: Path) -> bool:
+    """Create `path` (0700) if missing; True if it is then this user's own real directory (not a link) that
+    nobody else can write or read, so no other local user can plant a link or files in what Gradio serves."""
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+    except OSError:
+        return False
+    if not hasattr(os, "getuid"):  # Windows: the temp directory is the user's own
+        return stat.S_ISDIR(info.st_mode)
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077 == 0
+
+
 def _private_output_dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="twinsight-outputs-"))  # 0700, an unpredictable name: no other user's link
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
+    """$TMPDIR/twinsight-outputs-UID when it is private, else a fresh mkdtemp. A fixed name, not one directory
+    per process: a killed process runs no cleanup, and files named by content are reused across restarts."""
+    path = Path(tempfile.gettempdir()) / f"twinsight-outputs-{getattr(os, 'getuid', lambda: 'user')()}"
+    if _is_private_dir(path):
+        return path
+    log.warning("%s is not a private directory of this user; using a fresh one instead", path)
+    return Path(tempfile.mkdtemp(prefix="twinsight-outputs-"))
 
 
 # Images shown in the page. Gradio serves this directory as it is (a static path): its files are named by content
@@ -172,7 +188,8 @@ def image_file(image) -> str:
     data = buffer.getvalue()
     path = OUTPUT_DIR / f"{hashlib.sha256(data).hexdigest()[:32]}.jpg"
     if not path.is_file():
-        OUTPUT_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)  # if a tmp cleaner removed it
+        if not _is_private_dir(OUTPUT_DIR):  # re-created if a tmp cleaner removed it, and checked again
+            raise RuntimeError(f"{OUTPUT_DIR} is no longer a private directory of this user: restart the app.")
         write_atomically(path, lambda staging: staging.write_bytes(data))
     return str(path)
 

@@ -3,7 +3,9 @@ what it must; dependencies are pinned; the gallery only opens images that belong
 from __future__ import annotations
 
 import ast
+import os
 import re
+import tempfile
 
 import numpy as np
 import pytest
@@ -115,8 +117,31 @@ def test_gradio_serves_no_extra_paths():
     from demo import runtime
 
     assert runtime.OUTPUT_DIR.is_dir() and not runtime.OUTPUT_DIR.is_symlink()
-    assert runtime.OUTPUT_DIR.stat().st_mode & 0o777 == 0o700
-    assert runtime.OUTPUT_DIR.name.startswith("twinsight-outputs-") and runtime.OUTPUT_DIR.name != "twinsight-outputs-"
+    assert runtime.OUTPUT_DIR.stat().st_mode & 0o777 == 0o700 and runtime.OUTPUT_DIR.stat().st_uid == os.getuid()
+
+
+def test_output_directory_planted_by_someone_else_is_not_used(tmp_path, monkeypatch):
+    """A link or an open directory already at the fixed name is refused (the app takes a fresh private one), and
+    a directory that stops being private while the app runs is never written into."""
+    from demo import runtime
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    fixed = tmp_path / f"twinsight-outputs-{os.getuid()}"
+    assert runtime._private_output_dir() == fixed and fixed.stat().st_mode & 0o777 == 0o700
+    fixed.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    fixed.symlink_to(elsewhere)
+    chosen = runtime._private_output_dir()
+    assert chosen != fixed and chosen.parent == tmp_path and chosen.stat().st_mode & 0o777 == 0o700
+    fixed.unlink()
+    fixed.mkdir(mode=0o777)
+    fixed.chmod(0o777)  # umask-proof: open to everyone
+    assert runtime._private_output_dir() != fixed
+    monkeypatch.setattr(runtime, "OUTPUT_DIR", fixed)
+    with pytest.raises(RuntimeError, match="no longer a private directory"):
+        runtime.image_file(Image.new("RGB", (4, 4)))
+    assert list(fixed.iterdir()) == []
 
 
 @pytest.mark.parametrize("requirements", ["requirements.txt", "tests/requirements.txt"])
