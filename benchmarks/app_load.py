@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/app_load.py [--clients 1 4 16] [--requests 6] [--rounds 3] [--endpoints compare search]
         [--models effnet-lite0 open_clip:ViT-B-32]
 
-Starts `app.py` on 127.0.0.1 three times per model, side by side, and sends each the same load in turn, for
-`--rounds` alternating rounds (medians; the batched / one-at-a-time ratio is taken within each round). The three:
+Starts `app.py` on 127.0.0.1 three times per model, side by side (the two not being measured are frozen with
+SIGSTOP), and sends each the same load in turn, for `--rounds` alternating rounds (medians; the batched /
+one-at-a-time ratio is taken within each round). The three:
 TWINSIGHT_CONCURRENCY=1 (one request at a time); the app's concurrency (app.CONCURRENCY, or --concurrency) with
 merging off (TWINSIGHT_MAX_BATCH=1: requests overlap but each runs its own forward); and the app's defaults
 ("batched"), where concurrent requests reach the model together and its coalescer embeds them in one batch. Each
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -91,6 +93,17 @@ def run_load(url: str, endpoint: str, clients: int, requests: int, images: list[
             "app_cpu_ms": app_cpu}
 
 
+@contextlib.contextmanager
+def running(server: AppServer):
+    """Thaw a frozen app for the duration of a measurement."""
+    os.kill(server.process.pid, signal.SIGCONT)
+    time.sleep(0.2)  # let it catch up on timers that fired while it was frozen
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGSTOP)
+
+
 def median_result(runs: list[dict]) -> dict:
     return {key: float(np.median([r[key] for r in runs])) for key in ("rps", "p50", "p95", "app_cpu_ms")} | {
         "errors": [e for r in runs for e in r["errors"]]}
@@ -124,14 +137,21 @@ def main() -> None:
                 folder = work / f"app-{model.replace(':', '-')}-{len(servers)}"
                 folder.mkdir()
                 servers[label] = stack.enter_context(AppServer(folder, model=model, env=env))
+            # An idle Gradio app is not free: its queue polls every millisecond (~7% of a core here), so the apps
+            # not under load are frozen (SIGSTOP) and only the one measured runs.
+            for server in servers.values():
+                stack.callback(os.kill, server.process.pid, signal.SIGCONT)  # before the stop: a frozen app can't exit
+                os.kill(server.process.pid, signal.SIGSTOP)
             for endpoint in args.endpoints:
                 for server in servers.values():
-                    run_load(server.url, endpoint, 1, 2, images)  # warm-up
+                    with running(server):
+                        run_load(server.url, endpoint, 1, 2, images)  # warm-up
                 for clients in args.clients:
                     for _ in range(args.rounds):
                         rps = {}
                         for label, server in servers.items():
-                            result = run_load(server.url, endpoint, clients, args.requests, images, server.process.pid)
+                            with running(server):
+                                result = run_load(server.url, endpoint, clients, args.requests, images, server.process.pid)
                             runs.setdefault((model, endpoint, clients, label), []).append(result)
                             rps[label] = result["rps"]
                         ratios.setdefault((model, endpoint, clients, "one at a time"), []).append(rps["batched"] / rps["one at a time"])
