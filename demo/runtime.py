@@ -175,11 +175,10 @@ gr.set_static_paths([OUTPUT_DIR])
 
 
 def image_file(image) -> str:
-    """A PIL image shown in the page, as a file written atomically (named by its content).
-
-    Gradio writes returned PIL images into its cache in place (truncate, then write), so when two users get
-    the same picture at once, one download can be cut short mid-rewrite. Files it copies with a temp name
-    and a rename, and never rewrites: so the callbacks hand over files.
+    """A PIL image shown in the page, as a file in OUTPUT_DIR written atomically (named by its content), which
+    Gradio serves as it is. Not a PIL image handed to Gradio: it would encode it again on every answer, and it
+    writes its cache in place (truncate, then write), so two users getting the same picture at once could have
+    one download cut short mid-rewrite.
     """
     buffer = io.BytesIO()
     if image.mode not in ("RGB", "L"):
