@@ -118,6 +118,11 @@ def test_gradio_serves_no_extra_paths():
 
     assert runtime.OUTPUT_DIR.is_dir() and not runtime.OUTPUT_DIR.is_symlink()
     assert runtime.OUTPUT_DIR.stat().st_mode & 0o777 == 0o700 and runtime.OUTPUT_DIR.stat().st_uid == os.getuid()
+    from gradio.data_classes import _StaticFiles
+
+    # Checked first (each returned file is matched against the list in order), and listed once.
+    assert _StaticFiles.all_paths[0] == runtime.OUTPUT_DIR.resolve()
+    assert _StaticFiles.all_paths.count(runtime.OUTPUT_DIR.resolve()) == 1
 
 
 def test_output_directory_planted_by_someone_else_is_not_used(tmp_path, monkeypatch):
