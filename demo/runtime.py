@@ -167,17 +167,12 @@ def _private_output_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="twinsight-outputs-"))
 
 
-# Images shown in the page. Gradio serves this directory as it is (a static path): its files are named by content
-# and never rewritten, so Gradio need not hash and copy each into its cache on every answer (a search returns 8
-# thumbnails: that was ~9% of the app's CPU under load, docs/BENCHMARKS.md section 4). Only image_file writes here.
-OUTPUT_DIR = _private_output_dir()
-gr.set_static_paths([OUTPUT_DIR])
-
-
-def _serve_output_dir_first() -> None:
-    """Gradio checks every returned file against each static path in turn, resolving both paths each time, and
-    its own icons come first: moving this directory to the front saves two checks per file, in every answer
-    (EfficientNet-Lite0 search one at a time: +15% requests/s). Skipped if Gradio's private list changes."""
+def _serve_output_dir() -> None:
+    """Make OUTPUT_DIR a static path, checked first: Gradio matches every returned file against each static path
+    in turn, resolving both paths each time, and its own icons come first. At the front it saves two checks per
+    file, in every answer (EfficientNet-Lite0 search one at a time: +15% requests/s). The reordering is skipped
+    if Gradio's private list changes."""
+    gr.set_static_paths([OUTPUT_DIR])
     try:
         from gradio.data_classes import _StaticFiles
 
@@ -187,7 +182,11 @@ def _serve_output_dir_first() -> None:
         log.info("Gradio's static paths are not a list this version exposes; leaving their order")
 
 
-_serve_output_dir_first()
+# Images shown in the page. Gradio serves this directory as it is (a static path): its files are named by content
+# and never rewritten, so Gradio need not hash and copy each into its cache on every answer (a search returns 8
+# thumbnails: that was ~9% of the app's CPU under load, docs/BENCHMARKS.md section 4). Only image_file writes here.
+OUTPUT_DIR = _private_output_dir()
+_serve_output_dir()
 
 
 def image_file(image) -> str:

@@ -103,7 +103,7 @@ def test_remote_code_is_off_unless_explicitly_enabled(monkeypatch):
 
 def test_gradio_serves_no_extra_paths():
     """app.py launches without allowed_paths, and the one static path is the app's own output directory: private
-    (0700, a fresh unpredictable name per process, so no other local user can plant a link there), holding only
+    (this user's own real 0700 directory, so no other local user can plant a link or files there), holding only
     the images the app wrote to show. Gradio serves its uploads and cache, and that."""
     tree = ast.parse((ROOT / "app.py").read_text())
     launches = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and _callee(node).endswith(".launch")]
