@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Tests never reach the hub: a test that needs it is a broken test.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Everything the tests and the apps they start put in the temp directory (Gradio's uploads, gradio_client's
+# downloads, the app's output directory) goes in one directory of this run's, removed at the end, so runs on a
+# shared machine leave nothing behind in /tmp.
+SESSION_TMP = tempfile.mkdtemp(prefix="twinsight-tests-")
+os.environ["TMPDIR"] = SESSION_TMP
+tempfile.tempdir = None  # gettempdir() re-reads TMPDIR
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
 
 from tiny_models import make_gallery_images, register_tiny_open_clip, save_tiny_hf_clip, save_tiny_vit  # noqa: E402
 
