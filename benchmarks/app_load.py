@@ -19,7 +19,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from app_server import AppServer  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 
 def make_images(folder: Path, n: int = 16) -> list[str]:
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["effnet-lite0", "open_clip:ViT-B-32"],
                         help="open_clip:ViT-B-32 without a tag runs random weights: the speed is the real model's")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp())
+    work = scratch_dir()
     images = make_images(work)
     runs: dict[tuple, list[dict]] = {}
     ratios: dict[tuple, list[float]] = {}

@@ -14,7 +14,6 @@ import argparse
 import io
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from indexer import build_index, load_embedder  # noqa: E402
 from model_throughput import images_per_second  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 
 def jpeg_dataset(n: int, folder: Path) -> Path:
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--model", default="effnet-lite0")
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp())
+    work = scratch_dir()
     dataset = jpeg_dataset(args.images, work)
     embedder = load_embedder(args.model)
     before = images_per_second(embedder, embedder.batch_size, repeats=4)

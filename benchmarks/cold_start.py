@@ -14,7 +14,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from app_server import AppServer  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 
 def first_answer(folder: Path, index_dir: Path, model: str, query: str) -> tuple[float, float]:
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--model", default="effnet-lite0")
     parser.add_argument("--steps", action="store_true", help="only time each start-up step, in-process")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp())
+    work = scratch_dir()
     if args.steps:
         return startup_steps(args.model, work / "step-indexes")
     query = str(ROOT / "assets" / "examples" / "cat-a.jpg")

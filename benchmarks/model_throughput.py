@@ -12,7 +12,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from unittest import mock
@@ -26,12 +25,13 @@ from indexer import create_embedder  # noqa: E402
 from indexer.augment import random_crops  # noqa: E402
 from indexer.brute import NeighbourAgreement, neighbour_agreement, top_k  # noqa: E402
 from indexer.device import cpu_has_fast_bf16  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 
 def hf_vit_dir() -> str:
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
-    folder = Path(tempfile.mkdtemp()) / "vit-b-16"
+    folder = scratch_dir() / "vit-b-16"
     ViTModel(ViTConfig()).save_pretrained(folder)  # ViT-B/16, random weights
     ViTImageProcessor().save_pretrained(folder)
     return f"hf:{folder}"
