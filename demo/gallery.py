@@ -7,6 +7,7 @@ import threading
 import gradio as gr
 
 from indexer import GalleryIndex, SearchHit, load_image
+from indexer.index import EXACT_SEARCH_BELOW
 from indexer.gallery import describe_gallery
 
 from . import runtime
@@ -129,11 +130,11 @@ def sync_gallery(progress=gr.Progress()) -> str:
 
 def facts() -> str:
     index = runtime.gallery()
-    store = getattr(index, "store", None)
+    store = index.store
     if store is not None:  # vectors in Milvus
         metric = f"cosine similarity (Milvus, {store.uri})"
     else:
-        metric = "cosine similarity (hnswlib)" if len(index) >= 1000 else "cosine similarity (exact)"
+        metric = f"cosine similarity (hnswlib, ef {index.ef})" if len(index) >= EXACT_SEARCH_BELOW else "cosine similarity (exact)"
     return f"**Gallery:** {describe_gallery(index)} · **model:** `{index.model}` · **metric:** {metric}"
 
 

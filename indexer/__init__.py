@@ -2,7 +2,8 @@
 from .build import BuildReport, build_index
 from .hamming import BinaryCodec, CodeKind
 from .images import ImageError, load_image
-from .index import GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item, Metric, SearchHit, open_index
+from .index import (EfTuning, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item, Metric, SearchHit,
+                    open_index)
 from .models import CapabilityError, Embedder, Prediction, create_embedder, load_embedder
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "BuildReport",
     "CapabilityError",
     "CodeKind",
+    "EfTuning",
     "Embedder",
     "GalleryIndex",
     "HnswParams",

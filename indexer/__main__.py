@@ -13,7 +13,7 @@ from typing import Callable
 
 from .data import AUTO
 from .hamming import CodeKind
-from .index import HnswParams, Metric
+from .index import DEFAULT_TARGET_RECALL, HnswParams, Metric
 from .models import CapabilityError
 
 
@@ -36,7 +36,11 @@ def add_build(subparsers) -> None:
     p.add_argument("--M", type=int, default=defaults.M, help=f"hnsw links per node (default {defaults.M})")
     p.add_argument("--ef-construction", type=int, default=defaults.ef_construction,
                    help=f"hnsw build-time candidate list (default {defaults.ef_construction})")
-    p.add_argument("--ef", type=int, default=defaults.ef, help=f"hnsw search-time candidate list (default {defaults.ef})")
+    p.add_argument("--ef", type=int, default=defaults.ef,
+                   help=f"hnsw search-time candidate list, at least (default {defaults.ef}; raised to meet --target-recall)")
+    p.add_argument("--target-recall", type=float, default=DEFAULT_TARGET_RECALL,
+                   help=f"raise ef until the estimated recall@10 reaches this (default {DEFAULT_TARGET_RECALL}; 0 keeps --ef); "
+                        "measured at 1,000 items and whenever the index has grown by a quarter")
     p.add_argument("--hamming", choices=[k.value for k in CodeKind], help="also store binary codes for Hamming search")
     p.add_argument("--hamming-bits", type=int, default=0, help="bits per code for --hamming itq (default 128; sign codes have one bit per dimension)")
     p.add_argument("--checkpoint-seconds", type=float, default=30.0, help="save progress this often (default 30)")
@@ -59,14 +63,17 @@ def run_build(args) -> int:
         params=HnswParams(args.M, args.ef_construction, args.ef), batch_size=args.batch_size, workers=args.workers,
         show_progress=True, checkpoint_seconds=args.checkpoint_seconds, resume=not args.no_resume,
         hamming=args.hamming, hamming_bits=args.hamming_bits, store=args.store, num_shards=args.num_shards,
-        shard_index=args.shard_index, milvus_index=args.milvus_index,
+        shard_index=args.shard_index, milvus_index=args.milvus_index, target_recall=args.target_recall or None,
     )
     report = index.build_report
+    tuning = index.extra.get("ef_tuning") or {}
     index.close()  # Milvus Lite: release the file for the next process
     print(json.dumps({"index": str(report.out), "count": report.count, "embedded": report.embedded,
                       "skipped": report.skipped, "resumed_from": report.resumed_from,
                       "seconds": round(report.seconds, 2), "model_seconds": round(report.model_seconds, 2),
-                      "decode_wait_seconds": round(report.decode_wait_seconds, 2), "images_per_second": round(report.images_per_second, 1)}))
+                      "decode_wait_seconds": round(report.decode_wait_seconds, 2), "images_per_second": round(report.images_per_second, 1),
+                      "ef": index.ef if index.store is None else None,
+                      "estimated_recall_at_10": round(tuning["recall"], 4) if tuning else None}))
     return 0
 
 

@@ -15,7 +15,7 @@ import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,7 +25,7 @@ import torch
 from .data import AUTO, GallerySource, Record, SourceKind, open_source
 from .hamming import CodeKind
 from .images import load_image
-from .index import META_FILE, GalleryIndex, HnswParams, IndexMismatchError
+from .index import DEFAULT_TARGET_RECALL, EXACT_SEARCH_BELOW, META_FILE, GalleryIndex, HnswParams, IndexMismatchError
 from .store import HNSW, StoreSpec, parse_store
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ def build_index(
     num_shards: int = 1,
     shard_index: int = 0,
     milvus_index: str = "auto",
+    target_recall: float | None = DEFAULT_TARGET_RECALL,
 ) -> GalleryIndex:
     """Embed `dataset` (hub id, saved dataset dir, parquet file, image folder, or 'builtin') into an index.
 
@@ -127,6 +128,9 @@ def build_index(
     store: 'hnsw' (default; $TWINSIGHT_STORE) or 'milvus:URI[#COLLECTION]' (see indexer/store.py);
     milvus_index: auto | hnsw | ivf_flat. num_shards/shard_index: embed only rows with row % num_shards ==
     shard_index into the shared Milvus collection; a re-run of a shard deletes its own rows first (no resume).
+    target_recall: once an hnswlib index reaches EXACT_SEARCH_BELOW items, and again whenever it has grown by a
+    quarter, its search ef is raised until estimated recall@10 reaches this (GalleryIndex.tune_ef; never below
+    params.ef); None keeps params.ef as it is.
     The returned index has a `build_report` attribute (BuildReport).
     """
     from .models import Embedder, load_embedder
@@ -156,8 +160,10 @@ def build_index(
         known = {index.get(i).source for i in index.ids} if is_folder else set()  # folders resume by path
     report = BuildReport(out, end, len(index), 0, 0, len(index), 0.0)
     if not _has_work(source, start, end, known):
-        if hamming and index.hamming is None:
+        changed = bool(hamming and index.hamming is None)
+        if changed:
             index.enable_hamming(hamming, hamming_bits)
+        if _tune_ef(index, target_recall) or changed:  # an index built before ef tuning is measured once
             index.save(out)
         report.seconds = time.perf_counter() - started
         index.build_report = report
@@ -236,6 +242,7 @@ def build_index(
     index.source["next_row"] = end
     if hamming and index.hamming is None:
         index.enable_hamming(hamming, hamming_bits)
+    _tune_ef(index, target_recall)
     report.count = len(index)
     report.seconds = time.perf_counter() - started
     index.extra["complete"] = True
@@ -276,6 +283,22 @@ def _open_or_create(out: Path, embedder, described: dict, params: HnswParams, re
         start = 0 if index.source.get("kind") == SourceKind.FOLDER.value else int(index.source.get("next_row", 0))
         return index, start
     return GalleryIndex(embedder.dim, embedder.name, params, embedder=embedder, source=dict(described), path=out), 0
+
+
+def _tune_ef(index: GalleryIndex, target_recall: float | None) -> bool:
+    """Measure and raise the graph's ef (GalleryIndex.tune_ef) if the index is large enough to be searched through
+    the graph and is new or has grown by a quarter since it was last measured; True if it did."""
+    last = index.extra.get("ef_tuning") or {}
+    if (not target_recall or index.store is not None or len(index) < EXACT_SEARCH_BELOW
+            or (last.get("target") == target_recall and len(index) < 1.25 * last.get("count", 0))):
+        return False
+    tuning = index.tune_ef(target_recall)
+    index.extra["ef_tuning"] = asdict(tuning)
+    log.info("hnsw ef %d: estimated recall@%d %.3f (target %.2f)", tuning.ef, tuning.k, tuning.recall, target_recall)
+    if not tuning.met:
+        log.warning("hnsw recall@%d is estimated at %.3f even with ef=%d, short of the target %.2f: rebuild with a "
+                    "larger --M or --ef-construction", tuning.k, tuning.recall, tuning.ef, target_recall)
+    return True
 
 
 def _checkpoint(index: GalleryIndex, out: Path, report: BuildReport) -> None:

@@ -124,7 +124,7 @@ def _expr_strings(values: Iterable[str]) -> str:
 
 class MilvusIndex(GalleryIndex):
     """The GalleryIndex API (search, similar, add, add_vectors, delete, get, image, labels, save, open_index)
-    on a Milvus collection. Not available here: Hamming mode and exact (brute force) search."""
+    on a Milvus collection. Not available here: Hamming mode, exact (brute force) search and tune_ef."""
 
     def __init__(self, dim: int, model: str, params: HnswParams = HnswParams(), *, store: StoreSpec,
                  embedder=None, source: dict | None = None, path=None, index: dict | None = None,
@@ -334,6 +334,9 @@ class MilvusIndex(GalleryIndex):
 
     def enable_hamming(self, kind=None, bits: int = 0):
         raise ValueError("Hamming mode is only available on the hnswlib store (build without --store milvus:...).")
+
+    def tune_ef(self, *args, **kwargs):
+        raise ValueError("tune_ef measures the hnswlib graph; a Milvus collection's search ef is set with --ef.")
 
     def memory_bytes(self) -> dict[str, int]:
         return {"float32": len(self) * self.dim * 4, "hamming": 0}

@@ -299,6 +299,62 @@ def test_hnsw_recall_at_10_against_brute_force(clustered):
     assert recall_at_k(exact, truth) == 1.0
 
 
+def fresh_recall(index: GalleryIndex, queries: np.ndarray, truth: np.ndarray) -> float:
+    return recall_at_k(np.array([[h.id for h in index.search(vector=q, k=10, exact=False)] for q in queries]), truth)
+
+
+def test_tune_ef_raises_ef_until_fresh_queries_reach_the_target(tmp_path):
+    vectors = clustered_unit_vectors(20_000, 64, clusters=50, seed=0)
+    queries = clustered_unit_vectors(500, 64, clusters=50, seed=1)
+    truth, _ = exact_search(queries, vectors, 10)
+    index = GalleryIndex(64, "vectors", HnswParams(M=6, ef_construction=48), capacity=20_000)  # a sparse graph
+    index.add_vectors(vectors)
+    before = fresh_recall(index, queries, truth)  # 0.96-0.98 at the default ef=96
+
+    tuning = index.tune_ef(0.98)
+    efs = [ef for ef, _ in tuning.tried]
+    assert efs[0] == 96 and tuning.tried[0][1] < 0.98  # the estimate says the default is not enough here
+    assert tuning.met and index.ef == tuning.ef == efs[-1] > 96 and efs == sorted(efs)
+    assert all(recall < 0.98 for _, recall in tuning.tried[:-1])  # the smallest step that reaches the target
+    after = fresh_recall(index, queries, truth)  # queries the probes never saw (0.989-0.994 measured)
+    assert after > before and after >= 0.975  # the target, less the estimate's sampling error (200 probes)
+    index.save(tmp_path / "ix")
+    assert GalleryIndex.load(tmp_path / "ix").ef == tuning.ef
+
+
+def test_tune_ef_never_lowers_ef(clustered):
+    index = clustered[0]
+    tuning = index.tune_ef(0.98)  # this dense graph reaches the target at the default ef
+    assert tuning.tried == ((96, tuning.recall),) and tuning.recall >= 0.98 and index.ef == 96
+    index.ef = 300
+    try:
+        assert index.tune_ef(0.98).tried[0][0] == 300 and index.ef == 300
+    finally:
+        index.ef = 96
+    with pytest.raises(ValueError, match="target_recall"):
+        index.tune_ef(1.5)
+
+
+def test_builds_measure_ef_once_and_again_after_growing_by_a_quarter(monkeypatch):
+    from indexer import build
+
+    measured = []
+    real = GalleryIndex.tune_ef
+    monkeypatch.setattr(GalleryIndex, "tune_ef", lambda self, target: measured.append(len(self)) or real(self, target))
+    vectors = clustered_unit_vectors(1_600, 32, clusters=10, seed=0)
+    index = GalleryIndex(32, "vectors")
+    index.add_vectors(vectors[:999])
+    assert not build._tune_ef(index, 0.98) and measured == []  # searched exactly: nothing to tune
+    index.add_vectors(vectors[999:1000])
+    assert build._tune_ef(index, 0.98) and measured == [1000]
+    assert index.extra["ef_tuning"]["count"] == 1000 and index.extra["ef_tuning"]["ef"] == index.ef
+    index.add_vectors(vectors[1000:1249])
+    assert not build._tune_ef(index, 0.98) and not build._tune_ef(index, None) and measured == [1000]
+    assert build._tune_ef(index, 0.99) and measured == [1000, 1249]  # another target: measured again
+    index.add_vectors(vectors[1249:])
+    assert build._tune_ef(index, 0.99) and measured == [1000, 1249, 1600]  # grown by a quarter
+
+
 def test_exact_search_stays_exact_with_the_float16_scan_copy(tmp_path):
     # Near-duplicates whose scores differ by ~1e-4: float16 alone cannot order them; the float32 re-score must.
     rng = np.random.default_rng(3)
