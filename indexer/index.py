@@ -62,7 +62,7 @@ SCAN_MARGIN = 2e-3
 # The ef a build settles on: the smallest of these (from the index's own ef up) whose estimated recall@10 reaches
 # the target. At 100k clustered items ef=96 gives 0.986; at 1M it gives 0.77 and 0.98 needs ~512.
 DEFAULT_TARGET_RECALL = 0.98
-EF_STEPS = (96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+EF_STEPS = (96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 2048)
 VERSIONED_PACKAGES = ("hnswlib", "numpy", "pyarrow", "torch", "datasets", "open_clip_torch", "transformers", "pillow")
 
 
