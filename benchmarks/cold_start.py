@@ -44,7 +44,9 @@ def first_answer(folder: Path, index_dir: Path, model: str, query: str) -> tuple
 
 def grow_index(index_dir: Path, model: str, items: int) -> int:
     from indexer import load_embedder
+    from indexer.build import tune_ef_if_due
     from indexer.gallery import open_default_gallery
+    from indexer.index import DEFAULT_TARGET_RECALL
 
     index = open_default_gallery(load_embedder(model), cache_root=index_dir)
     rng = np.random.default_rng(0)
@@ -52,6 +54,7 @@ def grow_index(index_dir: Path, model: str, items: int) -> int:
         n = min(20_000, items - len(index))
         vectors = rng.normal(size=(n, index.dim)).astype(np.float32)
         index.add_vectors(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), labels=["random"] * n, sources=[""] * n)
+    tune_ef_if_due(index, DEFAULT_TARGET_RECALL)  # as a build of this size does, so the app's start does not
     index.save()
     return len(index)
 

@@ -163,7 +163,7 @@ def build_index(
         changed = bool(hamming and index.hamming is None)
         if changed:
             index.enable_hamming(hamming, hamming_bits)
-        if _tune_ef(index, target_recall) or changed:  # an index built before ef tuning is measured once
+        if tune_ef_if_due(index, target_recall) or changed:  # an index built before ef tuning is measured once
             index.save(out)
         report.seconds = time.perf_counter() - started
         index.build_report = report
@@ -242,7 +242,7 @@ def build_index(
     index.source["next_row"] = end
     if hamming and index.hamming is None:
         index.enable_hamming(hamming, hamming_bits)
-    _tune_ef(index, target_recall)
+    tune_ef_if_due(index, target_recall)
     report.count = len(index)
     report.seconds = time.perf_counter() - started
     index.extra["complete"] = True
@@ -285,7 +285,7 @@ def _open_or_create(out: Path, embedder, described: dict, params: HnswParams, re
     return GalleryIndex(embedder.dim, embedder.name, params, embedder=embedder, source=dict(described), path=out), 0
 
 
-def _tune_ef(index: GalleryIndex, target_recall: float | None) -> bool:
+def tune_ef_if_due(index: GalleryIndex, target_recall: float | None) -> bool:
     """Measure and raise the graph's ef (GalleryIndex.tune_ef) if the index is large enough to be searched through
     the graph and is new or has grown by a quarter since it was last measured; True if it did."""
     last = index.extra.get("ef_tuning") or {}

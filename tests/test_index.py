@@ -344,15 +344,15 @@ def test_builds_measure_ef_once_and_again_after_growing_by_a_quarter(monkeypatch
     vectors = clustered_unit_vectors(1_600, 32, clusters=10, seed=0)
     index = GalleryIndex(32, "vectors")
     index.add_vectors(vectors[:999])
-    assert not build._tune_ef(index, 0.98) and measured == []  # searched exactly: nothing to tune
+    assert not build.tune_ef_if_due(index, 0.98) and measured == []  # searched exactly: nothing to tune
     index.add_vectors(vectors[999:1000])
-    assert build._tune_ef(index, 0.98) and measured == [1000]
+    assert build.tune_ef_if_due(index, 0.98) and measured == [1000]
     assert index.extra["ef_tuning"]["count"] == 1000 and index.extra["ef_tuning"]["ef"] == index.ef
     index.add_vectors(vectors[1000:1249])
-    assert not build._tune_ef(index, 0.98) and not build._tune_ef(index, None) and measured == [1000]
-    assert build._tune_ef(index, 0.99) and measured == [1000, 1249]  # another target: measured again
+    assert not build.tune_ef_if_due(index, 0.98) and not build.tune_ef_if_due(index, None) and measured == [1000]
+    assert build.tune_ef_if_due(index, 0.99) and measured == [1000, 1249]  # another target: measured again
     index.add_vectors(vectors[1249:])
-    assert build._tune_ef(index, 0.99) and measured == [1000, 1249, 1600]  # grown by a quarter
+    assert build.tune_ef_if_due(index, 0.99) and measured == [1000, 1249, 1600]  # grown by a quarter
 
 
 def test_exact_search_stays_exact_with_the_float16_scan_copy(tmp_path):
