@@ -128,7 +128,7 @@ class EfTuning:
     k: int
     queries: int
     count: int  # items in the index when measured
-    tried: tuple[tuple[int, float], ...]  # (ef, estimated recall@k), ascending
+    tried: tuple[tuple[int, float], ...]  # (ef, estimated recall@k) of each ef measured, ascending
 
     @property
     def met(self) -> bool:
@@ -287,7 +287,8 @@ class GalleryIndex:
     def tune_ef(self, target_recall: float = DEFAULT_TARGET_RECALL, k: int = 10, queries: int = 200,
                 seed: int = 0) -> EfTuning:
         """Raise ef to the smallest of EF_STEPS (starting from the current ef) whose estimated recall@k reaches
-        `target_recall`, or to the largest if none does; ef never goes down. Returns what was measured.
+        `target_recall` (recall grows with ef), or to the largest if none does; ef never goes down. Returns what
+        was measured.
 
         Recall is estimated on `queries` probes against exact search. A probe is a random item moved away from
         itself, in a random direction, by its distance to its nearest other item: as far from the gallery as
@@ -306,26 +307,41 @@ class GalleryIndex:
             rng = np.random.default_rng(seed)
             items = self._float32(rng.choice(n, min(queries, n), replace=False))
             steps = [self.ef] + [ef for ef in EF_STEPS if ef > self.ef]
-            self._hnsw.set_ef(max(steps[-1], k))
+            self._hnsw.set_ef(max(steps[0], k))  # an item's own neighbours are easy to find
             _, distances = self._hnsw.knn_query(items, k=2, num_threads=-1)  # the item itself, then its nearest
             gaps = np.sqrt(np.maximum(2.0 * distances[:, 1], 0.0))  # unit vectors: |a - b|^2 = 2 (1 - cos)
             directions = rng.normal(size=items.shape).astype(np.float32)
             directions -= (directions * items).sum(axis=1, keepdims=True) * items  # orthogonal to the item
             probes = normalize(items + gaps[:, None] * normalize(directions))
             truth = [set(self._exact(probe, k)[0].tolist()) for probe in probes]
-            tried: list[tuple[int, float]] = []
-            for ef in steps:
-                self._hnsw.set_ef(max(ef, k))
-                found, _ = self._hnsw.knn_query(probes, k=k, num_threads=-1)
-                recall = float(np.mean([len({self._position[int(i)] for i in row} & t) / len(t)
-                                        for row, t in zip(found, truth)]))
-                tried.append((ef, recall))
-                if recall >= target_recall:
+            recalls: dict[int, float] = {}  # step index -> estimated recall
+
+            def reaches(i: int) -> bool:
+                if i not in recalls:
+                    self._hnsw.set_ef(max(steps[i], k))
+                    found, _ = self._hnsw.knn_query(probes, k=k, num_threads=-1)
+                    recalls[i] = float(np.mean([len({self._position[int(x)] for x in row} & t) / len(t)
+                                                for row, t in zip(found, truth)]))
+                return recalls[i] >= target_recall
+
+            # Double ef until the target is reached, then bisect the steps in between: a few measurements at
+            # large ef instead of all of them (on hard data every step falls short and each costs more).
+            below, above, i = -1, len(steps) - 1, 0
+            while not reaches(i):
+                below = i
+                if i == len(steps) - 1:
                     break
-            ef, recall = tried[-1]
+                i = next((j for j in range(i + 1, len(steps)) if steps[j] >= 2 * steps[i]), len(steps) - 1)
+            else:
+                above = i
+                while above - below > 1:
+                    middle = (below + above) // 2
+                    below, above = (below, middle) if reaches(middle) else (middle, above)
+            ef, recall = steps[above], recalls[above]
             self._hnsw.set_ef(ef)
             self.params = replace(self.params, ef=ef)
-        return EfTuning(ef, recall, target_recall, k, len(probes), n, tuple(tried))
+        tried = tuple((steps[i], recalls[i]) for i in sorted(recalls))
+        return EfTuning(ef, recall, target_recall, k, len(probes), n, tried)
 
     def get(self, item_id: int) -> Item:
         with self._lock.read():

@@ -13,6 +13,7 @@ from tiny_models import TINY_CLIP_SPEC, make_gallery_images
 from indexer import (CodeKind, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Metric, build_index,
                      open_index)
 from indexer.brute import clustered_unit_vectors, exact_search, neighbour_agreement, recall_at_k
+from indexer.index import EF_STEPS
 from indexer.data import SourceError, open_source
 
 
@@ -312,10 +313,11 @@ def test_tune_ef_raises_ef_until_fresh_queries_reach_the_target(tmp_path):
     before = fresh_recall(index, queries, truth)  # 0.96-0.98 at the default ef=96
 
     tuning = index.tune_ef(0.98)
-    efs = [ef for ef, _ in tuning.tried]
-    assert efs[0] == 96 and tuning.tried[0][1] < 0.98  # the estimate says the default is not enough here
-    assert tuning.met and index.ef == tuning.ef == efs[-1] > 96 and efs == sorted(efs)
-    assert all(recall < 0.98 for _, recall in tuning.tried[:-1])  # the smallest step that reaches the target
+    recalls = dict(tuning.tried)
+    assert list(recalls) == sorted(recalls) and recalls[96] < 0.98  # the estimate says the default is not enough
+    assert tuning.met and index.ef == tuning.ef > 96 and recalls[tuning.ef] == tuning.recall >= 0.98
+    assert all(recall < 0.98 for ef, recall in tuning.tried if ef < tuning.ef)
+    assert EF_STEPS[EF_STEPS.index(tuning.ef) - 1] in recalls  # the step below was measured: the smallest that does
     after = fresh_recall(index, queries, truth)  # queries the probes never saw (0.989-0.994 measured)
     assert after > before and after >= 0.975  # the target, less the estimate's sampling error (200 probes)
     index.save(tmp_path / "ix")
