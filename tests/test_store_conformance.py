@@ -147,3 +147,19 @@ def test_recall_at_10_against_brute_force(store):
     exact = None if isinstance(store, MilvusIndex) else False  # hnswlib: the graph, not brute force
     found = np.asarray([[h.id for h in store.search(vector=q, k=10, exact=exact)] for q in queries])
     assert recall_at_k(found, truth) >= 0.95
+
+
+def test_builds_tune_ef_on_the_hnswlib_store_only(tmp_path):
+    from indexer.build import tune_ef_if_due
+
+    hnsw, milvus = make_store("hnsw", tmp_path / "h"), make_store("milvus", tmp_path)
+    try:
+        for index in (hnsw, milvus):
+            index.add_vectors(_vectors(1_000))
+        assert tune_ef_if_due(hnsw, 0.98) and hnsw.extra["ef_tuning"]["count"] == 1_000
+        assert not tune_ef_if_due(milvus, 0.98) and "ef_tuning" not in milvus.extra  # its graph is not in this process
+        with pytest.raises(ValueError, match="--ef"):
+            milvus.tune_ef()
+    finally:
+        hnsw.close()
+        milvus.close()
