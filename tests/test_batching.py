@@ -46,6 +46,46 @@ def test_max_rows_is_respected():
     assert sum(sizes) == 16 and max(sizes) <= 5
 
 
+def test_small_batches_run_side_by_side_on_free_lanes_and_big_ones_take_them_all():
+    running, peak, sizes = [0], [0], []
+    lock = threading.Lock()
+
+    def forward(x):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            sizes.append(len(x))
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return x * 2
+
+    def serve(coalescer, requests, rows):
+        results = [None] * requests
+
+        def worker(i):
+            results[i] = coalescer(torch.full((rows, 2), float(i)))
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(requests)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.01)  # arrivals in order: the first finds the model idle
+        for thread in threads:
+            thread.join()
+        assert all(torch.all(out == 2 * i) and len(out) == rows for i, out in enumerate(results))
+
+    # one row per request, a batch of fewer than 4 rows keeps one lane busy (as the model's streams do)
+    two_lanes = Coalescer(forward, lanes=2, lanes_for=lambda rows: 1 if rows < 4 else 2)
+    serve(two_lanes, 2, rows=1)
+    assert peak[0] == 2 and sizes == [1, 1]  # the second request did not wait for the first: a lane was free
+    peak[0], sizes[:] = 0, []
+    serve(Coalescer(forward, lanes=1), 2, rows=1)
+    assert peak[0] == 1  # one lane: one batch at a time, as before
+    peak[0], sizes[:] = 0, []
+    serve(two_lanes, 6, rows=4)
+    assert peak[0] == 1 and sizes[0] == 4 and sum(sizes) == 24 and len(sizes) < 6  # split batches queue and merge
+
+
 def test_errors_reach_every_waiter_and_the_coalescer_recovers():
     def fail_on_negative(x):
         time.sleep(0.02)

@@ -505,6 +505,7 @@ def test_cli_build_and_search(tiny_clip, gallery_folder, tmp_path, capsys):
                  "--ef", "40", "--hamming", "sign"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["count"] == 12 and report["embedded"] == 12
+    assert report["ef"] == 40 and report["estimated_recall_at_10"] is None  # 12 items are searched exactly: no tuning
     meta = json.loads((out / "meta.json").read_text())
     assert meta["hnsw"]["M"] == 8 and meta["hnsw"]["ef"] == 40 and meta["hamming"]["kind"] == "sign"
 

@@ -145,14 +145,16 @@ class Embedder(ABC):
         self.notice: str | None = None  # shown in the UI, e.g. the offline fallback
         # Every model call runs on the model's own threads ("streams"; indexer.device.model_streams: two on a CPU,
         # each with half the cores, one on a GPU). Called from each request's thread instead, every new thread got
-        # an OpenMP team of its own, and the idle teams' spinning threads took CPU from the ones computing. The
-        # coalescer runs one merged batch at a time and big batches are split between the streams: under load
-        # that gave bigger batches and ~5% more requests/s than two merged batches at once (docs/BENCHMARKS.md, 4).
+        # an OpenMP team of its own, and the idle teams' spinning threads took CPU from the ones computing. Big
+        # merged batches are split between the streams and keep both busy, so under load the queue grows into big
+        # batches (~5% more requests/s than always two merged batches at once); a small batch keeps one stream and
+        # the coalescer starts the next on the other (docs/BENCHMARKS.md, 4).
         self.model_workers, self._threads = model_streams(device)
         self._model_thread = ThreadPoolExecutor(max_workers=self.model_workers, thread_name_prefix=MODEL_THREAD_PREFIX)
         # TWINSIGHT_MAX_BATCH caps the rows of a merged batch (activation memory on a small GPU); 1 turns merging off.
         max_rows = env_int("TWINSIGHT_MAX_BATCH", max(batch_size, 64))
-        self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows)
+        self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows, lanes=self.model_workers,
+                                    lanes_for=self._parts)
         self.dim = 0
 
     def _finish_init(self) -> None:
@@ -223,11 +225,14 @@ class Embedder(ABC):
         # not faster (EfficientNet-Lite0 33 -> 66 images/s at batch 1; ViT-B-32 20 -> 22). None: the stream's share.
         return 1 if rows <= SMALL_BATCH_ROWS else None
 
+    def _parts(self, rows: int) -> int:
+        return max(1, min(self.model_workers, rows // MIN_CHUNK_ROWS))
+
     def _on_streams(self, pixels: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """`forward` of a preprocessed batch, split between the streams when each part keeps at least
         MIN_CHUNK_ROWS rows (smaller batches lose more to per-row inefficiency than they gain: ViT-B-32 on one
         thread runs 23 images/s at batch 1 and 64 at batch 8)."""
-        parts = max(1, min(self.model_workers, len(pixels) // MIN_CHUNK_ROWS))
+        parts = self._parts(len(pixels))
         chunks = pixels.split(math.ceil(len(pixels) / parts)) if parts > 1 else (pixels,)
         futures = [self._submit(lambda chunk=chunk: forward(chunk), self._threads_for(len(chunk))) for chunk in chunks]
         return torch.cat([future.result() for future in futures])
