@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .brute import normalize, top_k
+from .brute import normalize, recall_at_k, top_k
 from .hamming import BinaryCodec, CodeKind, hamming_search
 from .images import ImageSource, load_image
 
@@ -313,15 +313,14 @@ class GalleryIndex:
             directions = rng.normal(size=items.shape).astype(np.float32)
             directions -= (directions * items).sum(axis=1, keepdims=True) * items  # orthogonal to the item
             probes = normalize(items + gaps[:, None] * normalize(directions))
-            truth = [set(self._exact(probe, k)[0].tolist()) for probe in probes]
+            truth = np.array([self._exact(probe, k)[0] for probe in probes])  # positions, (probes, k)
             recalls: dict[int, float] = {}  # step index -> estimated recall
 
             def reaches(i: int) -> bool:
                 if i not in recalls:
                     self._hnsw.set_ef(max(steps[i], k))
                     found, _ = self._hnsw.knn_query(probes, k=k, num_threads=-1)
-                    recalls[i] = float(np.mean([len({self._position[int(x)] for x in row} & t) / len(t)
-                                                for row, t in zip(found, truth)]))
+                    recalls[i] = recall_at_k([[self._position[int(x)] for x in row] for row in found], truth)
                 return recalls[i] >= target_recall
 
             # Double ef until the target is reached, then bisect the steps in between: a few measurements at
