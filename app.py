@@ -16,6 +16,9 @@ CONCURRENCY = env_int("TWINSIGHT_CONCURRENCY", 16)
 # Requests waiting beyond this get Gradio's "queue is full" answer instead of piling up in memory.
 QUEUE_SIZE = env_int("TWINSIGHT_QUEUE_SIZE", 64)
 MAX_UPLOAD = os.environ.get("TWINSIGHT_MAX_UPLOAD", "20mb")
+# After every event Gradio rebuilds a pandas summary of up to 10,000 past events for its monitoring page: 3-9 ms of
+# CPU per request, growing with the events served (docs/BENCHMARKS.md, section 4). Every 100th event is enough.
+ANALYTICS_EVERY = os.environ.get("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
 
 
 def build_app() -> gr.Blocks:
@@ -32,6 +35,12 @@ def build_app() -> gr.Blocks:
     return app
 
 
+def queued(app: gr.Blocks) -> gr.Blocks:
+    """The app behind its request queue: at most QUEUE_SIZE waiting, CONCURRENCY events per function at once."""
+    os.environ["GRADIO_ANALYTICS_CACHE_FREQUENCY"] = ANALYTICS_EVERY  # Gradio reads it when it makes the queue
+    return app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", help="model spec: auto (default), effnet-lite0, open_clip:ARCH/PRETRAINED, hf:ID_OR_PATH")
@@ -46,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime.configure(model=args.model, gallery=args.gallery, heads=args.head, store=args.store, ef=args.ef)
     runtime.warm_up()
-    app = build_app().queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    app = queued(build_app())
     app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=False)
 
 
