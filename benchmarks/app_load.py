@@ -1,7 +1,7 @@
 """Benchmark 4: the running app under concurrent gradio_client load, batched against one-at-a-time.
 
     .venv/bin/python benchmarks/app_load.py [--clients 1 4 16] [--requests 6] [--rounds 3] [--endpoints compare search]
-        [--models effnet-lite0 open_clip:ViT-B-32]
+        [--models effnet-lite0 open_clip:ViT-B-32] [--served N]
 
 Starts `app.py` on 127.0.0.1 three times per model, side by side (the two not being measured are frozen with
 SIGSTOP), and sends each the same load in turn, for `--rounds` alternating rounds (medians; the batched /
@@ -10,7 +10,7 @@ TWINSIGHT_CONCURRENCY=1 (one request at a time); the app's concurrency (app.CONC
 merging off (TWINSIGHT_MAX_BATCH=1: requests overlap but each runs its own forward); and the app's defaults
 ("batched"), where concurrent requests reach the model together and its coalescer embeds them in one batch. Each
 client sends a bounded number of requests; prints requests/s, p50/p95 latency, errors, and the app's CPU time per
-request.
+request. --served N first sends each app N requests (16 clients), to measure an app that has been up for a while.
 """
 from __future__ import annotations
 
@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the three modes per cell (medians)")
     parser.add_argument("--concurrency", type=int, default=None, help="batched mode's TWINSIGHT_CONCURRENCY (default: the app's)")
     parser.add_argument("--endpoints", nargs="+", default=["compare", "search"])
+    parser.add_argument("--served", type=int, default=0, help="requests each app serves before the measurements")
     parser.add_argument("--models", nargs="+", default=["effnet-lite0", "open_clip:ViT-B-32"],
                         help="open_clip:ViT-B-32 without a tag runs random weights: the speed is the real model's")
     args = parser.parse_args()
@@ -146,6 +147,8 @@ def main() -> None:
                 for server in servers.values():
                     with running(server):
                         run_load(server.url, endpoint, 1, 2, images)  # warm-up
+                        if args.served:
+                            run_load(server.url, endpoint, 16, -(-args.served // 16), images)
                 for clients in args.clients:
                     for _ in range(args.rounds):
                         rps = {}
