@@ -26,4 +26,3 @@ def test_analytics_summary_is_rebuilt_every_100th_event_not_every_event(queue, m
         summary = queue.compute_analytics_summary(records)
     assert len(frames) == 2  # at the 100th and the 200th event
     assert summary["functions"]["search"]["success_rate"] == 1.0  # the summary is still there, just not rebuilt each time
-
