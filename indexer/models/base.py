@@ -5,9 +5,11 @@ threads), `forward_images` (the only step that touches the model), `postprocess`
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -21,6 +23,8 @@ from ..device import model_streams
 from ..env import env_int
 from ..images import ImageSource, load_image
 from .batching import Coalescer
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
@@ -155,6 +159,7 @@ class Embedder(ABC):
         max_rows = env_int("TWINSIGHT_MAX_BATCH", max(batch_size, 64))
         self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows, lanes=self.model_workers,
                                     lanes_for=self._parts)
+        self._image_graph: torch.jit.ScriptModule | None = None  # the traced image forward (_prepare_forward)
         self.dim = 0
 
     def _finish_init(self) -> None:
@@ -188,6 +193,37 @@ class Embedder(ABC):
         model = getattr(self, "model", None)
         if isinstance(model, torch.nn.Module):
             model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        self._prepare_forward()
+
+    def _prepare_forward(self) -> None:
+        """On a CPU, trace the image forward into a TorchScript graph, kept only if it gives exactly the eager
+        outputs (checked on random pixels at two batch sizes); TWINSIGHT_TRACE=0 keeps the eager forward.
+
+        Why: eager PyTorch releases and retakes the GIL around each of the forward's ~200 ops. While Gradio's
+        event loop or request threads run Python, every retake waits, and EfficientNet-Lite0 at batch 1 beside
+        one busy Python thread fell from 46 to 2 images/s; traced, it kept 38, and it is 10-20% faster alone (no
+        Python between ops). The graph runs the same ATen ops, so the embeddings are bit-identical
+        (docs/BENCHMARKS.md, 1). GPUs keep the eager forward: not measured there."""
+        self._image_graph = None
+        if (self.device.type != "cpu" or os.environ.get("TWINSIGHT_TRACE", "1") == "0"
+                or not isinstance(getattr(self, "model", None), torch.nn.Module)):
+            return
+        self._image_graph = self._on_model_thread(self._trace_image_features)
+
+    def _trace_image_features(self) -> torch.jit.ScriptModule | None:
+        rng = np.random.default_rng(0)
+        photos = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(3)]
+        pixels = self._model_input(torch.stack([self.preprocess(photo) for photo in photos]))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings and torch.jit.trace's deprecation notice
+                graph = torch.jit.trace(_ImageFeatures(self), pixels[:2], check_trace=False)
+            if all(torch.equal(graph(rows), self._image_features(rows)) for rows in (pixels[:1], pixels)):
+                return graph
+            log.warning("%s: the traced image forward differs from the eager one; running eager", self.name)
+        except Exception as exc:  # a model tracing cannot follow (data-dependent Python): eager still works
+            log.warning("%s: cannot trace the image forward (%s); running eager", self.name, str(exc)[:200])
+        return None
 
     def _model_input(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(self.device, self.dtype)
@@ -200,7 +236,9 @@ class Embedder(ABC):
             wanted = threads or self._threads
             if torch.get_num_threads() != wanted:
                 torch.set_num_threads(wanted)  # OpenMP's setting is per thread: each stream keeps its own
-            with torch.inference_mode():
+            # Unoptimised graph execution: the profiling executor would re-specialise the traced forward for every
+            # new batch size (a first call ~4x slower) and may fuse ops; unoptimised, it runs exactly the eager ops.
+            with torch.inference_mode(), torch.jit.optimized_execution(False):
                 return call()
 
         if threading.current_thread().name.startswith(MODEL_THREAD_PREFIX):
@@ -217,7 +255,10 @@ class Embedder(ABC):
 
     def _features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Float32 CPU features of a preprocessed batch (runs on a model thread)."""
-        return self._image_features(self._model_input(pixels)).float().cpu()
+        # An `_image_features` set on the instance (tests, benchmarks wrapping the forward) runs as it is.
+        traced = self._image_graph is not None and "_image_features" not in vars(self)
+        forward = self._image_graph if traced else self._image_features
+        return forward(self._model_input(pixels)).float().cpu()
 
     @staticmethod
     def _threads_for(rows: int) -> int | None:
@@ -357,6 +398,18 @@ class Embedder(ABC):
         return [_top_k(row, labels, top_k) for row in probs]
 
     logit_scale: float = 100.0  # CLIP's learned temperature; backends override with the model's own
+
+
+class _ImageFeatures(torch.nn.Module):
+    """An embedder's image forward as a module, so a trace holds the weights as parameters, not constants."""
+
+    def __init__(self, embedder: Embedder):
+        super().__init__()
+        self.model = embedder.model
+        self._forward = embedder._image_features
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._forward(pixels)
 
 
 def _top_k(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[Prediction]:
