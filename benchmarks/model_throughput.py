@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/model_throughput.py [--batches 1 8 32 64] [--repeats 5] [--models vit-b-32 hf-vit effnet]
     .venv/bin/python benchmarks/model_throughput.py --compile --models effnet vit-b-32 --batches 1 8   # torch.compile
+    .venv/bin/python benchmarks/model_throughput.py --busy-python --models effnet vit-b-32 --batches 1 8   # the GIL
 
 Model-only throughput on preprocessed batches (decode cost is benchmark 2's subject). Random weights are fine for
 speed; agreement is checked on the real EfficientNet-Lite0 weights and on real photos.
@@ -59,12 +60,51 @@ def photos() -> list:
     return random_crops([getattr(skimage.data, n)() for n in names], per_image=20)  # 200 real-photo views
 
 
-def one_stream(spec: str, precision: str, channels_last: bool = False):
-    """One model stream using every thread (TWINSIGHT_MODEL_WORKERS=1), in the given precision and layout."""
-    with mock.patch.dict(os.environ, {"TWINSIGHT_MODEL_WORKERS": "1"}):
+def one_stream(spec: str, precision: str, channels_last: bool = False, traced: bool = False):
+    """One model stream using every thread (TWINSIGHT_MODEL_WORKERS=1), in the given precision and layout, eager
+    unless `traced`."""
+    with mock.patch.dict(os.environ, {"TWINSIGHT_MODEL_WORKERS": "1", "TWINSIGHT_TRACE": "1" if traced else "0"}):
         embedder = create_embedder(spec, device="cpu", precision=precision)
-    embedder.use_channels_last(channels_last)
+        embedder.use_channels_last(channels_last)  # (traces again for the layout)
     return embedder
+
+
+def busy_python_check(spec: str, batch: int, seconds: float = 3.0) -> str:
+    """The fast path through `embed_pixels`, eager (TWINSIGHT_TRACE=0) and traced (the default), alone and beside
+    one thread running pure Python, as Gradio's event loop and request threads do in the app. Images/s."""
+    import threading
+
+    embedders = {"eager": None, "traced": None}
+    for name in embedders:
+        with mock.patch.dict(os.environ, {"TWINSIGHT_TRACE": "1" if name == "traced" else "0"}):
+            embedders[name] = create_embedder(spec, device="cpu", precision="bf16")
+    pixels = torch.randn(batch, 3, 224, 224)
+
+    def rate(embedder) -> float:
+        embedder.embed_pixels(pixels)
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            embedder.embed_pixels(pixels)
+            calls += 1
+        return batch * calls / (time.perf_counter() - start)
+
+    cells, busy = [], threading.Event()
+
+    def spin():
+        while busy.is_set():
+            sum(i * i for i in range(200))
+
+    for name, embedder in embedders.items():
+        cells.append(rate(embedder))
+        busy.set()
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        try:
+            cells.append(rate(embedder))
+        finally:
+            busy.clear()
+            spinner.join()
+    return f"| {spec} | {batch} | " + " | ".join(f"{x:.1f}" for x in cells) + f" | {cells[3] / cells[1]:.1f}x |"
 
 
 def plain_fp32(spec: str):
@@ -152,24 +192,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--compile", action="store_true", help="measure torch.compile against eager instead")
+    parser.add_argument("--busy-python", action="store_true", help="measure eager against traced beside a busy Python thread instead")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_fast_bf16()}")
-    if args.compile:
-        print("| model | batch | first compile s | alone eager img/s | alone compiled img/s | ratio | embed_pixels eager img/s | embed_pixels compiled img/s | ratio |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for key in args.models:
-            for batch in args.batches:
-                print(compile_check(MODELS[key](), batch), flush=True)
-        return
+    side_check = {"compile": (compile_check, "| model | batch | first compile s | alone eager img/s | alone compiled img/s | "
+                              "ratio | embed_pixels eager img/s | embed_pixels compiled img/s | ratio |"),
+                  "busy_python": (busy_python_check, "| model | batch | eager img/s | eager beside busy Python | traced img/s | "
+                                  "traced beside busy Python | traced / eager, busy |")}
+    for option, (check, header) in side_check.items():
+        if getattr(args, option):
+            print(header)
+            print("| --- " * (header.count("|") - 1) + "|")
+            for key in args.models:
+                for batch in args.batches:
+                    print(check(MODELS[key](), batch), flush=True)
+            return
     print("fp32: the plain reference (NCHW, one stream on all threads); the fast path adds each column's trick in turn;")
-    print("'+ 2 streams' is the app's default on a CPU: two batches (or two halves of one) at once, each on half the threads")
-    print("| model | batch | fp32 img/s | bf16 img/s | + channels_last img/s | + 2 streams (fast path) img/s | fast path / fp32 |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("'+ traced': the forward as a TorchScript graph; '+ 2 streams' is the app's default on a CPU: two batches (or two")
+    print("halves of one) at once, each on half the threads")
+    print("| model | batch | fp32 img/s | bf16 img/s | + channels_last img/s | + traced img/s | + 2 streams (fast path) img/s | fast path / fp32 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for key in args.models:
         spec = MODELS[key]()
         fast = create_embedder(spec, device="cpu", precision="bf16")  # the app's: channels_last where convolutional
         variants = [plain_fp32(spec), one_stream(spec, "bf16")]
         variants.append(one_stream(spec, "bf16", channels_last=True) if fast.channels_last else None)
+        variants.append(one_stream(spec, "bf16", channels_last=fast.channels_last, traced=True))
         for batch in args.batches:
             speeds = [images_per_second(v, batch, args.repeats) if v is not None else None for v in variants + [fast]]
             cells = " | ".join(f"{x:.1f}" if x is not None else "(no convolutions)" for x in speeds)
