@@ -243,22 +243,30 @@ def test_numeric_settings_default_when_unset_or_empty_and_read_digits(monkeypatc
     assert env_int("TWINSIGHT_TEST_NUMBER", 7) == 64000
 
 
-@pytest.mark.parametrize("which", ["effnet", "open_clip", "hf_vit", "hf_clip"])
-def test_cpu_image_forward_runs_traced_with_bit_identical_embeddings(monkeypatch, which, tiny_clip_spec, tiny_vit_dir,
-                                                                     tiny_hf_clip_dir, photos):
+@pytest.mark.parametrize("which", ["effnet", "open_clip", "hf_vit", "hf_clip", "hf_classifier"])
+def test_cpu_image_forwards_run_traced_with_bit_identical_results(monkeypatch, which, tiny_clip_spec, tiny_vit_dir,
+                                                                  tiny_hf_clip_dir, tiny_vit_classifier_dir, photos):
     spec = {"effnet": "effnet-lite0", "open_clip": tiny_clip_spec, "hf_vit": f"hf:{tiny_vit_dir}",
-            "hf_clip": f"hf:{tiny_hf_clip_dir}"}[which]
+            "hf_clip": f"hf:{tiny_hf_clip_dir}", "hf_classifier": f"hf:{tiny_vit_classifier_dir}"}[which]
     traced = create_embedder(spec, device="cpu")
     monkeypatch.setenv("TWINSIGHT_TRACE", "0")
     eager = create_embedder(spec, device="cpu")
     eager.model.load_state_dict(traced.model.state_dict())  # the tiny open_clip model is random at each build
-    assert traced._image_graph is not None and eager._image_graph is None
-    graph, calls = traced._image_graph, []
-    traced._image_graph = lambda pixels: calls.append(len(pixels)) or graph(pixels)
+    forwards = ["_image_features", "_logits"] if traced.supports_classify else ["_image_features"]
+    assert sorted(traced._graphs) == sorted(forwards) and eager._graphs == {}
+    weights = {p.data_ptr() for p in traced.model.parameters()}
+    assert all(p.data_ptr() in weights for graph in traced._graphs.values() for p in graph.parameters())  # no copy
+    calls = []
+    for name, graph in list(traced._graphs.items()):
+        traced._graphs[name] = lambda pixels, graph=graph, name=name: calls.append((name, len(pixels))) or graph(pixels)
     images = list(photos.values())
     for batch in (images[:1], images, images * 3):  # batch sizes other than the trace's own (2)
         assert np.array_equal(traced.encode_images(batch, batch_size=len(batch)), eager.encode_images(batch, batch_size=len(batch)))
-    assert sum(calls) == 1 + 4 * len(images)  # every row went through the graph (split between the streams too)
+        if traced.supports_classify:
+            assert traced.classify(batch, 3) == eager.classify(batch, 3)
+    # every row went through the graphs (split between the streams too)
+    for name in forwards:
+        assert sum(rows for called, rows in calls if called == name) == 1 + 4 * len(images)
 
 
 def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, photos):
@@ -269,7 +277,7 @@ def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, pho
     embedder._image_features = lambda pixels: eager(pixels) * (2.0 if pixels.shape[0] == 2 else 1.0)
     with caplog.at_level("WARNING", logger="indexer.models.base"):
         embedder._prepare_forward()
-    assert embedder._image_graph is None and "differs from the eager one" in caplog.text
+    assert embedder._graphs == {} and "traced _image_features differs from the eager one" in caplog.text
 
     def untraceable(pixels):
         if torch.jit.is_tracing():
@@ -278,6 +286,6 @@ def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, pho
 
     embedder._image_features = untraceable
     embedder._prepare_forward()
-    assert embedder._image_graph is None and "cannot trace the image forward (data-dependent" in caplog.text
+    assert embedder._graphs == {} and "cannot trace _image_features (data-dependent" in caplog.text
     del embedder._image_features
     np.testing.assert_array_equal(embedder.encode_images(list(photos.values())), expected)

@@ -159,7 +159,7 @@ class Embedder(ABC):
         max_rows = env_int("TWINSIGHT_MAX_BATCH", max(batch_size, 64))
         self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows, lanes=self.model_workers,
                                     lanes_for=self._parts)
-        self._image_graph: torch.jit.ScriptModule | None = None  # the traced image forward (_prepare_forward)
+        self._graphs: dict[str, torch.jit.ScriptModule] = {}  # traced image forwards by method name (_prepare_forward)
         self.dim = 0
 
     def _finish_init(self) -> None:
@@ -196,34 +196,44 @@ class Embedder(ABC):
         self._prepare_forward()
 
     def _prepare_forward(self) -> None:
-        """On a CPU, trace the image forward into a TorchScript graph, kept only if it gives exactly the eager
-        outputs (checked on random pixels at two batch sizes); TWINSIGHT_TRACE=0 keeps the eager forward.
+        """On a CPU, trace the image forwards (features; logits where there is a classifier head) into TorchScript
+        graphs, each kept only if it gives exactly the eager outputs (checked on random pixels at two batch sizes);
+        TWINSIGHT_TRACE=0 keeps the eager forwards.
 
         Why: eager PyTorch releases and retakes the GIL around each of the forward's ~200 ops. While Gradio's
         event loop or request threads run Python, every retake waits, and EfficientNet-Lite0 at batch 1 beside
         one busy Python thread fell from 46 to 2 images/s; traced, it kept 38, and it is 10-20% faster alone (no
         Python between ops). The graph runs the same ATen ops, so the embeddings are bit-identical
         (docs/BENCHMARKS.md, 1). GPUs keep the eager forward: not measured there."""
-        self._image_graph = None
+        self._graphs = {}
         if (self.device.type != "cpu" or os.environ.get("TWINSIGHT_TRACE", "1") == "0"
                 or not isinstance(getattr(self, "model", None), torch.nn.Module)):
             return
-        self._image_graph = self._on_model_thread(self._trace_image_features)
-
-    def _trace_image_features(self) -> torch.jit.ScriptModule | None:
         rng = np.random.default_rng(0)
         photos = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(3)]
         pixels = self._model_input(torch.stack([self.preprocess(photo) for photo in photos]))
+        names = ("_image_features", "_logits") if self.supports_classify else ("_image_features",)
+        graphs = self._on_model_thread(lambda: {name: self._trace(name, pixels) for name in names})
+        self._graphs = {name: graph for name, graph in graphs.items() if graph is not None}
+
+    def _trace(self, name: str, pixels: torch.Tensor) -> torch.jit.ScriptModule | None:
+        eager = getattr(self, name)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings and torch.jit.trace's deprecation notice
-                graph = torch.jit.trace(_ImageFeatures(self), pixels[:2], check_trace=False)
-            if all(torch.equal(graph(rows), self._image_features(rows)) for rows in (pixels[:1], pixels)):
+                graph = torch.jit.trace(_Forward(self.model, eager), pixels[:2], check_trace=False)
+            if all(torch.equal(graph(rows), eager(rows)) for rows in (pixels[:1], pixels)):
                 return graph
-            log.warning("%s: the traced image forward differs from the eager one; running eager", self.name)
+            log.warning("%s: the traced %s differs from the eager one; running eager", self.name, name)
         except Exception as exc:  # a model tracing cannot follow (data-dependent Python): eager still works
-            log.warning("%s: cannot trace the image forward (%s); running eager", self.name, str(exc)[:200])
+            log.warning("%s: cannot trace %s (%s); running eager", self.name, name, str(exc)[:200])
         return None
+
+    def _forward(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The traced graph of the image forward `name`, else the method itself; a method set on the instance
+        (tests, benchmarks wrapping the forward) runs as it is."""
+        graph = self._graphs.get(name)
+        return graph if graph is not None and name not in vars(self) else getattr(self, name)
 
     def _model_input(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(self.device, self.dtype)
@@ -255,10 +265,7 @@ class Embedder(ABC):
 
     def _features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Float32 CPU features of a preprocessed batch (runs on a model thread)."""
-        # An `_image_features` set on the instance (tests, benchmarks wrapping the forward) runs as it is.
-        traced = self._image_graph is not None and "_image_features" not in vars(self)
-        forward = self._image_graph if traced else self._image_features
-        return forward(self._model_input(pixels)).float().cpu()
+        return self._forward("_image_features")(self._model_input(pixels)).float().cpu()
 
     @staticmethod
     def _threads_for(rows: int) -> int | None:
@@ -377,7 +384,7 @@ class Embedder(ABC):
         if not self.supports_classify:
             raise CapabilityError(f"{self.name} has no classifier head; use zero-shot labels or gallery votes.")
         pixels = self.preprocess_many(images)
-        logits = self._on_streams(pixels, lambda chunk: self._logits(self._model_input(chunk)).float().cpu())
+        logits = self._on_streams(pixels, lambda chunk: self._forward("_logits")(self._model_input(chunk)).float().cpu())
         return [_top_k(row.softmax(-1), self.labels, top_k) for row in logits]
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -400,13 +407,14 @@ class Embedder(ABC):
     logit_scale: float = 100.0  # CLIP's learned temperature; backends override with the model's own
 
 
-class _ImageFeatures(torch.nn.Module):
-    """An embedder's image forward as a module, so a trace holds the weights as parameters, not constants."""
+class _Forward(torch.nn.Module):
+    """An embedder's forward as a module of its model, so a trace holds the weights as shared parameters, not
+    constants (no second copy)."""
 
-    def __init__(self, embedder: Embedder):
+    def __init__(self, model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
-        self.model = embedder.model
-        self._forward = embedder._image_features
+        self.model = model
+        self._forward = forward
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._forward(pixels)
