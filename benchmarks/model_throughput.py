@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/model_throughput.py [--batches 1 8 32 64] [--repeats 5] [--models vit-b-32 hf-vit effnet]
     .venv/bin/python benchmarks/model_throughput.py --compile --models effnet vit-b-32 --batches 1 8   # torch.compile
     .venv/bin/python benchmarks/model_throughput.py --busy-python --models effnet vit-b-32 --batches 1 8   # the GIL
+    .venv/bin/python benchmarks/model_throughput.py --zero-shot --models vit-b-32 --batches 1   # text embedding cache
 
 Model-only throughput on preprocessed batches (decode cost is benchmark 2's subject). Random weights are fine for
 speed; agreement is checked on the real EfficientNet-Lite0 weights and on real photos.
@@ -158,6 +159,25 @@ def compile_check(spec: str, batch: int, rounds: int = 5, calls: int = 20) -> st
     return f"| {spec} | {batch} | {compile_seconds:.1f} | {a0:.1f} | {a1:.1f} | {a1 / a0:.2f}x | {s0:.1f} | {s1:.1f} | {s1 / s0:.2f}x |"
 
 
+def zero_shot_check(spec: str, batch: int, repeats: int = 5) -> str:
+    """A zero-shot call on `batch` photos with the classification page's default labels: the first call (the
+    label prompts go through the text tower) and the median of the next `repeats` (their embeddings are cached)."""
+    from demo.classification import DEFAULT_LABELS, parse_labels
+
+    embedder = create_embedder(spec, device="cpu")
+    images, labels = photos()[:batch], parse_labels(DEFAULT_LABELS)
+    embedder.encode_images(images)  # warm-up of the image tower at this batch size
+
+    def seconds() -> float:
+        start = time.perf_counter()
+        embedder.zero_shot(images, labels)
+        return time.perf_counter() - start
+
+    first = seconds()
+    again = statistics.median(seconds() for _ in range(repeats))
+    return f"| {spec} | {batch} | {len(labels)} | {first * 1000:.0f} | {again * 1000:.0f} | {first / again:.1f}x |"
+
+
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"  # dev data beside the checkout
 
 
@@ -193,12 +213,14 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--compile", action="store_true", help="measure torch.compile against eager instead")
     parser.add_argument("--busy-python", action="store_true", help="measure eager against traced beside a busy Python thread instead")
+    parser.add_argument("--zero-shot", action="store_true", help="measure a zero-shot call, first and repeated, instead")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_fast_bf16()}")
     side_check = {"compile": (compile_check, "| model | batch | first compile s | alone eager img/s | alone compiled img/s | "
                               "ratio | embed_pixels eager img/s | embed_pixels compiled img/s | ratio |"),
                   "busy_python": (busy_python_check, "| model | batch | eager img/s | eager beside busy Python | traced img/s | "
-                                  "traced beside busy Python | traced / eager, busy |")}
+                                  "traced beside busy Python | traced / eager, busy |"),
+                  "zero_shot": (zero_shot_check, "| model | images | labels | first call ms | later calls ms | ratio |")}
     for option, (check, header) in side_check.items():
         if getattr(args, option):
             print(header)

@@ -289,3 +289,24 @@ def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, pho
     assert embedder._graphs == {} and "cannot trace _image_features (data-dependent" in caplog.text
     del embedder._image_features
     np.testing.assert_array_equal(embedder.encode_images(list(photos.values())), expected)
+
+
+def test_texts_are_embedded_once_and_the_cache_is_bounded(monkeypatch, tiny_clip_spec):
+    import indexer.models.base as base
+
+    embedder = create_embedder(tiny_clip_spec, device="cpu", precision="fp32")
+    text_features, embedded = embedder._text_features, []
+    embedder._text_features = lambda texts: embedded.append(list(texts)) or text_features(texts)
+    first = embedder.encode_texts(["a cat", "a dog", "a cat"])
+    assert embedded == [["a cat", "a dog"]] and np.array_equal(first[0], first[2])
+    again = embedder.encode_texts(["a dog", "a car", "a cat"])
+    assert embedded[1:] == [["a car"]]  # only the new text reached the text tower
+    np.testing.assert_array_equal(again[[0, 2]], first[[1, 0]])
+    np.testing.assert_allclose(again, embedder.postprocess(text_features(["a dog", "a car", "a cat"]).detach()), atol=1e-6)
+    again[:] = 0  # the caller's array is its own
+    assert np.array_equal(embedder.encode_texts(["a cat"])[0], first[0])
+    monkeypatch.setattr(base, "TEXT_CACHE_SIZE", 2)
+    embedder.encode_texts(["a bird"])  # over the bound: the least recently used ("a dog", "a car") go
+    embedded.clear()
+    embedder.encode_texts(["a cat", "a bird", "a dog"])
+    assert embedded == [["a dog"]]
