@@ -205,10 +205,10 @@ class Embedder(ABC):
         TWINSIGHT_TRACE=0 keeps the eager forwards.
 
         Why: eager PyTorch releases and retakes the GIL around each of the forward's ~200 ops. While Gradio's
-        event loop or request threads run Python, every retake waits, and EfficientNet-Lite0 at batch 1 beside
-        one busy Python thread fell from 46 to 2 images/s; traced, it kept 38, and it is 10-20% faster alone (no
-        Python between ops). The graph runs the same ATen ops, so the embeddings are bit-identical
-        (docs/BENCHMARKS.md, 1). GPUs keep the eager forward: not measured there."""
+        event loop or request threads run Python, every retake waits: EfficientNet-Lite0 at batch 1 beside one
+        busy Python thread fell from 54 to 1 images/s eager, and ran 11 traced (64 alone; docs/BENCHMARKS.md, 1).
+        The graph runs the same ATen ops, so the results are bit-identical. GPUs keep the eager forward: not
+        measured there."""
         self._graphs = {}
         if (self.device.type != "cpu" or os.environ.get("TWINSIGHT_TRACE", "1") == "0"
                 or not isinstance(getattr(self, "model", None), torch.nn.Module)):
@@ -375,7 +375,7 @@ class Embedder(ABC):
             return np.zeros((0, self.dim), dtype=np.float32)
         # Zero-shot labels and text queries repeat from request to request (the page's default labels above all),
         # and the text tower is costly: ViT-B-32's 10 default prompts took 430 ms, one image 88 ms. So each text is
-        # embedded once (a zero-shot call: 503 -> 74-89 ms).
+        # embedded once (a zero-shot call on one image: 537 -> 98 ms, docs/BENCHMARKS.md, 1).
         with self._text_cache_lock:
             known = {text: self._text_cache[text] for text in texts if text in self._text_cache}
             for text in known:
