@@ -4,13 +4,15 @@
 
 Uncached pairs (each image is fresh pixels: a slightly different crop, so the per-image cache cannot answer),
 then the same pairs again (cached detections: the cost of a repeated upload). Uses scikit-image's astronaut photo
-and, when present, the dev faces in ../shared/data/faces-dev.
+and, when present, the dev faces in ../shared/data/faces-dev. Last, how fast a pure-Python thread (as Gradio's event
+loop is) runs while face pairs are compared on another thread, against alone: dlib keeps the GIL while it works.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +67,40 @@ def main() -> None:
             times.append((time.perf_counter() - start) * 1000)
         print(f"{label}: {len(times)} pairs, median {statistics.median(times):.0f} ms per pair, "
               f"p90 {np.percentile(times, 90):.0f} ms")
+    print(f"a pure-Python thread beside face comparisons ran at {python_beside(verifier, images):.0%} of its speed alone")
+
+
+def python_loop_rate(seconds: float = 2.0) -> float:
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        sum(i * i for i in range(100))
+        calls += 1
+    return calls / seconds
+
+
+def python_beside(verifier: Verifier, images: list[Image.Image]) -> float:
+    """Rate of a pure-Python loop while another thread compares uncached face pairs, over its rate alone."""
+    alone, done = python_loop_rate(), threading.Event()
+
+    def compare_faces():
+        for i in range(10**6):
+            if done.is_set():
+                return
+            a = images[i % len(images)]
+            fresh = a.crop((0, 0, a.width - 1 - i % 50, a.height))  # new pixels: no cache hit
+            try:
+                verifier.compare(fresh, images[(i + 1) % len(images)], Mode.FACE)
+            except ValueError:
+                pass
+
+    worker = threading.Thread(target=compare_faces)
+    worker.start()
+    try:
+        beside = python_loop_rate()
+    finally:
+        done.set()
+        worker.join()
+    return beside / alone
 
 
 if __name__ == "__main__":
