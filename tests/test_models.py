@@ -310,3 +310,16 @@ def test_texts_are_embedded_once_and_the_cache_is_bounded(monkeypatch, tiny_clip
     embedded.clear()
     embedder.encode_texts(["a cat", "a bird", "a dog"])
     assert embedded == [["a dog"]]
+
+
+def test_a_traced_forward_runs_only_on_inputs_of_the_size_it_was_checked_at(effnet):
+    graph, calls = effnet._graphs["_image_features"], []
+    effnet._graphs["_image_features"] = lambda pixels: calls.append(tuple(pixels.shape)) or graph(pixels)
+    try:
+        with torch.inference_mode():
+            other = effnet._model_input(torch.rand(2, 3, 160, 160))  # a size the trace was not checked at: eager
+            assert torch.equal(effnet._run("_image_features", other), effnet._image_features(other)) and calls == []
+            effnet._run("_image_features", effnet._model_input(torch.rand(2, 3, 224, 224)))
+        assert calls == [(2, 3, 224, 224)]
+    finally:
+        effnet._graphs["_image_features"] = graph

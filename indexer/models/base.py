@@ -162,6 +162,7 @@ class Embedder(ABC):
         self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows, lanes=self.model_workers,
                                     lanes_for=self._parts)
         self._graphs: dict[str, torch.jit.ScriptModule] = {}  # traced image forwards by method name (_prepare_forward)
+        self._graph_input: tuple = ()  # the (channels, height, width) and dtype the graphs were traced and checked at
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_lock = threading.Lock()
         self.dim = 0
@@ -219,6 +220,7 @@ class Embedder(ABC):
         names = ("_image_features", "_logits") if self.supports_classify else ("_image_features",)
         graphs = self._on_model_thread(lambda: {name: self._trace(name, pixels) for name in names})
         self._graphs = {name: graph for name, graph in graphs.items() if graph is not None}
+        self._graph_input = (tuple(pixels.shape[1:]), pixels.dtype)
 
     def _trace(self, name: str, pixels: torch.Tensor) -> torch.jit.ScriptModule | None:
         eager = getattr(self, name)
@@ -233,11 +235,14 @@ class Embedder(ABC):
             log.warning("%s: cannot trace %s (%s); running eager", self.name, name, str(exc)[:200])
         return None
 
-    def _forward(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The traced graph of the image forward `name`, else the method itself; a method set on the instance
-        (tests, benchmarks wrapping the forward) runs as it is."""
+    def _run(self, name: str, pixels: torch.Tensor) -> torch.Tensor:
+        """The image forward `name` on a model input: its traced graph for inputs of the size it was checked at,
+        else the method itself (another size could take a branch the trace did not record). A method set on the
+        instance (tests, benchmarks wrapping the forward) runs as it is."""
         graph = self._graphs.get(name)
-        return graph if graph is not None and name not in vars(self) else getattr(self, name)
+        if graph is None or name in vars(self) or (tuple(pixels.shape[1:]), pixels.dtype) != self._graph_input:
+            return getattr(self, name)(pixels)
+        return graph(pixels)
 
     def _model_input(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(self.device, self.dtype)
@@ -269,7 +274,7 @@ class Embedder(ABC):
 
     def _features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Float32 CPU features of a preprocessed batch (runs on a model thread)."""
-        return self._forward("_image_features")(self._model_input(pixels)).float().cpu()
+        return self._run("_image_features", self._model_input(pixels)).float().cpu()
 
     @staticmethod
     def _threads_for(rows: int) -> int | None:
@@ -403,7 +408,7 @@ class Embedder(ABC):
         if not self.supports_classify:
             raise CapabilityError(f"{self.name} has no classifier head; use zero-shot labels or gallery votes.")
         pixels = self.preprocess_many(images)
-        logits = self._on_streams(pixels, lambda chunk: self._forward("_logits")(self._model_input(chunk)).float().cpu())
+        logits = self._on_streams(pixels, lambda chunk: self._run("_logits", self._model_input(chunk)).float().cpu())
         return [_top_k(row.softmax(-1), self.labels, top_k) for row in logits]
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
