@@ -1,35 +1,30 @@
 """Face pipeline: dlib detection, 5-point alignment, and the ResNet 128-d face descriptor.
 
-The model files ship in the PyPI package `face-recognition-models`. Its `__init__` imports
-`pkg_resources`, which recent setuptools removed, so the package is located without importing it.
+The model files ship in the PyPI package `face-recognition-models`. dlib runs in a worker process of its own
+(indexer.face_worker): its bindings keep the GIL while they work, which would stall the app's other requests.
 dlib's published operating point: two descriptors closer than 0.6 (Euclidean) are the same person
 (99.38% on LFW).
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
-import importlib.util
+import os
+import subprocess
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from . import face_worker
+from .face_worker import FaceDetector, RawFace
 from .images import ImageSource, load_image
 
-MODELS_PACKAGE = "face_recognition_models"
 DLIB_THRESHOLD = 0.6  # dlib's documented same-person distance for dlib_face_recognition_resnet_model_v1
-CHIP_SIZE = 150  # the ResNet's input size
-CHIP_PADDING = 0.25
-# Upsampling doubles the image for the HOG detector, which finds faces down to ~80 px, and costs 4x the time.
-# It is tried only when nothing was found at native size, and only on images small enough to need it.
-UPSAMPLE_MAX_SIDE = 1000  # upsample again only while the (upsampled) longer side is at most this
-MAX_UPSAMPLE = 2
-# Large photos are detected on a downscaled copy (faces in them are big); landmarks and chips use full resolution.
-DETECT_MAX_SIDE = 1600
 CACHE_SIZE = 64
 
 
@@ -62,24 +57,107 @@ class Face:
         return max(0, right - left) * max(0, bottom - top)
 
 
-def models_dir() -> Path:
-    spec = importlib.util.find_spec(MODELS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("dlib face models are missing: pip install face-recognition-models dlib-bin")
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
+class FaceWorkerError(FaceError):
+    """The face worker process could not load its models, failed on an image, or stopped."""
+
+
+class FaceWorker:
+    """`FaceDetector` in a child process (indexer/face_worker.py): started here, restarted when it has died.
+
+    The app only waits on a pipe while dlib works, so its other threads keep the GIL. Costs: ~1 s to start,
+    ~100 MB for the models, and a copy of the pixels per image (~1 ms for 3 MB). Thread-safe; one image at a time.
+    """
+
+    def __init__(self, script: str | os.PathLike = face_worker.__file__):
+        self.script = str(script)  # the worker's code; tests pass stand-ins that fail in set ways
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self.restarts = 0
+        with self._lock:
+            self._start()
+        atexit.register(self.close)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _start(self) -> None:
+        # -P keeps indexer/ off the child's sys.path, so no module here can shadow an import of dlib, numpy or PIL.
+        command = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), self.script]
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            reply, _ = face_worker.receive(process.stdout)
+        except EOFError:
+            reply = {"kind": "error", "type": "exit",
+                     "message": f"it exited with code {process.wait()} while starting (see the log above)"}
+        if reply["kind"] != "ready":
+            self._stop(process)
+            error = {"FileNotFoundError": FileNotFoundError, "ModuleNotFoundError": ImportError,
+                     "ImportError": ImportError}.get(reply["type"], FaceWorkerError)
+            raise error(f"The face model could not load in its worker process: {reply['message']}. Face mode needs "
+                        "pip install dlib-bin face-recognition-models (both in requirements.txt).")
+        self._process = process
+
+    def detect_and_embed(self, pixels: np.ndarray) -> list[RawFace]:
+        """`FaceDetector.detect_and_embed` in the worker. If the worker dies on the image, it is restarted and the
+        image tried once more; a second death raises FaceWorkerError (the worker restarts on the next call)."""
+        with self._lock:
+            for attempt in range(2):
+                if self._process is None or self._process.poll() is not None:  # stopped since the last image
+                    self._restart()
+                try:
+                    face_worker.send(self._process.stdin, {"kind": "faces"}, (pixels,))
+                    reply, arrays = face_worker.receive(self._process.stdout)
+                except (EOFError, OSError):
+                    code = self._process.wait()
+                    self._process = None
+                    if attempt:
+                        raise FaceWorkerError(
+                            f"The face model's worker process stopped twice on this image (exit code {code}). "
+                            "Try another photo, or a smaller one; face mode restarts on the next request.") from None
+                    continue
+                if reply["kind"] == "faces":
+                    return [RawFace(tuple(face["box"]), arrays[2 * i], arrays[2 * i + 1], face["upsample"])
+                            for i, face in enumerate(reply["faces"])]
+                raise FaceWorkerError(f"The face model failed on this image ({reply['type']}: {reply['message']}). "
+                                      "Try another photo, or general mode to compare whole images.")
+
+    def _restart(self) -> None:
+        if self._process is not None:
+            self._stop(self._process)
+        self._process = None
+        self.restarts += 1
+        self._start()
+
+    def close(self) -> None:
+        """Stop the worker (it exits when its stdin closes). Called at exit; a later call starts a new one."""
+        with self._lock:
+            if self._process is not None:
+                self._stop(self._process)
+                self._process = None
+
+    @staticmethod
+    def _stop(process: subprocess.Popen) -> None:
+        try:
+            process.stdin.close()
+            process.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait()
+        process.stdout.close()
 
 
 class FaceModel:
-    """Detector, landmarks and descriptor, loaded once; per-image results are cached by content hash."""
+    """Face detection and description, loaded once; per-image results are cached by content hash.
 
-    def __init__(self, cache_size: int = CACHE_SIZE):
-        import dlib
+    dlib runs in a worker process (FaceWorker); TWINSIGHT_FACE_WORKER=0, or in_process=True, runs it in this
+    process instead (where starting processes is not allowed; it then holds the GIL while it works).
+    """
 
-        folder = models_dir()
-        self._dlib = dlib
-        self.detector = dlib.get_frontal_face_detector()
-        self.landmarks = dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat"))
-        self.encoder = dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat"))
+    def __init__(self, cache_size: int = CACHE_SIZE, in_process: bool | None = None):
+        if in_process is None:
+            in_process = os.environ.get("TWINSIGHT_FACE_WORKER", "1").strip() == "0"
+        self.detector: FaceDetector | FaceWorker = FaceDetector() if in_process else FaceWorker()
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, list[Face]] = OrderedDict()
         self._cache_size = cache_size
@@ -94,52 +172,17 @@ class FaceModel:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            found = self._detect_and_embed(pixels)
+            found = [Face(raw.box, raw.descriptor, Image.fromarray(raw.chip), raw.upsample)
+                     for raw in self.detector.detect_and_embed(pixels)]
+            found.sort(key=lambda face: face.area, reverse=True)
             self._cache[key] = found
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
             return found
 
-    def _detect_and_embed(self, pixels: np.ndarray) -> list[Face]:
-        dlib = self._dlib
-        upsample, rects = self._detect(pixels)
-        if not len(rects):
-            return []
-        shapes = dlib.full_object_detections()
-        for rect in rects:
-            shapes.append(self.landmarks(pixels, rect))
-        chips = dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
-        # One batched CNN call per image, on the aligned chips (the same crops shown to the user).
-        descriptors = self.encoder.compute_face_descriptor([np.asarray(c) for c in chips])
-        faces = [
-            Face(
-                box=(rect.left(), rect.top(), rect.right(), rect.bottom()),
-                descriptor=np.asarray(descriptor, dtype=np.float32),
-                chip=Image.fromarray(np.asarray(chip)),
-                upsample=upsample,
-            )
-            for rect, chip, descriptor in zip(rects, chips, descriptors)
-        ]
-        return sorted(faces, key=lambda face: face.area, reverse=True)
-
-    def _detect(self, pixels: np.ndarray) -> tuple[int, list]:
-        """(upsampling used, face rectangles in full-resolution coordinates)."""
-        dlib = self._dlib
-        side = max(pixels.shape[:2])
-        scale = min(1.0, DETECT_MAX_SIDE / side)
-        small = pixels
-        if scale < 1.0:
-            size = (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale))
-            small = np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR))
-        upsample, rects = 0, self.detector(small, 0)
-        while not len(rects) and upsample < MAX_UPSAMPLE and side * 2**upsample <= UPSAMPLE_MAX_SIDE:
-            upsample += 1
-            rects = self.detector(small, upsample)
-        if scale < 1.0:
-            rects = [
-                dlib.rectangle(*(round(v / scale) for v in (r.left(), r.top(), r.right(), r.bottom()))) for r in rects
-            ]
-        return upsample, list(rects)
+    def close(self) -> None:
+        if isinstance(self.detector, FaceWorker):
+            self.detector.close()
 
     def one_face(self, source: ImageSource, on_multiple: str = "error", name: str = "the image") -> tuple[Face, str]:
         """The face to compare in an image, and a note for the explanation.

@@ -1,0 +1,173 @@
+"""dlib's face detection, 5-point alignment and 128-d descriptor, and the process that runs them.
+
+dlib's Python bindings keep the GIL while they detect and embed (0.2-0.6 s a photo), so in the app's process one
+face comparison stalls every other request: a pure-Python thread ran at 51-68% of its speed beside them
+(benchmarks/face_latency.py). indexer.face therefore runs `FaceDetector` in a child process by default, which
+starts this file as a script. As a script it imports dlib, numpy and PIL only: `python -m indexer...` would import the
+`indexer` package, and with it torch. Keep this file free of imports from the package.
+
+Protocol on the child's stdin/stdout, no pickle (nothing read can run code): a frame is an 8-byte little-endian
+length, a JSON header, then the raw bytes of the uint8/float32 arrays the header lists.
+    parent -> child: {"kind": "faces"} + the (H, W, 3) uint8 pixels
+    child -> parent: {"kind": "ready", "pid"} once the models are loaded, then per image
+                     {"kind": "faces", "faces": [{"box", "upsample"}, ...]} + each face's descriptor and chip,
+                     or {"kind": "error", "type": exception class name, "message"}
+The child exits when its stdin closes, so it never outlives the app.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import struct
+import sys
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+MODELS_PACKAGE = "face_recognition_models"
+CHIP_SIZE = 150  # the ResNet's input size
+CHIP_PADDING = 0.25
+# Upsampling doubles the image for the HOG detector, which finds faces down to ~80 px, and costs 4x the time.
+# It is tried only when nothing was found at native size, and only on images small enough to need it.
+UPSAMPLE_MAX_SIDE = 1000  # upsample again only while the (upsampled) longer side is at most this
+MAX_UPSAMPLE = 2
+# Large photos are detected on a downscaled copy (faces in them are big); landmarks and chips use full resolution.
+DETECT_MAX_SIDE = 1600
+_LENGTH = struct.Struct("<Q")
+_ARRAY_TYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+
+
+class RawFace(NamedTuple):
+    """One detected face as plain data (it crosses the process boundary)."""
+
+    box: tuple[int, int, int, int]  # left, top, right, bottom in the original image
+    descriptor: np.ndarray  # (128,) float32
+    chip: np.ndarray  # (150, 150, 3) uint8, the aligned crop the descriptor was computed from
+    upsample: int  # how many 2x upsamplings the detector needed
+
+
+def models_dir() -> Path:
+    """The model files of `face-recognition-models`, found without importing it: its `__init__` imports
+    `pkg_resources`, which recent setuptools removed."""
+    spec = importlib.util.find_spec(MODELS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("dlib face models are missing: pip install face-recognition-models dlib-bin")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+class FaceDetector:
+    """Detector, landmarks and descriptor, loaded once (~100 MB). Not thread-safe: callers serialise."""
+
+    def __init__(self):
+        import dlib
+
+        folder = models_dir()
+        self._dlib = dlib
+        self.detector = dlib.get_frontal_face_detector()
+        self.landmarks = dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat"))
+        self.encoder = dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat"))
+
+    def detect_and_embed(self, pixels: np.ndarray) -> list[RawFace]:
+        """Every face in an (H, W, 3) uint8 image, in detection order."""
+        dlib = self._dlib
+        upsample, rects = self._detect(pixels)
+        if not rects:
+            return []
+        shapes = dlib.full_object_detections()
+        for rect in rects:
+            shapes.append(self.landmarks(pixels, rect))
+        chips = dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+        # One batched CNN call per image, on the aligned chips (the same crops shown to the user).
+        descriptors = self.encoder.compute_face_descriptor([np.asarray(c) for c in chips])
+        return [
+            RawFace((rect.left(), rect.top(), rect.right(), rect.bottom()), np.asarray(descriptor, dtype=np.float32),
+                    np.ascontiguousarray(chip, dtype=np.uint8), upsample)
+            for rect, chip, descriptor in zip(rects, chips, descriptors)
+        ]
+
+    def _detect(self, pixels: np.ndarray) -> tuple[int, list]:
+        """(upsampling used, face rectangles in full-resolution coordinates)."""
+        dlib = self._dlib
+        side = max(pixels.shape[:2])
+        scale = min(1.0, DETECT_MAX_SIDE / side)
+        small = pixels
+        if scale < 1.0:
+            size = (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale))
+            small = np.asarray(Image.fromarray(pixels).resize(size, Image.BILINEAR))
+        upsample, rects = 0, self.detector(small, 0)
+        while not len(rects) and upsample < MAX_UPSAMPLE and side * 2**upsample <= UPSAMPLE_MAX_SIDE:
+            upsample += 1
+            rects = self.detector(small, upsample)
+        if scale < 1.0:
+            rects = [
+                dlib.rectangle(*(round(v / scale) for v in (r.left(), r.top(), r.right(), r.bottom()))) for r in rects
+            ]
+        return upsample, list(rects)
+
+
+def send(stream: BinaryIO, header: dict, arrays: tuple[np.ndarray, ...] = ()) -> None:
+    arrays = tuple(np.ascontiguousarray(array) for array in arrays)
+    header = {**header, "arrays": [[array.dtype.str, list(array.shape)] for array in arrays]}
+    text = json.dumps(header).encode()
+    stream.write(_LENGTH.pack(len(text)))
+    stream.write(text)
+    for array in arrays:
+        stream.write(memoryview(array).cast("B"))  # no copy of the pixels
+    stream.flush()
+
+
+def receive(stream: BinaryIO) -> tuple[dict, list[np.ndarray]]:
+    """The next (header, arrays); EOFError when the other side has gone."""
+    header = json.loads(_read(stream, _LENGTH.unpack(_read(stream, _LENGTH.size))[0]))
+    arrays = []
+    for dtype, shape in header.pop("arrays"):
+        dtype = np.dtype(dtype)
+        if dtype not in _ARRAY_TYPES:
+            raise ValueError(f"unexpected array type {dtype} in a face worker message")
+        arrays.append(np.frombuffer(_read(stream, dtype.itemsize * int(np.prod(shape))), dtype).reshape(shape))
+    return header, arrays
+
+
+def _read(stream: BinaryIO, size: int) -> bytearray:
+    data = bytearray(size)  # writable, so the arrays made on it are too
+    if stream.readinto(data) < size:
+        raise EOFError("the face worker's pipe closed")
+    return data
+
+
+def serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    """The child's loop: load the models, say ready, answer each image until stdin closes."""
+    try:
+        detector = FaceDetector()
+    except Exception as exc:  # noqa: BLE001 - the parent re-raises it with the same message
+        send(replies, {"kind": "error", "type": type(exc).__name__, "message": str(exc)})
+        return
+    send(replies, {"kind": "ready", "pid": os.getpid()})
+    while True:
+        try:
+            _, (pixels,) = receive(requests)
+        except EOFError:
+            return
+        try:
+            faces = detector.detect_and_embed(pixels)
+        except Exception as exc:  # noqa: BLE001 - one bad image must not end the worker
+            send(replies, {"kind": "error", "type": type(exc).__name__, "message": str(exc)})
+            continue
+        send(replies, {"kind": "faces", "faces": [{"box": face.box, "upsample": face.upsample} for face in faces]},
+             tuple(array for face in faces for array in (face.descriptor, face.chip)))
+
+
+def main() -> None:
+    # Ctrl+C in a terminal reaches the whole process group; the app shuts the worker down by closing its stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints from C code must not corrupt the frames
+    serve(sys.stdin.buffer, replies)
+
+
+if __name__ == "__main__":
+    main()
