@@ -210,9 +210,18 @@ class FaceModel:
         return found[0], note
 
 
-@functools.lru_cache(maxsize=1)
+_face_model_lock = threading.Lock()
+
+
 def load_face_model() -> FaceModel:
-    """The process-wide face model (dlib models are loaded once, ~100 MB)."""
+    """The process-wide face model (dlib models are loaded once, ~100 MB; one worker process). Thread-safe: the app
+    starts it beside its other start-up work, and a request arriving meanwhile must not start a second one."""
+    with _face_model_lock:
+        return _shared_face_model()
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_face_model() -> FaceModel:
     return FaceModel()
 
 

@@ -268,3 +268,27 @@ def test_adding_more_photos_than_the_decode_budget_holds_does_not_wait_for_itsel
     message, _ = gallery.add_images(list(image_files.values()), "many")
     assert time.monotonic() - started < 10 and "Skipped" not in message
     assert len(small_gallery) == before + len(image_files)
+
+
+def test_warm_up_starts_the_face_model_beside_the_embedding_model(use_model, tiny_clip_spec, small_gallery,
+                                                                  monkeypatch, caplog):
+    import threading
+
+    embedding, face = threading.Event(), threading.Event()
+    shared = runtime.embedder
+
+    def embedder_waiting_for_the_face_model():
+        embedding.set()
+        assert face.wait(10), "the face model did not start while the embedding model loaded"
+        return shared()
+
+    def face_model_after_the_embedder_began():
+        assert embedding.wait(10)
+        face.set()
+        raise FileNotFoundError("dlib face models are missing: pip install face-recognition-models dlib-bin")
+
+    monkeypatch.setattr(runtime, "embedder", embedder_waiting_for_the_face_model)
+    monkeypatch.setattr(runtime, "load_face_model", face_model_after_the_embedder_began)
+    with caplog.at_level("WARNING"):
+        runtime.warm_up()  # a missing face model leaves the rest of the app up
+    assert face.is_set() and "face mode is unavailable: dlib face models are missing" in caplog.text

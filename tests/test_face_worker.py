@@ -143,3 +143,29 @@ def test_close_stops_the_worker(tmp_path):
     pid = worker.pid
     worker.close()
     assert worker.pid is None and exited(pid)
+
+
+def test_the_shared_face_model_is_made_once_when_threads_ask_together(monkeypatch):
+    import threading
+
+    from indexer import face
+
+    made = []
+
+    def slow_model():
+        time.sleep(0.3)  # a worker's start: long enough for every thread to ask meanwhile
+        made.append(object())
+        return made[-1]
+
+    monkeypatch.setattr(face, "FaceModel", slow_model)
+    face._shared_face_model.cache_clear()
+    got = []
+    try:
+        threads = [threading.Thread(target=lambda: got.append(face.load_face_model())) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        face._shared_face_model.cache_clear()  # the next user gets a real model again
+    assert len(made) == 1 and got == made * 4
