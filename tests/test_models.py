@@ -244,29 +244,35 @@ def test_numeric_settings_default_when_unset_or_empty_and_read_digits(monkeypatc
 
 
 @pytest.mark.parametrize("which", ["effnet", "open_clip", "hf_vit", "hf_clip", "hf_classifier"])
-def test_cpu_image_forwards_run_traced_with_bit_identical_results(monkeypatch, which, tiny_clip_spec, tiny_vit_dir,
-                                                                  tiny_hf_clip_dir, tiny_vit_classifier_dir, photos):
+def test_cpu_forwards_run_traced_with_bit_identical_results(monkeypatch, which, tiny_clip_spec, tiny_vit_dir,
+                                                            tiny_hf_clip_dir, tiny_vit_classifier_dir, photos):
     spec = {"effnet": "effnet-lite0", "open_clip": tiny_clip_spec, "hf_vit": f"hf:{tiny_vit_dir}",
             "hf_clip": f"hf:{tiny_hf_clip_dir}", "hf_classifier": f"hf:{tiny_vit_classifier_dir}"}[which]
     traced = create_embedder(spec, device="cpu")
     monkeypatch.setenv("TWINSIGHT_TRACE", "0")
     eager = create_embedder(spec, device="cpu")
     eager.model.load_state_dict(traced.model.state_dict())  # the tiny open_clip model is random at each build
-    forwards = ["_image_features", "_logits"] if traced.supports_classify else ["_image_features"]
+    forwards = ["_image_features"] + ["_logits"] * traced.supports_classify + ["_text_forward"] * traced.supports_text
     assert sorted(traced._graphs) == sorted(forwards) and eager._graphs == {}
+    assert which not in ("open_clip", "hf_clip") or traced.supports_text  # the text graph is tested where there is one
     weights = {p.data_ptr() for p in traced.model.parameters()}
     assert all(p.data_ptr() in weights for graph in traced._graphs.values() for p in graph.parameters())  # no copy
     calls = []
     for name, graph in list(traced._graphs.items()):
-        traced._graphs[name] = lambda pixels, graph=graph, name=name: calls.append((name, len(pixels))) or graph(pixels)
+        traced._graphs[name] = lambda *inputs, graph=graph, name=name: calls.append((name, len(inputs[0]))) or graph(*inputs)
     images = list(photos.values())
     for batch in (images[:1], images, images * 3):  # batch sizes other than the trace's own (2)
         assert np.array_equal(traced.encode_images(batch, batch_size=len(batch)), eager.encode_images(batch, batch_size=len(batch)))
         if traced.supports_classify:
             assert traced.classify(batch, 3) == eager.classify(batch, 3)
     # every row went through the graphs (split between the streams too)
-    for name in forwards:
+    for name in forwards[: 1 + traced.supports_classify]:
         assert sum(rows for called, rows in calls if called == name) == 1 + 4 * len(images)
+    if traced.supports_text:
+        long = "a very long query " + "about a dog running on a beach at sunset " * 30  # cut to the full context
+        for texts in (["a cat"], [long], ["a cat", "", "a dog on a beach", long, "ünïcödé ✓"]):
+            assert np.array_equal(traced.encode_texts(texts), eager.encode_texts(texts))
+        assert sum(rows for called, rows in calls if called == "_text_forward") == 1 + 1 + 3  # 2 were cached
 
 
 def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, photos):
@@ -277,7 +283,7 @@ def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, pho
     embedder._image_features = lambda pixels: eager(pixels) * (2.0 if pixels.shape[0] == 2 else 1.0)
     with caplog.at_level("WARNING", logger="indexer.models.base"):
         embedder._prepare_forward()
-    assert embedder._graphs == {} and "traced _image_features differs from the eager one" in caplog.text
+    assert "_image_features" not in embedder._graphs and "traced _image_features differs from the eager one" in caplog.text
 
     def untraceable(pixels):
         if torch.jit.is_tracing():
@@ -286,9 +292,22 @@ def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, pho
 
     embedder._image_features = untraceable
     embedder._prepare_forward()
-    assert embedder._graphs == {} and "cannot trace _image_features (data-dependent" in caplog.text
+    assert "_image_features" not in embedder._graphs and "cannot trace _image_features (data-dependent" in caplog.text
     del embedder._image_features
     np.testing.assert_array_equal(embedder.encode_images(list(photos.values())), expected)
+
+
+def test_a_text_tower_that_skips_its_mask_when_nothing_is_padded_stays_eager(caplog, tiny_clip_spec):
+    embedder = create_embedder(tiny_clip_spec, device="cpu")
+    assert "_text_forward" in embedder._graphs
+    eager = embedder._text_forward
+    # As some attention code does: a different computation when no row of the batch is padded (token id 0).
+    embedder._text_forward = lambda tokens: eager(tokens) * (2.0 if bool((tokens == 0).any()) else 1.0)
+    with caplog.at_level("WARNING", logger="indexer.models.base"):
+        embedder._prepare_forward()
+    # Traced on a padded batch, the graph keeps the padded branch; the check on the full-length text alone sees it.
+    assert "_text_forward" not in embedder._graphs and "traced _text_forward differs" in caplog.text
+    assert "_image_features" in embedder._graphs
 
 
 def test_texts_are_embedded_once_and_the_cache_is_bounded(monkeypatch, tiny_clip_spec):

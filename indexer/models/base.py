@@ -50,6 +50,9 @@ SMALL_BATCH_ROWS = 2  # model calls this small run on one thread (see Embedder._
 MIN_CHUNK_ROWS = 4  # a batch is split between the model's streams only into chunks at least this big
 MODEL_THREAD_PREFIX = "twinsight-model"  # the name of every embedder's own model threads
 TEXT_CACHE_SIZE = 4096  # text embeddings kept per model (~2 MB at 512-d), least recently used dropped first
+# Texts the text tower is traced and checked on. The first fills the tower's whole context (it is cut), and is
+# checked alone: a model may skip its padding mask when no row is padded, a branch the trace must not hide.
+TRACE_TEXTS = ("a long caption " + "of a photo of a dog on a beach at sunset, " * 40, "a cat", "a diagram of a bicycle.")
 
 
 class PixelsToTensor:
@@ -161,8 +164,8 @@ class Embedder(ABC):
         max_rows = env_int("TWINSIGHT_MAX_BATCH", max(batch_size, 64))
         self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows, lanes=self.model_workers,
                                     lanes_for=self._parts)
-        self._graphs: dict[str, torch.jit.ScriptModule] = {}  # traced image forwards by method name (_prepare_forward)
-        self._graph_input: tuple = ()  # the (channels, height, width) and dtype the graphs were traced and checked at
+        self._graphs: dict[str, torch.jit.ScriptModule] = {}  # traced forwards by method name (_prepare_forward)
+        self._graph_inputs: dict[str, tuple] = {}  # per graph, its inputs' sizes past the batch and dtypes, as checked
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_lock = threading.Lock()
         self.dim = 0
@@ -201,48 +204,51 @@ class Embedder(ABC):
         self._prepare_forward()
 
     def _prepare_forward(self) -> None:
-        """On a CPU, trace the image forwards (features; logits where there is a classifier head) into TorchScript
-        graphs, each kept only if it gives exactly the eager outputs (checked on random pixels at two batch sizes);
-        TWINSIGHT_TRACE=0 keeps the eager forwards.
+        """On a CPU, trace the forwards (image features; logits where there is a classifier head; the text tower
+        where there is one) into TorchScript graphs, each kept only if it gives exactly the eager outputs (checked
+        on random pixels or sample texts at two batch sizes); TWINSIGHT_TRACE=0 keeps the eager forwards.
 
         Why: eager PyTorch releases and retakes the GIL around each of the forward's ~200 ops. While Gradio's
         event loop or request threads run Python, every retake waits: EfficientNet-Lite0 at batch 1 beside one
         busy Python thread fell from 54 to 1 images/s eager, and ran 11 traced (64 alone; docs/BENCHMARKS.md, 1).
         The graph runs the same ATen ops, so the results are bit-identical. GPUs keep the eager forward: not
-        measured there."""
-        self._graphs = {}
+        measured there. The text tower fared the same: ViT-B-32's, one text at a time beside a busy Python thread,
+        0.7 texts/s eager and 13 traced (17-19 alone)."""
+        self._graphs, self._graph_inputs = {}, {}
         if (self.device.type != "cpu" or os.environ.get("TWINSIGHT_TRACE", "1") == "0"
                 or not isinstance(getattr(self, "model", None), torch.nn.Module)):
             return
         rng = np.random.default_rng(0)
         photos = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(3)]
-        pixels = self._model_input(torch.stack([self.preprocess(photo) for photo in photos]))
-        names = ("_image_features", "_logits") if self.supports_classify else ("_image_features",)
-        graphs = self._on_model_thread(lambda: {name: self._trace(name, pixels) for name in names})
+        pixels = (self._model_input(torch.stack([self.preprocess(photo) for photo in photos])),)
+        examples = {name: pixels for name in ("_image_features", "_logits")[: 1 + self.supports_classify]}
+        if self.supports_text:
+            examples["_text_forward"] = self._text_input(list(TRACE_TEXTS))
+        graphs = self._on_model_thread(lambda: {name: self._trace(name, inputs) for name, inputs in examples.items()})
         self._graphs = {name: graph for name, graph in graphs.items() if graph is not None}
-        self._graph_input = (tuple(pixels.shape[1:]), pixels.dtype)
+        self._graph_inputs = {name: _signature(examples[name]) for name in self._graphs}
 
-    def _trace(self, name: str, pixels: torch.Tensor) -> torch.jit.ScriptModule | None:
+    def _trace(self, name: str, inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule | None:
         eager = getattr(self, name)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings and torch.jit.trace's deprecation notice
-                graph = torch.jit.trace(_Forward(self.model, eager), pixels[:2], check_trace=False)
-            if all(torch.equal(graph(rows), eager(rows)) for rows in (pixels[:1], pixels)):
+                graph = torch.jit.trace(_Forward(self.model, eager), tuple(x[:2] for x in inputs), check_trace=False)
+            if all(torch.equal(graph(*rows), eager(*rows)) for rows in (tuple(x[:1] for x in inputs), inputs)):
                 return graph
             log.warning("%s: the traced %s differs from the eager one; running eager", self.name, name)
         except Exception as exc:  # a model tracing cannot follow (data-dependent Python): eager still works
             log.warning("%s: cannot trace %s (%s); running eager", self.name, name, str(exc)[:200])
         return None
 
-    def _run(self, name: str, pixels: torch.Tensor) -> torch.Tensor:
-        """The image forward `name` on a model input: its traced graph for inputs of the size it was checked at,
-        else the method itself (another size could take a branch the trace did not record). A method set on the
-        instance (tests, benchmarks wrapping the forward) runs as it is."""
+    def _run(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
+        """The forward `name` on model inputs: its traced graph for inputs of the size it was checked at, else the
+        method itself (another size could take a branch the trace did not record). A method set on the instance
+        (tests, benchmarks wrapping the forward) runs as it is."""
         graph = self._graphs.get(name)
-        if graph is None or name in vars(self) or (tuple(pixels.shape[1:]), pixels.dtype) != self._graph_input:
-            return getattr(self, name)(pixels)
-        return graph(pixels)
+        if graph is None or name in vars(self) or _signature(inputs) != self._graph_inputs[name]:
+            return getattr(self, name)(*inputs)
+        return graph(*inputs)
 
     def _model_input(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(self.device, self.dtype)
@@ -396,6 +402,14 @@ class Embedder(ABC):
         return np.stack([known[text] for text in texts])
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
+        return self._run("_text_forward", *self._text_input(texts))
+
+    def _text_input(self, texts: list[str]) -> tuple[torch.Tensor, ...]:
+        """Token tensors of `texts` on the device, padded to the tower's fixed length (models with a text tower)."""
+        raise NotImplementedError
+
+    def _text_forward(self, *tokens: torch.Tensor) -> torch.Tensor:
+        """The text tower on `_text_input`'s tensors."""
         raise NotImplementedError
 
     @property
@@ -440,8 +454,13 @@ class _Forward(torch.nn.Module):
         self.model = model
         self._forward = forward
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self._forward(pixels)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self._forward(*inputs)
+
+
+def _signature(inputs: tuple[torch.Tensor, ...]) -> tuple:
+    """What a graph's inputs must match: each one's size past the batch dimension, and dtype."""
+    return tuple((tuple(x.shape[1:]), x.dtype) for x in inputs)
 
 
 def _top_k(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[Prediction]:

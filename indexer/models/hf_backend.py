@@ -75,10 +75,15 @@ class HFEmbedder(Embedder):
         backbone = self.model.base_model if self.supports_classify else self.model
         return _pooled(backbone(pixel_values=pixels))
 
-    def _text_features(self, texts):
-        # SigLIP was trained on max_length padding; CLIP accepts either.
-        tokens = self._tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt").to(self.device)
-        return _pooled(self.model.get_text_features(**tokens))
+    def _text_input(self, texts):
+        # SigLIP was trained on max_length padding; CLIP accepts either. A fixed length also lets one traced graph
+        # serve every text.
+        tokens = self._tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt")
+        self._text_keys = tuple(tokens)  # the same tokenizer gives the same keys every time
+        return tuple(tokens[key].to(self.device) for key in self._text_keys)
+
+    def _text_forward(self, *tokens):
+        return _pooled(self.model.get_text_features(**dict(zip(self._text_keys, tokens))))
 
     def _logits(self, pixels):
         return self.model(pixel_values=pixels).logits

@@ -45,8 +45,11 @@ class OpenClipEmbedder(Embedder):
     def _image_features(self, pixels):
         return self.model.encode_image(pixels)
 
-    def _text_features(self, texts):
-        return self.model.encode_text(self.tokenizer(texts).to(self.device))
+    def _text_input(self, texts):
+        return (self.tokenizer(texts).to(self.device),)
+
+    def _text_forward(self, tokens):
+        return self.model.encode_text(tokens)
 
     def _trunk_forward(self, pixels, cut_blocks):
         visual = self.model.visual
