@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/app_load.py [--clients 1 4 16] [--requests 6] [--rounds 3] [--endpoints compare search]
         [--models effnet-lite0 open_clip:ViT-B-32] [--served N]
+    .venv/bin/python benchmarks/app_load.py --models open_clip:ViT-B-32 --endpoints text   # search by text
 
 Starts `app.py` on 127.0.0.1 three times per model, side by side (the two not being measured are frozen with
 SIGSTOP), and sends each the same load in turn, for `--rounds` alternating rounds (medians; the batched /
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -45,11 +47,16 @@ def make_images(folder: Path, n: int = 16) -> list[str]:
     return paths
 
 
+_new_texts = itertools.count()
+
+
 def call(client, endpoint: str, a: str, b: str):
     from gradio_client import handle_file
 
     if endpoint == "compare":
         return client.predict(image_a=handle_file(a), image_b=handle_file(b), mode="general", api_name="/compare")
+    if endpoint == "text":  # gallery search by text, a new text every time: the model's text cache cannot answer
+        return client.predict(None, f"a photo of thing number {next(_new_texts)}", 8, [], api_name="/search")
     return client.predict(handle_file(a), "", 8, [], api_name="/search")
 
 
@@ -115,7 +122,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6, help="requests per client")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the three modes per cell (medians)")
     parser.add_argument("--concurrency", type=int, default=None, help="batched mode's TWINSIGHT_CONCURRENCY (default: the app's)")
-    parser.add_argument("--endpoints", nargs="+", default=["compare", "search"])
+    parser.add_argument("--endpoints", nargs="+", default=["compare", "search"], choices=["compare", "search", "text"],
+                        help="text: gallery search by text (models with a text tower)")
     parser.add_argument("--served", type=int, default=0, help="requests each app serves before the measurements")
     parser.add_argument("--models", nargs="+", default=["effnet-lite0", "open_clip:ViT-B-32"],
                         help="open_clip:ViT-B-32 without a tag runs random weights: the speed is the real model's")

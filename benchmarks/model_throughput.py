@@ -72,40 +72,52 @@ def one_stream(spec: str, precision: str, channels_last: bool = False, traced: b
 
 def busy_python_check(spec: str, batch: int, seconds: float = 3.0) -> str:
     """The fast path through `embed_pixels`, eager (TWINSIGHT_TRACE=0) and traced (the default), alone and beside
-    one thread running pure Python, as Gradio's event loop and request threads do in the app. Images/s."""
+    one thread running pure Python, as Gradio's event loop and request threads do in the app. Images/s; for models
+    with a text tower, a second row: texts/s through `encode_texts`, `batch` new texts per call (none cached)."""
+    import itertools
     import threading
 
     embedders = {"eager": None, "traced": None}
     for name in embedders:
         with mock.patch.dict(os.environ, {"TWINSIGHT_TRACE": "1" if name == "traced" else "0"}):
             embedders[name] = create_embedder(spec, device="cpu", precision="bf16")
-    pixels = torch.randn(batch, 3, 224, 224)
+    pixels, numbers = torch.randn(batch, 3, 224, 224), itertools.count()
 
-    def rate(embedder) -> float:
+    def images(embedder):
         embedder.embed_pixels(pixels)
+
+    def texts(embedder):
+        embedder.encode_texts([f"a photo of thing number {next(numbers)}" for _ in range(batch)])
+
+    def rate(embedder, work) -> float:
+        work(embedder)
         calls, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            embedder.embed_pixels(pixels)
+            work(embedder)
             calls += 1
         return batch * calls / (time.perf_counter() - start)
 
-    cells, busy = [], threading.Event()
+    busy = threading.Event()
 
     def spin():
         while busy.is_set():
             sum(i * i for i in range(200))
 
-    for name, embedder in embedders.items():
-        cells.append(rate(embedder))
-        busy.set()
-        spinner = threading.Thread(target=spin)
-        spinner.start()
-        try:
-            cells.append(rate(embedder))
-        finally:
-            busy.clear()
-            spinner.join()
-    return f"| {spec} | {batch} | " + " | ".join(f"{x:.1f}" for x in cells) + f" | {cells[3] / cells[1]:.1f}x |"
+    rows = []
+    for label, work in (("", images), (" text tower", texts))[: 1 + embedders["traced"].supports_text]:
+        cells = []
+        for embedder in embedders.values():
+            cells.append(rate(embedder, work))
+            busy.set()
+            spinner = threading.Thread(target=spin)
+            spinner.start()
+            try:
+                cells.append(rate(embedder, work))
+            finally:
+                busy.clear()
+                spinner.join()
+        rows.append(f"| {spec}{label} | {batch} | " + " | ".join(f"{x:.1f}" for x in cells) + f" | {cells[3] / cells[1]:.1f}x |")
+    return "\n".join(rows)
 
 
 def plain_fp32(spec: str):
@@ -218,7 +230,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_fast_bf16()}")
     side_check = {"compile": (compile_check, "| model | batch | first compile s | alone eager img/s | alone compiled img/s | "
                               "ratio | embed_pixels eager img/s | embed_pixels compiled img/s | ratio |"),
-                  "busy_python": (busy_python_check, "| model | batch | eager img/s | eager beside busy Python | traced img/s | "
+                  "busy_python": (busy_python_check, "| model | batch | eager img (text)/s | eager beside busy Python | traced img (text)/s | "
                                   "traced beside busy Python | traced / eager, busy |"),
                   "zero_shot": (zero_shot_check, "| model | images | labels | first call ms | later calls ms | ratio |")}
     for option, (check, header) in side_check.items():
