@@ -8,6 +8,7 @@ dlib's published operating point: two descriptors closer than 0.6 (Euclidean) ar
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import os
@@ -22,10 +23,12 @@ from PIL import Image
 
 from . import face_worker
 from .face_worker import FaceDetector, RawFace
+from .env import env_int
 from .images import ImageSource, load_image
 
 DLIB_THRESHOLD = 0.6  # dlib's documented same-person distance for dlib_face_recognition_resnet_model_v1
 CACHE_SIZE = 64
+STARTUP_TIMEOUT = 120.0  # seconds for the worker to import dlib and load its models (~0.6 s here)
 
 
 class FaceError(ValueError):
@@ -64,12 +67,15 @@ class FaceWorkerError(FaceError):
 class FaceWorker:
     """`FaceDetector` in a child process (indexer/face_worker.py): started here, restarted when it has died.
 
-    The app only waits on a pipe while dlib works, so its other threads keep the GIL. Costs: ~1 s to start,
-    ~100 MB for the models, and a copy of the pixels per image (~1 ms for 3 MB). Thread-safe; one image at a time.
+    The app only waits on a pipe while dlib works, so its other threads keep the GIL. Costs: ~0.6-0.9 s to start,
+    ~80 MB (resident) for the models, and a copy of the pixels per image. Thread-safe; one image at a time.
+    An image that takes longer than `timeout` seconds (TWINSIGHT_FACE_TIMEOUT, 60; a 14-megapixel photo takes
+    ~0.3 s) has its worker killed and gets a FaceWorkerError, so one pathological upload cannot hold face mode.
     """
 
-    def __init__(self, script: str | os.PathLike = face_worker.__file__):
+    def __init__(self, script: str | os.PathLike = face_worker.__file__, timeout: float | None = None):
         self.script = str(script)  # the worker's code; tests pass stand-ins that fail in set ways
+        self.timeout = float(timeout if timeout is not None else env_int("TWINSIGHT_FACE_TIMEOUT", 60))
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self.restarts = 0
@@ -86,10 +92,11 @@ class FaceWorker:
         command = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), self.script]
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
-            reply, _ = face_worker.receive(process.stdout)
+            with _deadline(process, max(self.timeout, STARTUP_TIMEOUT)) as late:
+                reply, _ = face_worker.receive(process.stdout)
         except EOFError:
-            reply = {"kind": "error", "type": "exit",
-                     "message": f"it exited with code {process.wait()} while starting (see the log above)"}
+            why = "did not start in time" if late.is_set() else f"exited with code {process.wait()} while starting"
+            reply = {"kind": "error", "type": "exit", "message": f"it {why} (see the log above)"}
         if reply["kind"] != "ready":
             self._stop(process)
             error = {"FileNotFoundError": FileNotFoundError, "ModuleNotFoundError": ImportError,
@@ -106,11 +113,16 @@ class FaceWorker:
                 if self._process is None or self._process.poll() is not None:  # stopped since the last image
                     self._restart()
                 try:
-                    face_worker.send(self._process.stdin, {"kind": "faces"}, (pixels,))
-                    reply, arrays = face_worker.receive(self._process.stdout)
+                    with _deadline(self._process, self.timeout) as late:
+                        face_worker.send(self._process.stdin, {"kind": "faces"}, (pixels,))
+                        reply, arrays = face_worker.receive(self._process.stdout)
                 except (EOFError, OSError):
                     code = self._process.wait()
                     self._process = None
+                    if late.is_set():  # not retried: the image would take as long again
+                        raise FaceWorkerError(
+                            f"The face model took over {self.timeout:g} s on this image and was stopped. Try a smaller "
+                            "photo, or general mode to compare whole images.") from None
                     if attempt:
                         raise FaceWorkerError(
                             f"The face model's worker process stopped twice on this image (exit code {code}). "
@@ -145,6 +157,25 @@ class FaceWorker:
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+@contextlib.contextmanager
+def _deadline(process: subprocess.Popen, seconds: float):
+    """Kill `process` if the block takes longer than `seconds`; yields an Event set when that happened (the block's
+    pipe read then ends with EOFError)."""
+    late = threading.Event()
+
+    def kill() -> None:
+        late.set()
+        process.kill()
+
+    timer = threading.Timer(seconds, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield late
+    finally:
+        timer.cancel()
 
 
 class FaceModel:

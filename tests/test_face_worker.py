@@ -169,3 +169,33 @@ def test_the_shared_face_model_is_made_once_when_threads_ask_together(monkeypatc
     finally:
         face._shared_face_model.cache_clear()  # the next user gets a real model again
     assert len(made) == 1 and got == made * 4
+
+
+def test_an_image_that_takes_too_long_stops_the_worker_and_the_next_image_is_answered(tmp_path):
+    script = stand_in(tmp_path, """
+        import time
+        real["send"](replies, {"kind": "ready", "pid": os.getpid()})
+        while True:
+            if real["receive"](sys.stdin.buffer)[1][0].shape[0] == 13:  # the pathological image
+                time.sleep(3600)
+            real["send"](replies, {"kind": "faces", "faces": []})
+    """)
+    worker = FaceWorker(script, timeout=1)
+    try:
+        first = worker.pid
+        start = time.monotonic()
+        with pytest.raises(FaceWorkerError, match=r"took over 1 s on this image and was stopped"):
+            worker.detect_and_embed(np.zeros((13, 13, 3), np.uint8))
+        assert time.monotonic() - start < 10 and exited(first)  # not retried: no second wait
+        assert worker.detect_and_embed(np.zeros((20, 20, 3), np.uint8)) == [] and worker.pid != first
+    finally:
+        worker.close()
+
+
+def test_a_worker_that_hangs_while_starting_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
+    from indexer import face
+
+    monkeypatch.setattr(face, "STARTUP_TIMEOUT", 1.0)
+    script = stand_in(tmp_path, "import time\ntime.sleep(3600)\n")
+    with pytest.raises(FaceWorkerError, match="did not start in time"):
+        FaceWorker(script, timeout=1)
