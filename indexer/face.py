@@ -101,8 +101,10 @@ class FaceWorker:
             self._stop(process)
             error = {"FileNotFoundError": FileNotFoundError, "ModuleNotFoundError": ImportError,
                      "ImportError": ImportError}.get(reply["type"], FaceWorkerError)
-            raise error(f"The face model could not load in its worker process: {reply['message']}. Face mode needs "
-                        "pip install dlib-bin face-recognition-models (both in requirements.txt).")
+            fix = ("Face mode needs pip install dlib-bin face-recognition-models (both in requirements.txt)."
+                   if error is not FaceWorkerError else
+                   "Set TWINSIGHT_FACE_WORKER=0 to run dlib in the app's process instead.")
+            raise error(f"The face model could not load in its worker process: {reply['message']}. {fix}")
         self._process = process
 
     def detect_and_embed(self, pixels: np.ndarray) -> list[RawFace]:
@@ -189,7 +191,8 @@ class FaceModel:
         if in_process is None:
             in_process = os.environ.get("TWINSIGHT_FACE_WORKER", "1").strip() == "0"
         self.detector: FaceDetector | FaceWorker = FaceDetector() if in_process else FaceWorker()
-        self._lock = threading.Lock()
+        self._detect_lock = threading.Lock()  # one image at a time through dlib
+        self._lock = threading.Lock()  # the cache; never held while dlib works, so cached answers never wait
         self._cache: OrderedDict[str, list[Face]] = OrderedDict()
         self._cache_size = cache_size
         self.name = "dlib-resnet-v1 (HOG detector, 5-point alignment)"
@@ -198,18 +201,29 @@ class FaceModel:
         """Every face in the image, largest first. Cached: the same image is detected and embedded once."""
         image = load_image(source)
         pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
-        key = hashlib.blake2b(pixels.tobytes(), digest_size=16).hexdigest() + f"{pixels.shape}"
+        key = hashlib.blake2b(memoryview(pixels), digest_size=16).hexdigest() + f"{pixels.shape}"
+        found = self._cached(key)
+        if found is not None:
+            return found
+        with self._detect_lock:
+            found = self._cached(key)  # a request for the same image may have finished while this one waited
+            if found is not None:
+                return found
+            raw_faces = self.detector.detect_and_embed(pixels)
+            found = sorted((Face(raw.box, raw.descriptor, Image.fromarray(raw.chip), raw.upsample) for raw in raw_faces),
+                           key=lambda face: face.area, reverse=True)
+            with self._lock:
+                self._cache[key] = found
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            return found
+
+    def _cached(self, key: str) -> list[Face] | None:
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            found = [Face(raw.box, raw.descriptor, Image.fromarray(raw.chip), raw.upsample)
-                     for raw in self.detector.detect_and_embed(pixels)]
-            found.sort(key=lambda face: face.area, reverse=True)
-            self._cache[key] = found
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            return found
+        return None
 
     def close(self) -> None:
         if isinstance(self.detector, FaceWorker):

@@ -123,7 +123,7 @@ def test_a_worker_that_cannot_start_says_why(tmp_path):
     with pytest.raises(FileNotFoundError, match="dlib face models are missing.*pip install dlib-bin"):
         FaceWorker(missing)
     crashing = stand_in(tmp_path, "os._exit(7)\n")
-    with pytest.raises(FaceWorkerError, match="exited with code 7 while starting"):
+    with pytest.raises(FaceWorkerError, match="exited with code 7 while starting.*TWINSIGHT_FACE_WORKER=0"):
         FaceWorker(crashing)
 
 
@@ -199,3 +199,30 @@ def test_a_worker_that_hangs_while_starting_is_stopped_with_a_clear_error(tmp_pa
     script = stand_in(tmp_path, "import time\ntime.sleep(3600)\n")
     with pytest.raises(FaceWorkerError, match="did not start in time"):
         FaceWorker(script, timeout=1)
+
+
+def test_a_cached_image_is_answered_while_another_image_is_being_detected(worker_model):
+    import threading
+
+    cached = worker_model.faces(data.astronaut())
+    real, started, release = worker_model.detector, threading.Event(), threading.Event()
+
+    class SlowDetector:
+        def detect_and_embed(self, pixels):
+            started.set()
+            release.wait(30)
+            return real.detect_and_embed(pixels)
+
+    worker_model.detector = SlowDetector()
+    try:
+        other = threading.Thread(target=worker_model.faces, args=(data.astronaut()[:, :-7],))
+        other.start()
+        assert started.wait(10)
+        start = time.monotonic()
+        assert worker_model.faces(data.astronaut()) is cached  # while the other image is still in dlib
+        assert time.monotonic() - start < 5 and not release.is_set()
+        release.set()
+        other.join()
+    finally:
+        release.set()
+        worker_model.detector = real
