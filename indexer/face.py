@@ -119,7 +119,7 @@ class FaceWorker:
                         face_worker.send(self._process.stdin, {"kind": "faces"}, (pixels,))
                         reply, arrays = face_worker.receive(self._process.stdout)
                 except (EOFError, OSError):
-                    code = self._process.wait()
+                    code = self._stop(self._process)  # also closes its pipes
                     self._process = None
                     if late.is_set():  # not retried: the image would take as long again
                         raise FaceWorkerError(
@@ -151,7 +151,8 @@ class FaceWorker:
                 self._process = None
 
     @staticmethod
-    def _stop(process: subprocess.Popen) -> None:
+    def _stop(process: subprocess.Popen) -> int:
+        """Close the worker's stdin (it exits on that), kill it if it has not within 5 s; its exit code."""
         try:
             process.stdin.close()
             process.wait(timeout=5)
@@ -159,6 +160,7 @@ class FaceWorker:
             process.kill()
             process.wait()
         process.stdout.close()
+        return process.returncode
 
 
 @contextlib.contextmanager

@@ -226,3 +226,22 @@ def test_a_cached_image_is_answered_while_another_image_is_being_detected(worker
     finally:
         release.set()
         worker_model.detector = real
+
+
+def test_restarts_leave_no_open_pipes_behind(tmp_path):
+    script = stand_in(tmp_path, """
+        real["send"](replies, {"kind": "ready", "pid": os.getpid()})
+        real["receive"](sys.stdin.buffer)
+        os._exit(3)  # every image kills it
+    """)
+    worker = FaceWorker(script)
+    try:
+        with pytest.raises(FaceWorkerError):
+            worker.detect_and_embed(np.zeros((8, 8, 3), np.uint8))
+        open_fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            with pytest.raises(FaceWorkerError, match="stopped twice"):
+                worker.detect_and_embed(np.zeros((8, 8, 3), np.uint8))
+        assert len(os.listdir("/proc/self/fd")) <= open_fds  # 10 more dead workers, no more descriptors
+    finally:
+        worker.close()
