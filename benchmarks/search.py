@@ -5,7 +5,8 @@
 Clustered unit vectors (indexer.brute.clustered_unit_vectors), queries drawn fresh from the same clusters. For
 each size: build time, resident memory added by the index against the raw float32 size, then per ef the p50/p99
 latency of one k=10 query and recall@10 against exact search; the ef that GalleryIndex.tune_ef picks (as every
-build does) and the recall the fresh queries get with it; then Hamming mode (sign bits + cosine re-rank).
+build does) and the recall the fresh queries get with it; then Hamming mode (sign bits + cosine re-rank); last,
+what adding one item and saving the index costs (the app saves after every addition).
 """
 from __future__ import annotations
 
@@ -38,12 +39,33 @@ def timed_queries(index: GalleryIndex, queries: np.ndarray, **options) -> tuple[
     return np.array(found), np.array(times) * 1000
 
 
+def add_and_save(index: GalleryIndex, trials: int) -> str:
+    """What one addition costs, as the app's "add to gallery" does it: add an item, then save the whole index
+    atomically (write, checksum, fsync, swap in)."""
+    import tempfile
+
+    adds, saves = [], []
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1].parent) as folder:
+        for i in range(trials):
+            vector = clustered_unit_vectors(1, index.dim, seed=1000 + i)
+            start = time.perf_counter()
+            index.add_vectors(vector)
+            adds.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            saved = index.save(Path(folder) / "index")
+            saves.append(time.perf_counter() - start)
+        size = sum(p.stat().st_size for p in saved.rglob("*") if p.is_file())
+    return (f"add one item and save: add {np.median(adds) * 1000:.1f} ms, save {np.median(saves):.2f} s (median of "
+            f"{trials}; each {', '.join(f'{x:.2f}' for x in saves)} s), {size / 2**20:,.0f} MiB written per save")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--efs", type=int, nargs="+", default=[32, 64, 96, 128, 256])
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--save-trials", type=int, default=3, help="additions, each saved, timed at the end")
     parser.add_argument("--M", type=int, default=HnswParams.M)
     parser.add_argument("--ef-construction", type=int, default=HnswParams.ef_construction)
     parser.add_argument("--keep", type=Path, default=None,
@@ -94,6 +116,7 @@ def main() -> None:
         memory = index.memory_bytes()
         print(f"binary codes {memory['hamming'] / 2**20:.1f} MiB against float32 vectors {memory['float32'] / 2**20:.1f} MiB "
               f"({memory['float32'] / max(1, memory['hamming']):.0f}x smaller)")
+        print(add_and_save(index, args.save_trials))
         del index, vectors
     
 
