@@ -191,6 +191,8 @@ class Verifier:
                 f"The head {head.source or ''} was trained on {head.backbone} features but the loaded model is "
                 f"{getattr(self.embedder, 'name', None)}; load {head.backbone} (or retrain the head on that model)."
             )
+        if head.fine_tune_blocks:
+            self.embedder.prepare_trunk(head.fine_tune_blocks)
         self.heads[mode] = head
         self._calibrated.pop(mode, None)
 

@@ -166,6 +166,7 @@ class Embedder(ABC):
                                     lanes_for=self._parts)
         self._graphs: dict[str, torch.jit.ScriptModule] = {}  # traced forwards by method name (_prepare_forward)
         self._graph_inputs: dict[str, tuple] = {}  # per graph, its inputs' sizes past the batch and dtypes, as checked
+        self._trunk_cuts: set[int] = set()  # trunk forwards to trace too (prepare_trunk: fine-tuned Siamese heads)
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_lock = threading.Lock()
         self.dim = 0
@@ -215,21 +216,31 @@ class Embedder(ABC):
         measured there. The text tower fared the same: ViT-B-32's, one text at a time beside a busy Python thread,
         0.7 texts/s eager and 13 traced (17-19 alone)."""
         self._graphs, self._graph_inputs = {}, {}
+        self._trace_forwards(["_image_features"] + ["_logits"] * self.supports_classify
+                             + ["_text_forward"] * self.supports_text + [_trunk_key(cut) for cut in sorted(self._trunk_cuts)])
+
+    def _trace_forwards(self, keys: list[str]) -> None:
+        """Trace and check the forwards `keys` (method names; "_trunk_forward/N" for a trunk) into `_graphs`."""
         if (self.device.type != "cpu" or os.environ.get("TWINSIGHT_TRACE", "1") == "0"
                 or not isinstance(getattr(self, "model", None), torch.nn.Module)):
             return
         rng = np.random.default_rng(0)
         photos = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(3)]
         pixels = (self._model_input(torch.stack([self.preprocess(photo) for photo in photos])),)
-        examples = {name: pixels for name in ("_image_features", "_logits")[: 1 + self.supports_classify]}
-        if self.supports_text:
-            examples["_text_forward"] = self._text_input(list(TRACE_TEXTS))
-        graphs = self._on_model_thread(lambda: {name: self._trace(name, inputs) for name, inputs in examples.items()})
-        self._graphs = {name: graph for name, graph in graphs.items() if graph is not None}
-        self._graph_inputs = {name: _signature(examples[name]) for name in self._graphs}
+        examples = {key: self._text_input(list(TRACE_TEXTS)) if key == "_text_forward" else pixels for key in keys}
+        graphs = self._on_model_thread(lambda: {key: self._trace(key, inputs) for key, inputs in examples.items()})
+        for key, graph in graphs.items():
+            if graph is not None:
+                self._graphs[key], self._graph_inputs[key] = graph, _signature(examples[key])
+
+    def _eager(self, key: str) -> Callable[..., torch.Tensor]:
+        """The eager forward a graph key names: a method, or "_trunk_forward/N" (the trunk without N blocks)."""
+        name, _, cut = key.partition("/")
+        method = getattr(self, name)
+        return (lambda pixels: method(pixels, int(cut))) if cut else method
 
     def _trace(self, name: str, inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule | None:
-        eager = getattr(self, name)
+        eager = self._eager(name)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TracerWarnings and torch.jit.trace's deprecation notice
@@ -246,8 +257,8 @@ class Embedder(ABC):
         method itself (another size could take a branch the trace did not record). A method set on the instance
         (tests, benchmarks wrapping the forward) runs as it is."""
         graph = self._graphs.get(name)
-        if graph is None or name in vars(self) or _signature(inputs) != self._graph_inputs[name]:
-            return getattr(self, name)(*inputs)
+        if graph is None or name.partition("/")[0] in vars(self) or _signature(inputs) != self._graph_inputs[name]:
+            return self._eager(name)(*inputs)
         return graph(*inputs)
 
     def _model_input(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -341,7 +352,16 @@ class Embedder(ABC):
     def trunk_features(self, pixels: torch.Tensor, cut_blocks: int) -> torch.Tensor:
         """Float32 CPU activations of a preprocessed batch after all but the last `cut_blocks` blocks."""
         self._check_cut(cut_blocks)
-        return self._on_streams(pixels, lambda chunk: self._trunk_forward(self._model_input(chunk), cut_blocks).float().cpu())
+        key = _trunk_key(cut_blocks)
+        return self._on_streams(pixels, lambda chunk: self._run(key, self._model_input(chunk)).float().cpu())
+
+    def prepare_trunk(self, cut_blocks: int) -> None:
+        """Trace the trunk forward for a head that fine-tuned the last `cut_blocks` blocks, as the other forwards
+        are at load (Verifier.add_head calls it): eager, the trunk is most of the backbone and meets the GIL."""
+        self._check_cut(cut_blocks)
+        if cut_blocks not in self._trunk_cuts:
+            self._trunk_cuts.add(cut_blocks)
+            self._trace_forwards([_trunk_key(cut_blocks)])
 
     def encode_trunk(self, images: Sequence[ImageSource], cut_blocks: int, batch_size: int | None = None) -> torch.Tensor:
         """`trunk_features` of images (paths, PIL, ...), in batches."""
@@ -456,6 +476,10 @@ class _Forward(torch.nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self._forward(*inputs)
+
+
+def _trunk_key(cut_blocks: int) -> str:
+    return f"_trunk_forward/{int(cut_blocks)}"
 
 
 def _signature(inputs: tuple[torch.Tensor, ...]) -> tuple:
