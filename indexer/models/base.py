@@ -164,7 +164,7 @@ class Embedder(ABC):
         max_rows = env_int("TWINSIGHT_MAX_BATCH", max(batch_size, 64))
         self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows, lanes=self.model_workers,
                                     lanes_for=self._parts)
-        self._graphs: dict[str, torch.jit.ScriptModule] = {}  # traced forwards by method name (_prepare_forward)
+        self._graphs: dict[str, torch.jit.ScriptModule] = {}  # traced forwards by key: method name or trunk (_eager)
         self._graph_inputs: dict[str, tuple] = {}  # per graph, its inputs' sizes past the batch and dtypes, as checked
         self._trunk_cuts: set[int] = set()  # trunk forwards to trace too (prepare_trunk: fine-tuned Siamese heads)
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -206,8 +206,9 @@ class Embedder(ABC):
 
     def _prepare_forward(self) -> None:
         """On a CPU, trace the forwards (image features; logits where there is a classifier head; the text tower
-        where there is one) into TorchScript graphs, each kept only if it gives exactly the eager outputs (checked
-        on random pixels or sample texts at two batch sizes); TWINSIGHT_TRACE=0 keeps the eager forwards.
+        where there is one; the trunks `prepare_trunk` asked for) into TorchScript graphs, each kept only if it
+        gives exactly the eager outputs (checked on random pixels or sample texts at two batch sizes);
+        TWINSIGHT_TRACE=0 keeps the eager forwards.
 
         Why: eager PyTorch releases and retakes the GIL around each of the forward's ~200 ops. While Gradio's
         event loop or request threads run Python, every retake waits: EfficientNet-Lite0 at batch 1 beside one
@@ -230,8 +231,9 @@ class Embedder(ABC):
         examples = {key: self._text_input(list(TRACE_TEXTS)) if key == "_text_forward" else pixels for key in keys}
         graphs = self._on_model_thread(lambda: {key: self._trace(key, inputs) for key, inputs in examples.items()})
         for key, graph in graphs.items():
-            if graph is not None:
-                self._graphs[key], self._graph_inputs[key] = graph, _signature(examples[key])
+            if graph is not None:  # its signature first: _run reads the two without a lock
+                self._graph_inputs[key] = _signature(examples[key])
+                self._graphs[key] = graph
 
     def _eager(self, key: str) -> Callable[..., torch.Tensor]:
         """The eager forward a graph key names: a method, or "_trunk_forward/N" (the trunk without N blocks)."""
