@@ -108,6 +108,22 @@ def test_trunk_features_run_traced_once_a_fine_tuned_head_needs_them(which, monk
     assert "_trunk_forward/1" in traced._graphs and eager._graphs == {}
 
 
+def test_a_fine_tuned_heads_projection_runs_traced_with_identical_results(trained, effnet, monkeypatch):
+    head = load_head(trained[2])
+    with monkeypatch.context() as env:
+        env.setenv("TWINSIGHT_TRACE", "0")
+        eager = load_head(trained[2])
+        trunk = effnet.encode_trunk([identity_image(i, i % 3) for i in range(5)], 1)
+        expected = {rows: eager.project_trunk(trunk[:rows]) for rows in (1, 2, 5)}
+    assert all(not isinstance(f, torch.jit.ScriptModule) for f in eager._forwards.values())
+    for rows in (1, 2, 5):
+        assert np.array_equal(head.project_trunk(trunk[:rows]), expected[rows])
+    (graph,) = head._forwards.values()  # one trunk size: one graph, traced on the first call
+    assert isinstance(graph, torch.jit.ScriptModule)
+    weights = {p.data_ptr() for p in [*head.top.parameters(), *head.module.parameters()]}
+    assert all(p.data_ptr() in weights for p in graph.parameters())  # the head's own weights, not a copy
+
+
 def test_open_clip_vit_fine_tunes_its_last_block(tmp_path):
     tiny_clip = tiny_embedder(tmp_path)  # seeded random weights: the run below is reproducible
     folder = write_identity_folder(tmp_path / "ids", identities=10, samples=3)

@@ -283,7 +283,7 @@ def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, pho
     embedder._image_features = lambda pixels: eager(pixels) * (2.0 if pixels.shape[0] == 2 else 1.0)
     with caplog.at_level("WARNING", logger="indexer.models.base"):
         embedder._prepare_forward()
-    assert "_image_features" not in embedder._graphs and "traced _image_features differs from the eager one" in caplog.text
+    assert "_image_features" not in embedder._graphs and "_image_features: the traced forward differs from the eager one" in caplog.text
 
     def untraceable(pixels):
         if torch.jit.is_tracing():
@@ -292,7 +292,7 @@ def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, pho
 
     embedder._image_features = untraceable
     embedder._prepare_forward()
-    assert "_image_features" not in embedder._graphs and "cannot trace _image_features (data-dependent" in caplog.text
+    assert "_image_features" not in embedder._graphs and "_image_features: cannot trace the forward (data-dependent" in caplog.text
     del embedder._image_features
     np.testing.assert_array_equal(embedder.encode_images(list(photos.values())), expected)
 
@@ -306,7 +306,7 @@ def test_a_text_tower_that_skips_its_mask_when_nothing_is_padded_stays_eager(cap
     with caplog.at_level("WARNING", logger="indexer.models.base"):
         embedder._prepare_forward()
     # Traced on a padded batch, the graph keeps the padded branch; the check on the full-length text alone sees it.
-    assert "_text_forward" not in embedder._graphs and "traced _text_forward differs" in caplog.text
+    assert "_text_forward" not in embedder._graphs and "_text_forward: the traced forward differs" in caplog.text
     assert "_image_features" in embedder._graphs
 
 

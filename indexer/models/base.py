@@ -222,8 +222,7 @@ class Embedder(ABC):
 
     def _trace_forwards(self, keys: list[str]) -> None:
         """Trace and check the forwards `keys` (method names; "_trunk_forward/N" for a trunk) into `_graphs`."""
-        if (self.device.type != "cpu" or os.environ.get("TWINSIGHT_TRACE", "1") == "0"
-                or not isinstance(getattr(self, "model", None), torch.nn.Module)):
+        if not tracing_enabled(self.device) or not isinstance(getattr(self, "model", None), torch.nn.Module):
             return
         rng = np.random.default_rng(0)
         photos = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(3)]
@@ -242,17 +241,7 @@ class Embedder(ABC):
         return (lambda pixels: method(pixels, int(cut))) if cut else method
 
     def _trace(self, name: str, inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule | None:
-        eager = self._eager(name)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TracerWarnings and torch.jit.trace's deprecation notice
-                graph = torch.jit.trace(_Forward(self.model, eager), tuple(x[:2] for x in inputs), check_trace=False)
-            if all(torch.equal(graph(*rows), eager(*rows)) for rows in (tuple(x[:1] for x in inputs), inputs)):
-                return graph
-            log.warning("%s: the traced %s differs from the eager one; running eager", self.name, name)
-        except Exception as exc:  # a model tracing cannot follow (data-dependent Python): eager still works
-            log.warning("%s: cannot trace %s (%s); running eager", self.name, name, str(exc)[:200])
-        return None
+        return trace_checked(self.model, self._eager(name), inputs, f"{self.name}: {name}")
 
     def _run(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
         """The forward `name` on model inputs: its traced graph for inputs of the size it was checked at, else the
@@ -478,6 +467,28 @@ class _Forward(torch.nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self._forward(*inputs)
+
+
+def tracing_enabled(device: torch.device) -> bool:
+    """Forwards run as traces on a CPU unless TWINSIGHT_TRACE=0 (GPUs keep eager: not measured there)."""
+    return device.type == "cpu" and os.environ.get("TWINSIGHT_TRACE", "1") != "0"
+
+
+def trace_checked(weights: torch.nn.Module, forward: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
+                  what: str) -> torch.jit.ScriptModule | None:
+    """`forward` traced on the first 2 rows of `inputs` (at least 3 rows), or None (with a warning naming `what`)
+    unless the graph gives exactly `forward`'s outputs at 1 row and at all of them. `weights`: the module(s)
+    `forward` uses, so the graph shares their parameters instead of copying them in as constants."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings and torch.jit.trace's deprecation notice
+            graph = torch.jit.trace(_Forward(weights, forward), tuple(x[:2] for x in inputs), check_trace=False)
+        if all(torch.equal(graph(*rows), forward(*rows)) for rows in (tuple(x[:1] for x in inputs), inputs)):
+            return graph
+        log.warning("%s: the traced forward differs from the eager one; running eager", what)
+    except Exception as exc:  # a model tracing cannot follow (data-dependent Python): eager still works
+        log.warning("%s: cannot trace the forward (%s); running eager", what, str(exc)[:200])
+    return None
 
 
 def _trunk_key(cut_blocks: int) -> str:

@@ -11,7 +11,9 @@ Its weights are stored in the same safetensors file, under the `top.` prefix.
 """
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,9 @@ class SiameseHead:
     card: dict = field(default_factory=dict)
     source: str = ""  # where it was loaded from
     top: nn.Module | None = None  # fine-tuned copy of the backbone's last blocks (fine_tune_blocks > 0)
+    # project_trunk's forward per trunk size and dtype: a checked trace on a CPU, else eager (_top_forward)
+    _forwards: dict = field(default_factory=dict, repr=False, compare=False)
+    _forwards_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def backbone(self) -> str:
@@ -77,8 +82,27 @@ class SiameseHead:
             raise ValueError("This head has no fine-tuned blocks: give it final features with project().")
         self.module.eval()
         self.top.eval()
-        with torch.inference_mode():
-            return forward_top(self.top, self.module, torch.as_tensor(trunk, dtype=torch.float32)).numpy()
+        trunk = torch.as_tensor(trunk, dtype=torch.float32)
+        with torch.inference_mode(), torch.jit.optimized_execution(False):  # the graph runs exactly the eager ops
+            return self._top_forward(trunk)(trunk).numpy()
+
+    def _top_forward(self, trunk: torch.Tensor):
+        """top -> pool -> projection for trunks like `trunk`: on a CPU a trace checked against eager (made once per
+        trunk size), as the backbone's forwards are. Eager, beside a busy Python thread (Gradio's), one pair's call
+        took 88 ms instead of 4.7: every op retakes the GIL. The graph shares the head's weights."""
+        from ..models.base import trace_checked, tracing_enabled
+
+        eager = functools.partial(forward_top, self.top, self.module)
+        if not tracing_enabled(trunk.device):
+            return eager
+        key = (tuple(trunk.shape[1:]), trunk.dtype)
+        with self._forwards_lock:
+            if key not in self._forwards:
+                example = (torch.randn(3, *key[0], generator=torch.Generator().manual_seed(0)).to(key[1]),)
+                graph = trace_checked(nn.ModuleList([self.top, self.module]), eager, example,
+                                      f"Siamese head {self.source or ''}".strip())
+                self._forwards[key] = graph if graph is not None else eager
+            return self._forwards[key]
 
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
