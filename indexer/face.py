@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +24,7 @@ from . import face_worker
 from .face_worker import FaceDetector, RawFace
 from .env import env_int
 from .images import ImageSource, load_image
+from .lru import LruCache
 
 DLIB_THRESHOLD = 0.6  # dlib's documented same-person distance for dlib_face_recognition_resnet_model_v1
 CACHE_SIZE = 64
@@ -194,9 +194,7 @@ class FaceModel:
             in_process = os.environ.get("TWINSIGHT_FACE_WORKER", "1").strip() == "0"
         self.detector: FaceDetector | FaceWorker = FaceDetector() if in_process else FaceWorker()
         self._detect_lock = threading.Lock()  # one image at a time through dlib
-        self._lock = threading.Lock()  # the cache; never held while dlib works, so cached answers never wait
-        self._cache: OrderedDict[str, list[Face]] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LruCache[str, list[Face]] = LruCache(cache_size)  # its own lock: cached answers never wait
         self.name = "dlib-resnet-v1 (HOG detector, 5-point alignment)"
 
     def faces(self, source: ImageSource) -> list[Face]:
@@ -204,28 +202,18 @@ class FaceModel:
         image = load_image(source)
         pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
         key = hashlib.blake2b(memoryview(pixels), digest_size=16).hexdigest() + f"{pixels.shape}"
-        found = self._cached(key)
+        found = self._cache.get(key)
         if found is not None:
             return found
         with self._detect_lock:
-            found = self._cached(key)  # a request for the same image may have finished while this one waited
+            found = self._cache.get(key)  # a request for the same image may have finished while this one waited
             if found is not None:
                 return found
             raw_faces = self.detector.detect_and_embed(pixels)
             found = sorted((Face(raw.box, raw.descriptor, Image.fromarray(raw.chip), raw.upsample) for raw in raw_faces),
                            key=lambda face: face.area, reverse=True)
-            with self._lock:
-                self._cache[key] = found
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            self._cache.put(key, found)
             return found
-
-    def _cached(self, key: str) -> list[Face] | None:
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        return None
 
     def close(self) -> None:
         if isinstance(self.detector, FaceWorker):

@@ -311,8 +311,6 @@ def test_a_text_tower_that_skips_its_mask_when_nothing_is_padded_stays_eager(cap
 
 
 def test_texts_are_embedded_once_and_the_cache_is_bounded(monkeypatch, tiny_clip_spec):
-    import indexer.models.base as base
-
     embedder = create_embedder(tiny_clip_spec, device="cpu", precision="fp32")
     text_features, embedded = embedder._text_features, []
     embedder._text_features = lambda texts: embedded.append(list(texts)) or text_features(texts)
@@ -324,7 +322,7 @@ def test_texts_are_embedded_once_and_the_cache_is_bounded(monkeypatch, tiny_clip
     np.testing.assert_allclose(again, embedder.postprocess(text_features(["a dog", "a car", "a cat"]).detach()), atol=1e-6)
     again[:] = 0  # the caller's array is its own
     assert np.array_equal(embedder.encode_texts(["a cat"])[0], first[0])
-    monkeypatch.setattr(base, "TEXT_CACHE_SIZE", 2)
+    monkeypatch.setattr(embedder._text_cache, "size", 2)
     embedder.encode_texts(["a bird"])  # over the bound: the least recently used ("a dog", "a car") go
     embedded.clear()
     embedder.encode_texts(["a cat", "a bird", "a dog"])

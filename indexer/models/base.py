@@ -11,7 +11,6 @@ import os
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence, TypeVar
@@ -23,6 +22,7 @@ from PIL import Image
 from ..device import model_streams
 from ..env import env_int
 from ..images import ImageSource, load_image
+from ..lru import LruCache
 from .batching import Coalescer
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,7 @@ class Embedder(ABC):
         self._graphs: dict[str, torch.jit.ScriptModule] = {}  # traced forwards by key: method name or trunk (_eager)
         self._graph_inputs: dict[str, tuple] = {}  # per graph, its inputs' sizes past the batch and dtypes, as checked
         self._trunk_cuts: set[int] = set()  # trunk forwards to trace too (prepare_trunk: fine-tuned Siamese heads)
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_cache_lock = threading.Lock()
+        self._text_cache: LruCache[str, np.ndarray] = LruCache(TEXT_CACHE_SIZE)
         self.dim = 0
 
     def _finish_init(self) -> None:
@@ -398,18 +397,13 @@ class Embedder(ABC):
         # Zero-shot labels and text queries repeat from request to request (the page's default labels above all),
         # and the text tower is costly: ViT-B-32's 10 default prompts took 430 ms, one image 88 ms. So each text is
         # embedded once (a zero-shot call on one image: 537 -> 98 ms, docs/BENCHMARKS.md, 1).
-        with self._text_cache_lock:
-            known = {text: self._text_cache[text] for text in texts if text in self._text_cache}
-            for text in known:
-                self._text_cache.move_to_end(text)
-        missing = list(dict.fromkeys(text for text in texts if text not in known))
+        known = {text: vector for text in dict.fromkeys(texts) if (vector := self._text_cache.get(text)) is not None}
+        missing = [text for text in dict.fromkeys(texts) if text not in known]
         if missing:
             vectors = self.postprocess(self._on_model_thread(lambda: self._text_features(missing).float().cpu()))
-            known.update(zip(missing, vectors))
-            with self._text_cache_lock:
-                self._text_cache.update(zip(missing, vectors))
-                while len(self._text_cache) > TEXT_CACHE_SIZE:
-                    self._text_cache.popitem(last=False)
+            for text, vector in zip(missing, vectors):
+                known[text] = vector
+                self._text_cache.put(text, vector)
         return np.stack([known[text] for text in texts])
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:
