@@ -230,7 +230,7 @@ class Embedder(ABC):
         graphs = self._on_model_thread(lambda: {key: self._trace(key, inputs) for key, inputs in examples.items()})
         for key, graph in graphs.items():
             if graph is not None:  # its signature first: _run reads the two without a lock
-                self._graph_inputs[key] = _signature(examples[key])
+                self._graph_inputs[key] = input_signature(examples[key])
                 self._graphs[key] = graph
 
     def _eager(self, key: str) -> Callable[..., torch.Tensor]:
@@ -247,7 +247,7 @@ class Embedder(ABC):
         method itself (another size could take a branch the trace did not record). A method set on the instance
         (tests, benchmarks wrapping the forward) runs as it is."""
         graph = self._graphs.get(name)
-        if graph is None or name.partition("/")[0] in vars(self) or _signature(inputs) != self._graph_inputs[name]:
+        if graph is None or name.partition("/")[0] in vars(self) or input_signature(inputs) != self._graph_inputs[name]:
             return self._eager(name)(*inputs)
         return graph(*inputs)
 
@@ -489,7 +489,7 @@ def _trunk_key(cut_blocks: int) -> str:
     return f"_trunk_forward/{int(cut_blocks)}"
 
 
-def _signature(inputs: tuple[torch.Tensor, ...]) -> tuple:
+def input_signature(inputs: tuple[torch.Tensor, ...]) -> tuple:
     """What a graph's inputs must match: each one's size past the batch dimension, and dtype."""
     return tuple((tuple(x.shape[1:]), x.dtype) for x in inputs)
 

@@ -90,15 +90,15 @@ class SiameseHead:
         """top -> pool -> projection for trunks like `trunk`: on a CPU a trace checked against eager (made once per
         trunk size), as the backbone's forwards are. Eager, beside a busy Python thread (Gradio's), one pair's call
         took 88 ms instead of 4.7: every op retakes the GIL. The graph shares the head's weights."""
-        from ..models.base import trace_checked, tracing_enabled
+        from ..models.base import input_signature, trace_checked, tracing_enabled
 
         eager = functools.partial(forward_top, self.top, self.module)
         if not tracing_enabled(trunk.device):
             return eager
-        key = (tuple(trunk.shape[1:]), trunk.dtype)
+        key = input_signature((trunk,))  # what the embedder's graphs are keyed and checked on too
         with self._forwards_lock:
             if key not in self._forwards:
-                example = (torch.randn(3, *key[0], generator=torch.Generator().manual_seed(0)).to(key[1]),)
+                example = (torch.randn(3, *trunk.shape[1:], generator=torch.Generator().manual_seed(0)).to(trunk.dtype),)
                 graph = trace_checked(nn.ModuleList([self.top, self.module]), eager, example,
                                       f"Siamese head {self.source or ''}".strip())
                 self._forwards[key] = graph if graph is not None else eager
