@@ -110,7 +110,7 @@ def add_images(files: list[str] | None, label: str = "") -> tuple[str, gr.Dropdo
         raise gr.Error("None of the files could be read: " + " ".join(skipped))
     index = runtime.gallery()
     ids = index.add(images, labels=[label] * len(images))
-    index.save()  # atomic: a crash mid-save keeps the previous gallery
+    index.commit()  # durable before we answer: appended to the journal (or a full, atomic save now and then)
     message = f"Added {len(ids)} image(s) (ids {ids[0]}–{ids[-1]}) as “{label or 'unlabelled'}”. {facts()}"
     if skipped:
         message += "  \nSkipped: " + " ".join(skipped)

@@ -8,14 +8,18 @@ Index directory (see docs/INDEX.md):
     images/            images added as PIL/bytes/arrays (files and dataset rows are referenced, not copied)
     hamming.npz        learned projection of the Hamming mode (ITQ only; sign codes need nothing)
     meta.json          model, dim, metric, hnsw params, data source, count, versions, file checksums
+    journal.bin        additions and deletions committed since the last full save (indexer/journal.py)
 
 Saving writes a sibling temp directory and renames it into place, so a crash mid-save leaves the previous
-index loadable. No pickle anywhere: numpy files are written and read with allow_pickle=False.
+index loadable. Committing appends the changes since the last save or commit to journal.bin instead (the app
+commits after every addition: a few KB fsynced instead of the whole index rewritten); loading replays it.
+No pickle anywhere: numpy files are written and read with allow_pickle=False.
 """
 from __future__ import annotations
 
 import enum
 import hashlib
+import io
 import json
 import logging
 import os
@@ -35,9 +39,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from . import journal
+from .atomic import write_atomically
 from .brute import normalize, recall_at_k, top_k
 from .hamming import BinaryCodec, CodeKind, hamming_search
 from .images import ImageSource, load_image
+from .journal import JOURNAL_FILE
 
 if TYPE_CHECKING:
     from .models import Embedder
@@ -45,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "twinsight-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: journal.bin (an older reader would ignore it and lose committed additions)
 HNSW_FILE, VECTORS_FILE, METADATA_FILE, META_FILE, HAMMING_FILE = (
     "index.hnsw", "vectors.npy", "metadata.parquet", "meta.json", "hamming.npz")
 IMAGES_DIR = "images"
@@ -63,6 +70,9 @@ SCAN_MARGIN = 2e-3
 # the target. At 100k clustered items ef=96 gives 0.986; at 1M it gives 0.77 and 0.98 needs ~512.
 DEFAULT_TARGET_RECALL = 0.98
 EF_STEPS = (96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 2048)
+# commit() folds the journal into a full save once it holds this many added or deleted items: every item in it
+# is re-inserted into the graph on each load (~1 ms each), while a full save rewrites the whole index.
+JOURNAL_LIMIT = 1024
 VERSIONED_PACKAGES = ("hnswlib", "numpy", "pyarrow", "torch", "datasets", "open_clip_torch", "transformers", "pillow")
 
 
@@ -208,7 +218,11 @@ class GalleryIndex:
     """Vectors + hnswlib graph + metadata of one gallery, for one model.
 
     Thread safety: searches run concurrently; `add`, `delete` and `resize` take an exclusive lock
-    (hnswlib's insertion is not safe beside queries); `save` runs beside searches.
+    (hnswlib's insertion is not safe beside queries); `save` and `commit` run beside searches.
+
+    Persistence: `save()` writes the whole index; `commit()` makes the changes since the last save or commit
+    durable by appending them to the directory's journal, and folds the journal into a full save once it
+    holds `journal_limit` items (default JOURNAL_LIMIT).
     """
 
     store = None  # where the vectors live when not in this process's hnswlib graph (MilvusIndex: a StoreSpec)
@@ -254,6 +268,12 @@ class GalleryIndex:
         self._codec: BinaryCodec | None = None
         self._codes = np.zeros((0, 1), dtype=np.uint64)
         self._dataset = None  # opened lazily by image() for dataset rows
+        self.journal_limit = JOURNAL_LIMIT
+        self._uncommitted: list[tuple[str, list[int]]] = []  # ("add" | "delete", ids) since the last save/commit
+        self._base: str | None = None  # meta.json checksum of the full save at self.path (what the journal extends)
+        self._base_state: tuple | None = None  # _saved_state() as of that save
+        self._journal_end = 0  # bytes of complete records in the journal
+        self._journaled = 0  # items added or deleted through the journal since the full save
 
     # -- basic facts -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -388,27 +408,32 @@ class GalleryIndex:
             return []
         with self._lock.write():
             ids = list(range(self._next_id, self._next_id + n))
-            self._reserve(n)
-            self._hnsw.add_items(vectors, np.asarray(ids, dtype=np.int64))
-            start = self._count
-            self._vectors[start : start + n] = vectors
-            if self._codec is not None:
-                self._codes[start : start + n] = self._codec.encode(vectors)
-            now = _utcnow()
-            for offset, item_id in enumerate(ids):
-                self._position[item_id] = start + offset
-            self._ids += ids
-            self._rows += [None if r is None else int(r) for r in rows]
-            self._labels += [None if label is None else str(label) for label in labels]
             for offset, image in enumerate(_images or []):
-                if image is not None:  # kept in memory until the next save writes it to images/
+                if image is not None:  # kept in memory until the next save or commit writes it to images/
                     self._pending_images[ids[offset]] = image
                     sources[offset] = f"{INDEX_SOURCE_PREFIX}{IMAGES_DIR}/{ids[offset]}.png"
-            self._sources += [str(s) for s in sources]
-            self._added += [now] * n
-            self._count += n
-            self._next_id += n
+            self._insert(ids, vectors, rows, labels, sources, [_utcnow()] * n)
+            self._uncommitted.append(("add", ids))
             return ids
+
+    def _insert(self, ids: list[int], vectors: np.ndarray, rows, labels, sources, added: list[datetime]) -> None:
+        """Add items with these ids (new or replayed from the journal). Holds the write lock."""
+        n = len(ids)
+        self._reserve(n)
+        self._hnsw.add_items(vectors, np.asarray(ids, dtype=np.int64))
+        start = self._count
+        self._vectors[start : start + n] = vectors
+        if self._codec is not None:
+            self._codes[start : start + n] = self._codec.encode(vectors)
+        for offset, item_id in enumerate(ids):
+            self._position[item_id] = start + offset
+        self._ids += ids
+        self._rows += [None if r is None else int(r) for r in rows]
+        self._labels += [None if label is None else str(label) for label in labels]
+        self._sources += [str(s) for s in sources]
+        self._added += added
+        self._count += n
+        self._next_id = max(self._next_id, max(ids) + 1)
 
     def _check_added(self, vectors, labels, sources, rows) -> tuple[np.ndarray, list, list, list]:
         """add_vectors' arguments, normalised and checked (shared with MilvusIndex)."""
@@ -438,29 +463,35 @@ class GalleryIndex:
     def delete(self, ids: Iterable[int], missing_ok: bool = False) -> int:
         """Remove items by id without rebuilding; returns how many were removed."""
         ids = [int(i) for i in ids]
-        removed = 0
         with self._lock.write():
             missing = [i for i in ids if i not in self._position]
             if missing and not missing_ok:
                 raise KeyError(f"No items with ids {missing[:10]} in this index; nothing was deleted.")
-            for item_id in dict.fromkeys(ids):
-                pos = self._position.pop(item_id, None)
-                if pos is None:
-                    continue
-                self._hnsw.mark_deleted(item_id)
-                self._pending_images.pop(item_id, None)
-                last = self._count - 1
-                if pos != last:  # swap-remove keeps every column aligned
-                    self._vectors[pos] = self._vectors[last]
-                    if self._codec is not None:
-                        self._codes[pos] = self._codes[last]
-                    for column in (self._ids, self._rows, self._labels, self._sources, self._added):
-                        column[pos] = column[last]
-                    self._position[self._ids[pos]] = pos
+            removed = self._remove(ids)
+            self._uncommitted.append(("delete", removed))
+        return len(removed)
+
+    def _remove(self, ids: Iterable[int]) -> list[int]:
+        """Remove the items of these ids that exist; returns their ids. Holds the write lock."""
+        removed = []
+        for item_id in dict.fromkeys(ids):
+            pos = self._position.pop(item_id, None)
+            if pos is None:
+                continue
+            self._hnsw.mark_deleted(item_id)
+            self._pending_images.pop(item_id, None)
+            last = self._count - 1
+            if pos != last:  # swap-remove keeps every column aligned
+                self._vectors[pos] = self._vectors[last]
+                if self._codec is not None:
+                    self._codes[pos] = self._codes[last]
                 for column in (self._ids, self._rows, self._labels, self._sources, self._added):
-                    column.pop()
-                self._count -= 1
-                removed += 1
+                    column[pos] = column[last]
+                self._position[self._ids[pos]] = pos
+            for column in (self._ids, self._rows, self._labels, self._sources, self._added):
+                column.pop()
+            self._count -= 1
+            removed.append(item_id)
         return removed
 
     def _reserve(self, n: int) -> None:
@@ -660,18 +691,22 @@ class GalleryIndex:
 
     # -- persistence -----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the index atomically to `path` (default: where it was loaded from or last saved)."""
+        """Write the whole index atomically to `path` (default: where it was loaded from or last saved), with
+        the journal folded in."""
         target = Path(path or self.path or "")
         if not str(target):
             raise ValueError("Where should the index go? Pass save(path).")
-        target = target.absolute()
+        with self._save_lock:
+            return self._save(target.absolute())
+
+    def _save(self, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with self._save_lock, self._lock.read():
+        with self._lock.read():
             _remove_stale_temps(target)
             tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
             try:
-                self._write(tmp)
+                base = self._write(tmp)
                 with self._swap_lock:
                     _replace_dir(tmp, target)
             except BaseException:
@@ -679,11 +714,93 @@ class GalleryIndex:
                 raise
             self.path = target
             saved = set(self._pending_images)
+            self._uncommitted.clear()  # no change can come in while the read lock is held
+            self._base, self._base_state = base, self._saved_state()
+            self._journal_end = self._journaled = 0
         for item_id in saved:
             self._pending_images.pop(item_id, None)
         return target
 
-    def _write(self, tmp: Path) -> None:
+    def commit(self) -> Path:
+        """Make the additions and deletions since the last save or commit durable, at the cost of those
+        changes: they are appended to the index directory's journal and fsynced. When the journal would pass
+        `journal_limit` items, or when something the journal does not record changed (ef, Hamming codes,
+        source, extra), this is a full save() instead. Returns the index directory."""
+        if self.path is None:
+            raise ValueError("This index was never saved: save(path) it once, then commit() changes.")
+        with self._save_lock:
+            with self._lock.read():
+                added = [i for op, ids in self._uncommitted if op == "add" for i in ids if i in self._position]
+                deleted = [i for op, ids in self._uncommitted if op == "delete" for i in ids]
+                if not added and not deleted and self._saved_state() == self._base_state:
+                    return self.path
+                if (self._base is not None and self._saved_state() == self._base_state
+                        and self._journaled + len(added) + len(deleted) <= self.journal_limit):
+                    self._append_journal(added, deleted)
+                    return self.path
+            return self._save(self.path)
+
+    def _append_journal(self, added: list[int], deleted: list[int]) -> None:
+        """One journal record for these changes; images first, so an acknowledged record's images exist."""
+        positions = [self._position[i] for i in added]
+        stored = {i: self._pending_images[i] for i in added if i in self._pending_images}
+        digests = {}
+        for item_id, image in stored.items():
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            file = self.path / IMAGES_DIR / f"{item_id}.png"
+            file.parent.mkdir(exist_ok=True)
+            write_atomically(file, lambda staging: staging.write_bytes(buffer.getvalue()))
+            _fsync(file)
+            digests[str(item_id)] = hashlib.sha256(buffer.getvalue()).hexdigest()
+        if stored:
+            journal.fsync_dir(self.path / IMAGES_DIR)
+        header = {
+            "base": self._base, "next_id": self._next_id, "deleted": deleted, "images": digests,
+            "rows": [self._rows[p] for p in positions], "labels": [self._labels[p] for p in positions],
+            "sources": [self._sources[p] for p in positions], "added": [self._added[p].isoformat() for p in positions],
+        }
+        record = journal.encode(header, {"ids": np.asarray(added, dtype=np.int64), "vectors": self._float32(positions)})
+        self._journal_end = journal.append(self.path / JOURNAL_FILE, record, self._journal_end)
+        self._journaled += len(added) + len(deleted)
+        self._uncommitted.clear()
+        for item_id in stored:
+            self._pending_images.pop(item_id, None)  # image() now reads the file
+
+    def _saved_state(self) -> tuple:
+        """What a full save records that the journal does not."""
+        return (self.params, self._codec, self.created, json.dumps(self.source, sort_keys=True, default=str),
+                json.dumps(self.extra, sort_keys=True, default=str))
+
+    def _replay_journal(self, verify: bool) -> None:
+        """Apply the journal's records on top of the loaded full save."""
+        file = self.path / JOURNAL_FILE
+        try:
+            records, self._journal_end = journal.read(file)
+        except journal.JournalError as exc:
+            raise IndexFormatError(str(exc)) from None
+        if file.exists() and self._journal_end < file.stat().st_size:
+            log.warning("%s: ignoring a torn last record (a commit interrupted before it was acknowledged)", file)
+        for record in records:
+            header = record.header
+            if header["base"] != self._base:
+                raise IndexFormatError(f"{file} continues another save of this index (not the one in {self.path}): "
+                                       f"delete {file.name} to open the index as of its last full save.")
+            for item_id, digest in header["images"].items():
+                image = self.path / IMAGES_DIR / f"{item_id}.png"
+                if verify and (not image.is_file() or _sha256(image) != digest):
+                    raise IndexFormatError(f"{image} is missing or damaged (checksum mismatch): restore the index "
+                                           "directory, or rebuild it.")
+            ids = [int(i) for i in record.array("ids")]
+            if ids:
+                self._insert(ids, record.array("vectors"), header["rows"], header["labels"], header["sources"],
+                             [datetime.fromisoformat(t) for t in header["added"]])
+            self._remove(header["deleted"])
+            self._next_id = max(self._next_id, int(header["next_id"]))
+            self._journaled += len(ids) + len(header["deleted"])
+
+    def _write(self, tmp: Path) -> str:
+        """Write every file into `tmp`; returns the checksum recorded in meta.json."""
         n = self._count
         self._hnsw.save_index(str(tmp / HNSW_FILE))
         np.save(tmp / VECTORS_FILE, self._vectors[:n], allow_pickle=False)
@@ -722,6 +839,7 @@ class GalleryIndex:
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         for p in files + [tmp / META_FILE]:
             _fsync(p)
+        return meta["checksum"]
 
     def _write_images(self, tmp: Path) -> None:
         prefix = f"{INDEX_SOURCE_PREFIX}{IMAGES_DIR}/"
@@ -789,6 +907,8 @@ class GalleryIndex:
                 with np.load(path / HAMMING_FILE, allow_pickle=False) as data:
                     codec.mean, codec.projection = data["mean"], data["projection"]
             index._set_codec(codec)
+        index._base, index._base_state = meta["checksum"], index._saved_state()
+        index._replay_journal(verify)
         return index
 
     def close(self) -> None:
@@ -861,11 +981,7 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.rename(tmp, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    journal.fsync_dir(target.parent)
 
 
 def _remove_stale_temps(target: Path, older_than_s: float = 3600.0) -> None:

@@ -387,6 +387,10 @@ class MilvusIndex(GalleryIndex):
             self._pending_images.pop(item_id, None)
         return target
 
+    def commit(self) -> Path:
+        """Milvus persists each change itself: a commit is a save (images and meta.json)."""
+        return self.save()
+
     def _meta(self) -> dict:
         return {
             "format": FORMAT,

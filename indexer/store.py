@@ -54,6 +54,8 @@ class VectorStore(Protocol):
 
     def save(self, path: str | os.PathLike | None = None) -> Path: ...
 
+    def commit(self) -> Path: ...  # make the changes since the last save durable (cheaply where the store can)
+
     def close(self) -> None: ...
 
 

@@ -1,5 +1,5 @@
-"""Stress: 8 threads searching while 2 threads add (and save, as the app's add does) and one more saves, for a
-bounded time. No exception; every acknowledged addition is present after a reload; scores of unchanged items
+"""Stress: 8 threads searching while 2 threads add (and commit, as the app's add does: journal appends, folded into
+a full save now and then) and one more saves, for a bounded time. No exception; every acknowledged addition is present after a reload; scores of unchanged items
 never change."""
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ def test_concurrent_search_add_save(tmp_path, tiny_clip):
     base_ids = index.add_vectors(base, labels=[f"base {i % 5}" for i in range(len(base))])
     index.add([Image.new("RGB", (16, 16), (200, 10, 10))], labels=["stored image"])  # lives in images/
     path = index.save(tmp_path / "ix")
+    index.journal_limit = 40  # commits both append to the journal and fold it into full saves
     queries = rng.normal(size=(16, tiny_clip.dim)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     expected = queries @ base.T  # the score of every (query, base item): must never change
 
     stop = threading.Event()
     errors: list[BaseException] = []
-    acknowledged: dict[int, np.ndarray] = {}  # id -> vector, for additions whose add+save returned
+    acknowledged: dict[int, np.ndarray] = {}  # id -> vector, for additions whose add+commit returned
     counts = {"searches": 0, "checked_scores": 0, "images": 0, "adds": 0, "saves": 0}
     count_lock = threading.Lock()
 
@@ -78,7 +79,7 @@ def test_concurrent_search_add_save(tmp_path, tiny_clip):
         else:
             ids = index.add_vectors(local.normal(size=(4, tiny_clip.dim)).astype(np.float32), labels=[f"added {worker}"] * 4)
         vectors = index.vectors(ids)
-        index.save()  # the app saves before it acknowledges an addition
+        index.commit()  # the app commits before it acknowledges an addition
         for item_id, vector in zip(ids, vectors):
             acknowledged[item_id] = vector
         bump("adds")
