@@ -1,13 +1,15 @@
 """Helper process for tests/test_reliability_crash.py: writes an index until it is killed with SIGKILL.
 
 Run as `python crash_worker.py`: it imports the library once, then serves trials read from stdin, one JSON
-object a line: {"mode": "add"|"save", "path": DIR, "acks": FILE, "kill_at": null|POINT}, or
+object a line: {"mode": "add"|"commit"|"save", "path": DIR, "acks": FILE, "kill_at": null|POINT}, or
 {"mode": "build", "dataset": FOLDER, "path": DIR} (a build that checkpoints after every batch). Each trial is a
 forked child (so no trial pays the import again) that opens the index and loops (bounded):
   add:  add BATCH vectors labelled "gen G" (deterministic from G), save, then append G to the acks file;
+  commit: the same with commit() instead of save(), as the app does (journal appends, a full save every
+        JOURNAL_ROUNDS rounds);
   save: save the unchanged index, then append the current generation to the acks file.
 The parent prints "pid N" when the child starts and "exit N STATUS" when it is gone.
-kill_at makes the child SIGKILL itself at one point inside save() (deterministic crash injection);
+kill_at makes the child SIGKILL itself at one point inside save() or commit() (deterministic crash injection);
 without it the test kills the child at a random moment.
 """
 from __future__ import annotations
@@ -24,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from indexer import index as index_module  # noqa: E402
+from indexer import journal as journal_module  # noqa: E402
 from indexer.index import GalleryIndex  # noqa: E402
 
 BATCH = 50
 MAX_ROUNDS = 400  # bounded: a trial ends by itself if nobody kills it
+JOURNAL_ROUNDS = 3  # commit mode: the journal holds up to 3 rounds, the 4th commit folds it into a full save
 
 
 def vectors_for(generation: int, dim: int) -> np.ndarray:
@@ -61,21 +65,27 @@ def inject(kill_at: str) -> None:
                 _die()
 
         os.rename = rename  # this forked child only
+    elif kill_at == "mid-journal":  # half of the journal record written, not fsynced
+        journal_module._write_all = lambda fd, data: (os.write(fd, data[: len(data) // 2]), _die())
+    elif kill_at == "after-journal":  # the record written and fsynced, the commit not yet acknowledged
+        real_append = journal_module.append
+        journal_module.append = lambda *args: (real_append(*args), _die())
     else:
         raise ValueError(f"unknown kill point {kill_at!r}")
 
 
 def trial(mode: str, path: str, acks: str, kill_at: str | None) -> None:
     index = GalleryIndex.load(path)
+    index.journal_limit = JOURNAL_ROUNDS * BATCH
     generation = generation_of(index)
     if kill_at:
         inject(kill_at)
     with open(acks, "a") as ack:
         for _ in range(MAX_ROUNDS):
-            if mode == "add":
+            if mode in ("add", "commit"):
                 index.add_vectors(vectors_for(generation + 1, index.dim), labels=[f"gen {generation + 1}"] * BATCH)
                 generation += 1
-            index.save()
+            index.commit() if mode == "commit" else index.save()
             ack.write(f"{generation}\n")
             ack.flush()  # in the kernel: survives SIGKILL
 

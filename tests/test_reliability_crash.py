@@ -1,4 +1,5 @@
-"""SIGKILL during an index save, during an add and during a build (tests/crash_worker.py does the writing).
+"""SIGKILL during an index save, during an add (saved, or committed to the journal) and during a build
+(tests/crash_worker.py does the writing).
 
 After every kill the index directory loads with its checksums verified, and holds exactly the state before
 or the state after the interrupted operation; an interrupted build resumes to the same index as a clean one.
@@ -19,12 +20,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crash_worker import BATCH, generation_of, vectors_for
+from crash_worker import BATCH, JOURNAL_ROUNDS, generation_of, vectors_for
 from indexer import GalleryIndex, build_index, open_index
 from indexer.index import read_meta
 
 RANDOM_KILLS = 6  # per mode
 KILL_POINTS = ("mid-write", "before-meta", "between-renames", "after-renames")
+JOURNAL_KILL_POINTS = {"mid-journal": 0, "after-journal": 1}  # -> the generation found after the kill
 
 
 class Worker:
@@ -88,7 +90,7 @@ def acked(acks: Path) -> int | None:
     return int(lines[-1]) if lines else None
 
 
-@pytest.mark.parametrize("mode", ["add", "save"])
+@pytest.mark.parametrize("mode", ["add", "commit", "save"])
 def test_random_sigkill_during_add_and_save(worker, index_dir, tmp_path, mode):
     rng = random.Random(7)
     generation, outcomes = 0, {"before": 0, "after": 0}
@@ -106,15 +108,17 @@ def test_random_sigkill_during_add_and_save(worker, index_dir, tmp_path, mode):
         assert worker.wait(pid) == signal.SIGKILL, "the child ended before it was killed"
         last = acked(acks)
         before = generation if last is None else last  # the last acknowledged state
-        allowed = {before, before + 1} if mode == "add" else {generation}
+        allowed = {before, before + 1} if mode != "save" else {generation}
         found = check(index_dir, allowed)
         assert last is None or found >= last, "an acknowledged addition was lost"
         outcomes["before" if found == before else "after"] += 1
         generation = found
         acks.unlink(missing_ok=True)
     print(f"\n{mode}: {RANDOM_KILLS} SIGKILLs, final generation {generation}, states {outcomes}")
-    if mode == "add":
+    if mode != "save":
         assert generation >= 3  # most kills landed after additions were acknowledged
+    if mode == "commit":
+        assert generation > JOURNAL_ROUNDS  # so commits both appended to the journal and folded it
 
 
 @pytest.mark.parametrize("kill_at", KILL_POINTS)
@@ -131,6 +135,22 @@ def test_sigkill_at_each_step_of_a_save(worker, index_dir, tmp_path, kill_at):
     survivor.add_vectors(vectors_for(expected + 1, survivor.dim), labels=[f"gen {expected + 1}"] * BATCH)
     survivor.save()
     assert check(index_dir, {expected + 1}) == expected + 1
+
+
+@pytest.mark.parametrize("kill_at", JOURNAL_KILL_POINTS)
+def test_sigkill_at_each_step_of_a_commit(worker, index_dir, tmp_path, kill_at, caplog):
+    """A record half written is ignored (it was never acknowledged); one fsynced is kept."""
+    pid = worker.start(mode="commit", path=str(index_dir), acks=str(tmp_path / "acks"), kill_at=kill_at)
+    assert worker.wait(pid) == signal.SIGKILL
+    assert acked(tmp_path / "acks") is None  # it died inside its first commit
+    expected = JOURNAL_KILL_POINTS[kill_at]
+    assert check(index_dir, {expected}) == expected
+    survivor = open_index(index_dir, load_model=False)
+    survivor.add_vectors(vectors_for(expected + 1, survivor.dim), labels=[f"gen {expected + 1}"] * BATCH)
+    survivor.commit()
+    caplog.clear()
+    assert check(index_dir, {expected + 1}) == expected + 1
+    assert "torn" not in caplog.text  # the survivor's commit cut off what the crash left
 
 
 def test_sigkilled_build_resumes(worker, tmp_path, tiny_clip):
