@@ -6,12 +6,14 @@ Clustered unit vectors (indexer.brute.clustered_unit_vectors), queries drawn fre
 each size: build time, resident memory added by the index against the raw float32 size, then per ef the p50/p99
 latency of one k=10 query and recall@10 against exact search; the ef that GalleryIndex.tune_ef picks (as every
 build does) and the recall the fresh queries get with it; then Hamming mode (sign bits + cosine re-rank); last,
-what adding one item and saving the index costs (the app saves after every addition).
+what making one addition durable costs: a full save against a commit (a journal append, as the app's "add to
+gallery" does), and what a full journal adds to loading the index.
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k  # noqa: E402
 from indexer.index import GalleryIndex, HnswParams  # noqa: E402
+from indexer.journal import JOURNAL_FILE  # noqa: E402
 
 
 def rss_bytes() -> int:
@@ -39,24 +42,50 @@ def timed_queries(index: GalleryIndex, queries: np.ndarray, **options) -> tuple[
     return np.array(found), np.array(times) * 1000
 
 
-def add_and_save(index: GalleryIndex, trials: int) -> str:
-    """What one addition costs, as the app's "add to gallery" does it: add an item, then save the whole index
-    atomically (write, checksum, fsync, swap in)."""
+def add_and_persist(index: GalleryIndex, trials: int) -> str:
+    """One addition made durable, `trials` times each way: save() (every file rewritten, checksummed, fsynced,
+    swapped in) and commit() (one journal record appended and fsynced). Then loading with a full journal
+    (journal_limit items, one commit each, as the app adds them) against loading the folded index."""
     import tempfile
 
-    adds, saves = [], []
+    def add_one(seed: int) -> None:
+        index.add_vectors(clustered_unit_vectors(1, index.dim, seed=seed))
+
+    def timed(action) -> float:
+        start = time.perf_counter()
+        action()
+        return time.perf_counter() - start
+
+    lines = ["| one addition, then | median s | each s | written |", "| --- | ---: | --- | ---: |"]
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1].parent) as folder:
+        path = Path(folder) / "index"
+        saves = []
         for i in range(trials):
-            vector = clustered_unit_vectors(1, index.dim, seed=1000 + i)
-            start = time.perf_counter()
-            index.add_vectors(vector)
-            adds.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            saved = index.save(Path(folder) / "index")
-            saves.append(time.perf_counter() - start)
-        size = sum(p.stat().st_size for p in saved.rglob("*") if p.is_file())
-    return (f"add one item and save: add {np.median(adds) * 1000:.1f} ms, save {np.median(saves):.2f} s (median of "
-            f"{trials}; each {', '.join(f'{x:.2f}' for x in saves)} s), {size / 2**20:,.0f} MiB written per save")
+            add_one(1000 + i)
+            saves.append(timed(lambda: index.save(path)))
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        commits = []
+        for i in range(trials):
+            add_one(2000 + i)
+            commits.append(timed(index.commit))
+        record = (path / JOURNAL_FILE).stat().st_size / trials
+        for name, times, written in (("save()", saves, f"{size / 2**20:,.0f} MiB"),
+                                     ("commit()", commits, f"{record / 1024:.1f} KiB")):
+            lines.append(f"| {name} | {np.median(times):.4f} | {', '.join(f'{x:.4f}' for x in times)} | {written} |")
+        for i in range(index.journal_limit - trials):  # fill the journal as the app would, one addition at a time
+            add_one(3000 + i)
+            index.commit()
+        with_journal = Path(folder) / "journalled"
+        shutil.copytree(path, with_journal)
+        index.save()  # folds the journal
+        loads: dict[Path, list[float]] = {path: [], with_journal: []}
+        for _ in range(3):  # alternating, so both see the same machine
+            for directory, times in loads.items():
+                times.append(timed(lambda: GalleryIndex.load(directory)))
+        folded, journalled = np.median(loads[path]), np.median(loads[with_journal])
+    lines.append(f"load (checksums verified, median of 3): {folded:.2f} s folded, {journalled:.2f} s with a full journal "
+                 f"({index.journal_limit} items replayed, +{(journalled - folded) / index.journal_limit * 1000:.2f} ms each)")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -65,7 +94,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--efs", type=int, nargs="+", default=[32, 64, 96, 128, 256])
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--save-trials", type=int, default=3, help="additions, each saved, timed at the end")
+    parser.add_argument("--save-trials", type=int, default=3, help="additions saved, and as many committed, timed at the end")
     parser.add_argument("--M", type=int, default=HnswParams.M)
     parser.add_argument("--ef-construction", type=int, default=HnswParams.ef_construction)
     parser.add_argument("--keep", type=Path, default=None,
@@ -116,7 +145,7 @@ def main() -> None:
         memory = index.memory_bytes()
         print(f"binary codes {memory['hamming'] / 2**20:.1f} MiB against float32 vectors {memory['float32'] / 2**20:.1f} MiB "
               f"({memory['float32'] / max(1, memory['hamming']):.0f}x smaller)")
-        print(add_and_save(index, args.save_trials))
+        print(add_and_persist(index, args.save_trials))
         del index, vectors
     
 
