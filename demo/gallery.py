@@ -92,7 +92,7 @@ def select_result(shown: list[dict] | None, k: int, labels: list[str] | None, ev
 
 
 def add_images(files: list[str] | None, label: str = "") -> tuple[str, gr.Dropdown]:
-    """Embed uploaded images into the gallery (searchable at once) and save it to disk."""
+    """Embed uploaded images into the gallery (searchable at once) and commit them to disk before answering."""
     if not files:
         raise gr.Error("Choose one or more image files to add.")
     if len(files) > MAX_UPLOADS:

@@ -170,15 +170,21 @@ def test_gallery_label_filter(small_gallery, gallery_folder):
 def test_gallery_add_is_searchable_at_once_and_kept_on_disk(small_gallery, tmp_path, photos):
     path = tmp_path / "new.png"
     Image.fromarray(photos["rocket"]).save(path)
-    before = len(small_gallery)
+    from indexer import open_index
+    from indexer.index import read_meta
+    from indexer.journal import JOURNAL_FILE
+
+    before, saved_count = len(small_gallery), read_meta(small_gallery.path)["count"]
     message, dropdown = gallery.add_images([str(path)], "rockets")
     assert len(small_gallery) == before + 1 and "Added 1" in message
     assert ("rockets", "rockets") in dropdown.choices
     _, _, shown = gallery.search(str(path), "", 1)
     assert small_gallery.get(shown[0]["id"]).label == "rockets"
-    from indexer import open_index
-
-    assert "rockets" in open_index(small_gallery.path, small_gallery.embedder).labels()
+    # Committed to the journal, not by rewriting the gallery: the full save is as it was.
+    assert (small_gallery.path / JOURNAL_FILE).is_file() and read_meta(small_gallery.path)["count"] == saved_count
+    reopened = open_index(small_gallery.path, small_gallery.embedder)
+    [added] = [i for i in reopened.ids if reopened.get(i).label == "rockets"]
+    assert reopened.image(added).size == Image.open(path).size  # the stored image is on disk too
 
 
 def test_gallery_bad_inputs_are_friendly(small_gallery, tmp_path):
