@@ -16,3 +16,12 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)  # still there only if writing or renaming failed
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (a new or renamed file survives a crash only after this)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

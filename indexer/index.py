@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from . import journal
-from .atomic import write_atomically
+from .atomic import fsync_path, write_atomically
 from .brute import normalize, recall_at_k, top_k
 from .hamming import BinaryCodec, CodeKind, hamming_search
 from .images import ImageSource, load_image
@@ -744,17 +744,19 @@ class GalleryIndex:
         """One journal record for these changes; images first, so an acknowledged record's images exist."""
         positions = [self._position[i] for i in added]
         stored = {i: self._pending_images[i] for i in added if i in self._pending_images}
-        digests = {}
+        digests, images = {}, self.path / IMAGES_DIR
+        if stored and not images.is_dir():
+            images.mkdir()
+            fsync_path(self.path)
         for item_id, image in stored.items():
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
-            file = self.path / IMAGES_DIR / f"{item_id}.png"
-            file.parent.mkdir(exist_ok=True)
+            file = images / f"{item_id}.png"
             write_atomically(file, lambda staging: staging.write_bytes(buffer.getvalue()))
-            _fsync(file)
+            fsync_path(file)
             digests[str(item_id)] = hashlib.sha256(buffer.getvalue()).hexdigest()
         if stored:
-            journal.fsync_dir(self.path / IMAGES_DIR)
+            fsync_path(images)
         header = {
             "base": self._base, "next_id": self._next_id, "deleted": deleted, "images": digests,
             "rows": [self._rows[p] for p in positions], "labels": [self._labels[p] for p in positions],
@@ -847,7 +849,7 @@ class GalleryIndex:
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         for p in files + [tmp / META_FILE]:
-            _fsync(p)
+            fsync_path(p)
         return meta["checksum"]
 
     def _write_images(self, tmp: Path) -> None:
@@ -968,14 +970,6 @@ def _mismatch_message(path, model: str, dim: int, embedder: "Embedder") -> str:
             f"(dim {embedder.dim}): rebuild with --model {embedder.name} or start the app with --model {model}.")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _backups(path: Path) -> Iterator[Path]:
     return path.parent.glob(f".{path.name}.old-*")
 
@@ -990,7 +984,7 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.rename(tmp, target)
-    journal.fsync_dir(target.parent)
+    fsync_path(target.parent)
 
 
 def _remove_stale_temps(target: Path, older_than_s: float = 3600.0) -> None:

@@ -27,6 +27,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .atomic import fsync_path
+
 JOURNAL_FILE = "journal.bin"
 MAGIC = b"TSJ1"
 _PREFIX = struct.Struct("<4sIQ")  # magic, header length, payload length
@@ -123,7 +125,7 @@ def append(path: Path, record: bytes, valid_end: int) -> int:
     finally:
         os.close(fd)
     if new:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     return valid_end + len(record)
 
 
@@ -132,10 +134,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         view = view[os.write(fd, view):]
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
