@@ -273,6 +273,7 @@ class GalleryIndex:
         self._base: str | None = None  # meta.json checksum of the full save at self.path (what the journal extends)
         self._base_state: tuple | None = None  # _saved_state() as of that save
         self._journal_end = 0  # bytes of complete records in the journal
+        self._journal_seen = 0  # the journal's size when this object last read or wrote it (another writer's grows it)
         self._journaled = 0  # items added or deleted through the journal since the full save
 
     # -- basic facts -----------------------------------------------------------------------------------
@@ -696,8 +697,9 @@ class GalleryIndex:
         target = Path(path or self.path or "")
         if not str(target):
             raise ValueError("Where should the index go? Pass save(path).")
-        with self._save_lock:
-            return self._save(target.absolute())
+        target = target.absolute()
+        with self._save_lock, _writer_lock(target):
+            return self._save(target)
 
     def _save(self, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -716,7 +718,7 @@ class GalleryIndex:
             saved = set(self._pending_images)
             self._uncommitted.clear()  # no change can come in while the read lock is held
             self._base, self._base_state = base, self._saved_state()
-            self._journal_end = self._journaled = 0
+            self._journal_end = self._journal_seen = self._journaled = 0
         for item_id in saved:
             self._pending_images.pop(item_id, None)
         return target
@@ -728,7 +730,7 @@ class GalleryIndex:
         source, extra), this is a full save() instead. Returns the index directory."""
         if self.path is None:
             raise ValueError("This index was never saved: save(path) it once, then commit() changes.")
-        with self._save_lock:
+        with self._save_lock, _writer_lock(self.path):
             with self._lock.read():
                 added = [i for op, ids in self._uncommitted if op == "add" for i in ids if i in self._position]
                 deleted = [i for op, ids in self._uncommitted if op == "delete" for i in ids]
@@ -736,9 +738,24 @@ class GalleryIndex:
                     return self.path
                 if (self._base is not None and self._saved_state() == self._base_state
                         and self._journaled + len(added) + len(deleted) <= self.journal_limit):
-                    self._append_journal(added, deleted)
-                    return self.path
+                    if not self._written_by_another():
+                        self._append_journal(added, deleted)
+                        return self.path
+                    # Records on top of another writer's state would make the directory unloadable. This
+                    # process's view is saved over it instead, as saves always did (last writer wins).
+                    log.warning("%s was saved or committed by another process since this one opened it; writing "
+                                "this process's index over it (re-run `python -m indexer build` to re-add dataset "
+                                "rows the other process embedded)", self.path)
             return self._save(self.path)
+
+    def _written_by_another(self) -> bool:
+        """Did another process save this directory, or append to its journal, since we last read or wrote it?"""
+        try:
+            on_disk = json.loads((self.path / META_FILE).read_text()).get("checksum")
+            journal_size = (self.path / JOURNAL_FILE).stat().st_size if (self.path / JOURNAL_FILE).exists() else 0
+        except (OSError, ValueError):
+            return True
+        return on_disk != self._base or journal_size != self._journal_seen
 
     def _append_journal(self, added: list[int], deleted: list[int]) -> None:
         """One journal record for these changes; images first, so an acknowledged record's images exist."""
@@ -763,7 +780,7 @@ class GalleryIndex:
             "sources": [self._sources[p] for p in positions], "added": [self._added[p].isoformat() for p in positions],
         }
         record = journal.encode(header, {"ids": np.asarray(added, dtype=np.int64), "vectors": self._float32(positions)})
-        self._journal_end = journal.append(self.path / JOURNAL_FILE, record, self._journal_end)
+        self._journal_end = self._journal_seen = journal.append(self.path / JOURNAL_FILE, record, self._journal_end)
         self._journaled += len(added) + len(deleted)
         self._uncommitted.clear()
         for item_id in stored:
@@ -781,7 +798,8 @@ class GalleryIndex:
             records, self._journal_end = journal.read(file)
         except journal.JournalError as exc:
             raise IndexFormatError(str(exc)) from None
-        if file.exists() and self._journal_end < file.stat().st_size:
+        self._journal_seen = file.stat().st_size if file.exists() else 0
+        if self._journal_end < self._journal_seen:
             log.warning("%s: ignoring a torn last record (a commit interrupted before it was acknowledged)", file)
         columns: dict[str, list] = {"ids": [], "vectors": [], "rows": [], "labels": [], "sources": [], "added": []}
         deleted: list[int] = []
@@ -968,6 +986,21 @@ def read_meta(path: str | os.PathLike) -> dict:
 def _mismatch_message(path, model: str, dim: int, embedder: "Embedder") -> str:
     return (f"index at {path} was built with model {model} (dim {dim}); this app loaded model {embedder.name} "
             f"(dim {embedder.dim}): rebuild with --model {embedder.name} or start the app with --model {model}.")
+
+
+@contextmanager
+def _writer_lock(target: Path) -> Iterator[None]:
+    """An exclusive lock between processes writing the index at `target` (a sibling file: the directory itself
+    is replaced by saves). Where there is no fcntl (Windows), processes are not locked out from each other."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def _backups(path: Path) -> Iterator[Path]:

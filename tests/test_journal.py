@@ -219,3 +219,37 @@ def test_a_damaged_committed_image_is_reported(saved):
     with pytest.raises(IndexFormatError, match=rf"images/{item}.png is missing or damaged"):
         GalleryIndex.load(path)
     assert item in GalleryIndex.load(path, verify=False)  # unverified, as for the full save's files
+
+
+@pytest.mark.parametrize("other_writer", ["commit", "save"])
+def test_a_commit_over_another_writers_changes_saves_in_full(saved, caplog, other_writer):
+    """Two processes on one directory (say the app and `python -m indexer build`): a journal record on top of
+    the other's save would make the directory unloadable, so the commit is a full save (last writer wins)."""
+    _, path = saved
+    mine, other = GalleryIndex.load(path), GalleryIndex.load(path)
+    other.add_vectors(unit(np.random.default_rng(11), 2), labels=["other"] * 2)
+    other.commit() if other_writer == "commit" else other.save()
+    added = mine.add_vectors(unit(np.random.default_rng(12), 2), labels=["mine"] * 2)
+    with caplog.at_level(logging.WARNING, logger="indexer.index"):
+        mine.commit()
+    assert "saved or committed by another process" in caplog.text
+    assert not (path / JOURNAL_FILE).exists() and read_meta(path)["count"] == 2002
+    reloaded = GalleryIndex.load(path)
+    assert set(added) <= set(reloaded.ids) and "other" not in reloaded.labels()
+    assert_same_index(mine, reloaded)
+
+
+def test_writers_in_other_processes_wait_for_each_other(saved):
+    import fcntl
+    import threading
+
+    index, path = saved
+    index.add_vectors(unit(np.random.default_rng(13), 1))
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as another process's save or commit holds it
+        committer = threading.Thread(target=index.commit)
+        committer.start()
+        committer.join(timeout=0.5)
+        assert committer.is_alive() and not (path / JOURNAL_FILE).exists()
+    committer.join(timeout=30)
+    assert not committer.is_alive() and (path / JOURNAL_FILE).exists()
