@@ -272,6 +272,7 @@ class GalleryIndex:
         self._uncommitted: list[tuple[str, list[int]]] = []  # ("add" | "delete", ids) since the last save/commit
         self._base: str | None = None  # meta.json checksum of the full save at self.path (what the journal extends)
         self._base_state: tuple | None = None  # _saved_state() as of that save
+        self._meta_written: str | None = None  # _journal_meta() as of that save or the last journal record
         self._journal_end = 0  # bytes of complete records in the journal
         self._journal_seen = 0  # the journal's size when this object last read or wrote it (another writer's grows it)
         self._journaled = 0  # items added or deleted through the journal since the full save
@@ -717,29 +718,33 @@ class GalleryIndex:
             self.path = target
             saved = set(self._pending_images)
             self._uncommitted.clear()  # no change can come in while the read lock is held
-            self._base, self._base_state = base, self._saved_state()
+            self._base, self._base_state, self._meta_written = base, self._saved_state(), self._journal_meta()
             self._journal_end = self._journal_seen = self._journaled = 0
         for item_id in saved:
             self._pending_images.pop(item_id, None)
         return target
 
-    def commit(self) -> Path:
-        """Make the additions and deletions since the last save or commit durable, at the cost of those
-        changes: they are appended to the index directory's journal and fsynced. When the journal would pass
-        `journal_limit` items, or when something the journal does not record changed (ef, Hamming codes,
-        source, extra), this is a full save() instead. Returns the index directory."""
+    def commit(self, journal_limit: int | None = None) -> Path:
+        """Make the changes since the last save or commit durable, at the cost of those changes: the added and
+        deleted items, and `source` and `extra` if they changed, are appended to the index directory's journal
+        and fsynced. When the journal would pass `journal_limit` items (default: the index's `journal_limit`),
+        or when something the journal does not record changed (ef, Hamming codes), this is a full save()
+        instead. Returns the index directory."""
         if self.path is None:
             raise ValueError("This index was never saved: save(path) it once, then commit() changes.")
+        limit = self.journal_limit if journal_limit is None else journal_limit
         with self._save_lock, _writer_lock(self.path):
             with self._lock.read():
                 added = [i for op, ids in self._uncommitted if op == "add" for i in ids if i in self._position]
                 deleted = [i for op, ids in self._uncommitted if op == "delete" for i in ids]
-                if not added and not deleted and self._saved_state() == self._base_state:
+                meta = self._journal_meta()
+                if (not added and not deleted and meta == self._meta_written
+                        and self._saved_state() == self._base_state):
                     return self.path
                 if (self._base is not None and self._saved_state() == self._base_state
-                        and self._journaled + len(added) + len(deleted) <= self.journal_limit):
+                        and self._journaled + len(added) + len(deleted) <= limit):
                     if not self._written_by_another():
-                        self._append_journal(added, deleted)
+                        self._append_journal(added, deleted, meta)
                         return self.path
                     # Records on top of another writer's state would make the directory unloadable. This
                     # process's view is saved over it instead, as saves always did (last writer wins).
@@ -757,7 +762,7 @@ class GalleryIndex:
             return True
         return on_disk != self._base or journal_size != self._journal_seen
 
-    def _append_journal(self, added: list[int], deleted: list[int]) -> None:
+    def _append_journal(self, added: list[int], deleted: list[int], meta: str) -> None:
         """One journal record for these changes; images first, so an acknowledged record's images exist."""
         positions = [self._position[i] for i in added]
         stored = {i: self._pending_images[i] for i in added if i in self._pending_images}
@@ -779,17 +784,23 @@ class GalleryIndex:
             "rows": [self._rows[p] for p in positions], "labels": [self._labels[p] for p in positions],
             "sources": [self._sources[p] for p in positions], "added": [self._added[p].isoformat() for p in positions],
         }
+        if meta != self._meta_written:
+            header["meta"] = json.loads(meta)
         record = journal.encode(header, {"ids": np.asarray(added, dtype=np.int64), "vectors": self._float32(positions)})
         self._journal_end = self._journal_seen = journal.append(self.path / JOURNAL_FILE, record, self._journal_end)
         self._journaled += len(added) + len(deleted)
         self._uncommitted.clear()
+        self._meta_written = meta
         for item_id in stored:
             self._pending_images.pop(item_id, None)  # image() now reads the file
 
     def _saved_state(self) -> tuple:
         """What a full save records that the journal does not."""
-        return (self.params, self._codec, self.created, json.dumps(self.source, sort_keys=True, default=str),
-                json.dumps(self.extra, sort_keys=True, default=str))
+        return self.params, self._codec, self.created
+
+    def _journal_meta(self) -> str:
+        """The meta.json fields a journal record carries when they changed (a build's progress lives here)."""
+        return json.dumps({"source": self.source, "extra": self.extra}, sort_keys=True, default=str)
 
     def _replay_journal(self, verify: bool) -> None:
         """Apply the journal's records on top of the loaded full save."""
@@ -819,6 +830,8 @@ class GalleryIndex:
                 columns[key] += header[key]
             columns["added"] += [datetime.fromisoformat(t) for t in header["added"]]
             deleted += header["deleted"]
+            if "meta" in header:
+                self.source, self.extra = dict(header["meta"]["source"]), dict(header["meta"]["extra"])
             self._next_id = max(self._next_id, int(header["next_id"]))
         # All additions in one insert (hnswlib spreads a batch over the cores), then all deletions: ids are never
         # reused, so this ends in the same items as replaying record by record.
@@ -938,6 +951,7 @@ class GalleryIndex:
             index._set_codec(codec)
         index._base, index._base_state = meta["checksum"], index._saved_state()
         index._replay_journal(verify)
+        index._meta_written = index._journal_meta()
         return index
 
     def close(self) -> None:

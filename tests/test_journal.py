@@ -121,24 +121,45 @@ def test_the_journal_folds_into_a_full_save_at_its_limit(saved):
     index.commit()  # the count starts again from the fold
     assert (path / JOURNAL_FILE).exists() and read_meta(path)["count"] == 2120
     assert_same_index(index, GalleryIndex.load(path))
+    index.add_vectors(unit(rng, 80))
+    index.commit(journal_limit=120)  # a limit for this commit (builds pass a larger one)
+    assert (path / JOURNAL_FILE).exists() and read_meta(path)["count"] == 2120
 
 
-@pytest.mark.parametrize("change", ["ef", "hamming", "extra"])
+@pytest.mark.parametrize("change", ["ef", "hamming"])
 def test_changes_the_journal_does_not_record_make_commit_a_full_save(saved, change):
     index, path = saved
     index.add_vectors(unit(np.random.default_rng(4), 2))
     if change == "ef":
         index.ef = 200
-    elif change == "hamming":
-        index.enable_hamming(CodeKind.SIGN)
     else:
-        index.extra["note"] = "kept"
+        index.enable_hamming(CodeKind.SIGN)
     index.commit()
     assert not (path / JOURNAL_FILE).exists()
     meta = read_meta(path)
     assert meta["count"] == 2002
-    assert {"ef": meta["hnsw"]["ef"] == 200, "hamming": meta["hamming"] is not None,
-            "extra": meta["extra"].get("note") == "kept"}[change]
+    assert meta["hnsw"]["ef"] == 200 if change == "ef" else meta["hamming"] is not None
+
+
+@pytest.mark.parametrize("with_items", [True, False])
+def test_source_and_extra_ride_in_the_journal(saved, with_items):
+    """A build's progress (source.next_row, extra) is journalled with its checkpoint's items, or alone."""
+    index, path = saved
+    before = digests(path)
+    if with_items:
+        index.add_vectors(unit(np.random.default_rng(14), 3))
+    index.source["next_row"] = 2003
+    index.extra["last_build"] = {"embedded": 3}
+    index.commit()
+    assert digests(path) == before and (path / JOURNAL_FILE).exists()
+    index.add_vectors(unit(np.random.default_rng(15), 1))
+    index.commit()  # a record without meta: the last one that had it still counts
+    reloaded = GalleryIndex.load(path)
+    assert reloaded.source["next_row"] == 2003 and reloaded.extra["last_build"] == {"embedded": 3}
+    assert_same_index(index, reloaded)
+    size = (path / JOURNAL_FILE).stat().st_size
+    reloaded.commit()  # nothing changed since the load, meta included
+    assert (path / JOURNAL_FILE).stat().st_size == size
 
 
 def test_replayed_additions_get_hamming_codes(tmp_path):
