@@ -3,8 +3,9 @@
 Pipeline: the main thread reads records (cheap: arrow rows or file paths) and hands each to a pool of
 worker threads that decode, EXIF-rotate and preprocess it (PIL and torchvision release the GIL), while the
 main thread runs the model on the previous batch. `prefetch` batches are in flight, so the model is not
-waiting on JPEG decoding. Every `checkpoint_seconds` the index is saved with the next row to embed, and an
-interrupted build (exception, Ctrl-C) saves what it has; the next build of the same source continues there.
+waiting on JPEG decoding. Every `checkpoint_seconds` the index is committed (journalled) with the next row to
+embed, and an interrupted build (exception, Ctrl-C) commits what it has; the next build of the same source
+continues there.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import torch
 from .data import AUTO, GallerySource, Record, SourceKind, open_source
 from .hamming import CodeKind
 from .images import load_image
-from .index import DEFAULT_TARGET_RECALL, EXACT_SEARCH_BELOW, META_FILE, GalleryIndex, HnswParams, IndexMismatchError
+from .index import (DEFAULT_TARGET_RECALL, EXACT_SEARCH_BELOW, JOURNAL_LIMIT, META_FILE, GalleryIndex, HnswParams,
+                    IndexMismatchError)
 from .store import HNSW, StoreSpec, parse_store
 
 log = logging.getLogger(__name__)
@@ -302,9 +304,16 @@ def tune_ef_if_due(index: GalleryIndex, target_recall: float | None) -> bool:
 
 
 def _checkpoint(index: GalleryIndex, out: Path, report: BuildReport) -> None:
+    """Make the build so far durable. A checkpoint appends what was embedded since the last one to the index's
+    journal, and folds it into a full save once it holds a quarter of the index: the full saves of a growing
+    build then add up to about five saves of the final index, where a save per checkpoint added up to one per
+    checkpoint, each as large as the index so far."""
     index.extra["complete"] = False
     index.extra["last_build"] = _report_dict(report)
-    index.save(out)
+    if index.path != out.absolute():
+        index.save(out)
+    else:
+        index.commit(journal_limit=max(JOURNAL_LIMIT, len(index) // 4))
 
 
 def _report_dict(report: BuildReport) -> dict:

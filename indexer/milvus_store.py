@@ -387,8 +387,8 @@ class MilvusIndex(GalleryIndex):
             self._pending_images.pop(item_id, None)
         return target
 
-    def commit(self) -> Path:
-        """Milvus persists each change itself: a commit is a save (images and meta.json)."""
+    def commit(self, journal_limit: int | None = None) -> Path:
+        """Milvus persists each change itself: a commit is a save (images and meta.json); no journal."""
         return self.save()
 
     def _meta(self) -> dict:

@@ -54,7 +54,7 @@ class VectorStore(Protocol):
 
     def save(self, path: str | os.PathLike | None = None) -> Path: ...
 
-    def commit(self) -> Path: ...  # make the changes since the last save durable (cheaply where the store can)
+    def commit(self, journal_limit: int | None = None) -> Path: ...  # the changes since the last save made durable, cheaply where the store can
 
     def close(self) -> None: ...
 

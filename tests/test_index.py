@@ -274,6 +274,24 @@ def test_interrupted_build_resumes_and_matches_a_clean_build(tiny_clip, gallery_
     assert again.build_report.embedded == 0 and len(again) == 24  # cached: nothing re-embedded
 
 
+def test_build_checkpoints_append_to_the_journal_and_fold_at_a_quarter(tiny_clip, gallery_dataset, tmp_path,
+                                                                      monkeypatch):
+    """A checkpoint costs what was embedded since the last one: full saves only for the first checkpoint, when the
+    journal would pass max(JOURNAL_LIMIT, a quarter of the index), and at the end."""
+    import indexer.build as build_module
+
+    gallery_dataset.save_to_disk(str(tmp_path / "saved"))  # 24 rows
+    monkeypatch.setattr(build_module, "JOURNAL_LIMIT", 4)
+    full_saves = []
+    real_save = GalleryIndex._save
+    monkeypatch.setattr(GalleryIndex, "_save", lambda self, target: (full_saves.append(len(self)), real_save(self, target))[1])
+    index = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", batch_size=2, checkpoint_seconds=0)
+    # A checkpoint after every 2 rows. At 2 items: the first save. Then the journal takes 2, 4 items; at 8 it would
+    # hold 6 > max(4, 8 // 4): fold. The same at 14 (6 > 4) and 20 (6 > 5); at 24 it holds 4 <= 6; the end saves.
+    assert full_saves == [2, 8, 14, 20, 24]
+    assert len(index) == 24 and not (tmp_path / "ix" / "journal.bin").exists()
+
+
 def test_unreadable_images_are_skipped(tiny_clip, gallery_folder, tmp_path):
     (gallery_folder / "Alphabet_0" / "broken.png").write_bytes(b"not an image")
     index = build_index(gallery_folder, model=tiny_clip, out=tmp_path / "ix")
