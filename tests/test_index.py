@@ -281,14 +281,15 @@ def test_build_checkpoints_append_to_the_journal_and_fold_at_a_quarter(tiny_clip
     import indexer.build as build_module
 
     gallery_dataset.save_to_disk(str(tmp_path / "saved"))  # 24 rows
-    monkeypatch.setattr(build_module, "JOURNAL_LIMIT", 4)
+    monkeypatch.setattr(build_module, "JOURNAL_LIMIT", 2)
     full_saves = []
     real_save = GalleryIndex._save
     monkeypatch.setattr(GalleryIndex, "_save", lambda self, target: (full_saves.append(len(self)), real_save(self, target))[1])
-    index = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", batch_size=2, checkpoint_seconds=0)
-    # A checkpoint after every 2 rows. At 2 items: the first save. Then the journal takes 2, 4 items; at 8 it would
-    # hold 6 > max(4, 8 // 4): fold. The same at 14 (6 > 4) and 20 (6 > 5); at 24 it holds 4 <= 6; the end saves.
-    assert full_saves == [2, 8, 14, 20, 24]
+    index = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", batch_size=1, checkpoint_seconds=0)
+    # A checkpoint after every row; the first is a save. A fold when the journal would hold more than
+    # max(2, n // 4) items: 3 at n=4, 7 and 10; then 4 > 3 at n=14, 5 > 4 at n=19; at 24 it holds 5 <= 6; the end saves.
+    # (With the fixed limit of 2 alone, folds would come every third row.)
+    assert full_saves == [1, 4, 7, 10, 14, 19, 24]
     assert len(index) == 24 and not (tmp_path / "ix" / "journal.bin").exists()
 
 
