@@ -269,7 +269,7 @@ class GalleryIndex:
         self._codes = np.zeros((0, 1), dtype=np.uint64)
         self._dataset = None  # opened lazily by image() for dataset rows
         self.journal_limit = JOURNAL_LIMIT
-        self._uncommitted: list[tuple[str, list[int]]] = []  # ("add" | "delete", ids) since the last save/commit
+        self._uncommitted: list[tuple[str, Sequence[int]]] = []  # ("add" | "delete", ids) since the last save/commit
         self._base: str | None = None  # meta.json checksum of the full save at self.path (what the journal extends)
         self._base_state: tuple | None = None  # _saved_state() as of that save
         self._meta_written: str | None = None  # _journal_meta() as of that save or the last journal record
@@ -415,7 +415,7 @@ class GalleryIndex:
                     self._pending_images[ids[offset]] = image
                     sources[offset] = f"{INDEX_SOURCE_PREFIX}{IMAGES_DIR}/{ids[offset]}.png"
             self._insert(ids, vectors, rows, labels, sources, [_utcnow()] * n)
-            self._uncommitted.append(("add", ids))
+            self._uncommitted.append(("add", range(ids[0], ids[-1] + 1)))  # a range: a million ids cost nothing
             return ids
 
     def _insert(self, ids: list[int], vectors: np.ndarray, rows, labels, sources, added: list[datetime]) -> None:
