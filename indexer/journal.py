@@ -42,7 +42,7 @@ class JournalError(ValueError):
 @dataclass(frozen=True)
 class Record:
     header: dict
-    payload: bytes
+    payload: memoryview  # a view of the file's bytes: a large journal is not copied record by record
 
     def array(self, key: str) -> np.ndarray:
         """The payload array the header describes under `key`: {"offset", "dtype", "shape"}."""
@@ -87,7 +87,7 @@ def read(path: Path) -> tuple[list[Record], int]:
 
 def _records(data: bytes) -> Iterator[tuple[Record | None, int]]:
     """(record, end offset) for each record; (None, end of the bad record or of the data) where one is bad."""
-    offset = 0
+    offset, view = 0, memoryview(data)
     while offset < len(data):
         if len(data) - offset < _PREFIX.size:
             yield None, len(data)
@@ -97,17 +97,16 @@ def _records(data: bytes) -> Iterator[tuple[Record | None, int]]:
         if magic != MAGIC or end > len(data):
             yield None, len(data)  # a torn length field can point anywhere: nothing after it can be trusted
             return
-        body = data[offset:end - _DIGEST]
-        if hashlib.sha256(body).digest() != data[end - _DIGEST:end]:
+        if hashlib.sha256(view[offset:end - _DIGEST]).digest() != data[end - _DIGEST:end]:
             yield None, end
             return
         start = offset + _PREFIX.size
         try:
-            header = json.loads(data[start:start + head_size])
+            header = json.loads(bytes(view[start:start + head_size]))
         except ValueError:
             yield None, end
             return
-        yield Record(header, data[start + head_size:end - _DIGEST]), end
+        yield Record(header, view[start + head_size:end - _DIGEST]), end
         offset = end
 
 
