@@ -274,3 +274,58 @@ def test_writers_in_other_processes_wait_for_each_other(saved):
         assert committer.is_alive() and not (path / JOURNAL_FILE).exists()
     committer.join(timeout=30)
     assert not committer.is_alive() and (path / JOURNAL_FILE).exists()
+
+
+def test_additions_go_on_while_a_save_checksums_and_fsyncs(saved, monkeypatch):
+    """A save holds the index only while it writes the files; an addition made while it checksums them is not in
+    that save, and the next commit records it."""
+    import threading
+
+    import indexer.index as index_module
+
+    index, path = saved
+    before = index.add_vectors(unit(np.random.default_rng(16), 1), labels=["before the save"])
+    checksumming, release = threading.Event(), threading.Event()
+    real_sha256 = index_module._sha256
+
+    def slow_sha256(file):
+        checksumming.set()
+        assert release.wait(30)
+        return real_sha256(file)
+
+    monkeypatch.setattr(index_module, "_sha256", slow_sha256)
+    saver = threading.Thread(target=index.save)
+    saver.start()
+    assert checksumming.wait(30)
+    during = []
+    adder = threading.Thread(target=lambda: during.extend(index.add_vectors(unit(np.random.default_rng(17), 1))))
+    adder.start()
+    adder.join(10)
+    blocked = adder.is_alive()
+    release.set()
+    adder.join(30)
+    assert not blocked, "the addition waited for the save's checksums"
+    saver.join(30)
+    monkeypatch.undo()
+    assert read_meta(path)["count"] == 2001  # the save is of the state when it started
+    index.commit()
+    reloaded = GalleryIndex.load(path)
+    assert set(before + during) <= set(reloaded.ids)
+    assert_same_index(index, reloaded)
+
+
+def test_a_failed_save_leaves_its_changes_to_be_committed(saved, monkeypatch):
+    import indexer.index as index_module
+
+    index, path = saved
+    added = index.add_vectors(unit(np.random.default_rng(18), 2))
+
+    def disk_full(*_args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(index_module, "_seal", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        index.save()
+    monkeypatch.undo()
+    index.commit()
+    assert set(added) <= set(GalleryIndex.load(path).ids)
