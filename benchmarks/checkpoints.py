@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scratch import scratch_dir  # noqa: E402
 
 from indexer import build as build_module  # noqa: E402
+from indexer import journal  # noqa: E402
 from indexer.brute import clustered_unit_vectors  # noqa: E402
 from indexer.index import GalleryIndex  # noqa: E402
 
@@ -56,7 +57,7 @@ def main() -> None:
             index.add_vectors(chunk)
             spent[name]["add"] += time.perf_counter() - start
             report = build_module.BuildReport(paths[name], args.size, len(index), len(index), 0, 0, 0.0)
-            journal_before = (paths[name] / "journal.bin").stat().st_size if (paths[name] / "journal.bin").exists() else 0
+            journal_before = journal.size(paths[name] / journal.JOURNAL_FILE)
             start = time.perf_counter()
             if ways[name] == "save":
                 index.extra["last_build"] = build_module._report_dict(report)
@@ -66,7 +67,7 @@ def main() -> None:
             took = time.perf_counter() - start
             spent[name]["checkpoint"] += took
             spent[name]["slowest"] = max(spent[name]["slowest"], took)
-            journal_after = (paths[name] / "journal.bin").stat().st_size if (paths[name] / "journal.bin").exists() else 0
+            journal_after = journal.size(paths[name] / journal.JOURNAL_FILE)
             spent[name]["written"] += max(0, journal_after - journal_before)
         print(f"{lo + len(chunk):,} items: " + ", ".join(f"{n}: {s['checkpoint']:.1f} s" for n, s in spent.items()),
               flush=True)

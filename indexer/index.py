@@ -765,7 +765,7 @@ class GalleryIndex:
         """Did another process save this directory, or append to its journal, since we last read or wrote it?"""
         try:
             on_disk = json.loads((self.path / META_FILE).read_text()).get("checksum")
-            journal_size = (self.path / JOURNAL_FILE).stat().st_size if (self.path / JOURNAL_FILE).exists() else 0
+            journal_size = journal.size(self.path / JOURNAL_FILE)
         except (OSError, ValueError):
             return True
         return on_disk != self._base or journal_size != self._journal_seen
@@ -817,7 +817,7 @@ class GalleryIndex:
             records, self._journal_end = journal.read(file)
         except journal.JournalError as exc:
             raise IndexFormatError(str(exc)) from None
-        self._journal_seen = file.stat().st_size if file.exists() else 0
+        self._journal_seen = journal.size(file)
         if self._journal_end < self._journal_seen:
             log.warning("%s: ignoring a torn last record (a commit interrupted before it was acknowledged)", file)
         columns: dict[str, list] = {"ids": [], "vectors": [], "rows": [], "labels": [], "sources": [], "added": []}

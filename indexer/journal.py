@@ -110,6 +110,14 @@ def _records(data: bytes) -> Iterator[tuple[Record | None, int]]:
         offset = end
 
 
+def size(path: Path) -> int:
+    """The journal's size in bytes (0 when there is none)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def append(path: Path, record: bytes, valid_end: int) -> int:
     """Append an encoded record after the first `valid_end` bytes (cutting off a torn tail), fsync it, and
     return the new end. The directory is fsynced when the file is new, so the file itself survives a crash."""
