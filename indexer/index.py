@@ -105,6 +105,19 @@ class HnswParams:
             raise ValueError(f"Invalid hnsw parameters {self}: need M >= 2, ef_construction >= 1, ef >= 1.")
 
 
+def meta_header(model: str, dim: int, params: HnswParams, max_elements: int) -> dict:
+    """meta.json's first fields, the same for every store: format, model, metric and graph parameters."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model,
+        "dim": dim,
+        "metric": Metric.COSINE.value,
+        "hnsw": {"M": params.M, "ef_construction": params.ef_construction, "ef": params.ef, "seed": params.seed,
+                 "max_elements": max_elements},
+    }
+
+
 @dataclass(frozen=True)
 class Item:
     """One gallery item. `row` is the dataset row (None for added images); `source` says where the image is."""
@@ -867,13 +880,7 @@ class GalleryIndex:
         if self._codec is not None and self._codec.kind is CodeKind.ITQ:
             np.savez(tmp / HAMMING_FILE, mean=self._codec.mean, projection=self._codec.projection)
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model": self.model,
-            "dim": self.dim,
-            "metric": Metric.COSINE.value,
-            "hnsw": {"M": self.params.M, "ef_construction": self.params.ef_construction, "ef": self.params.ef,
-                     "seed": self.params.seed, "max_elements": self._hnsw.get_max_elements()},
+            **meta_header(self.model, self.dim, self.params, self._hnsw.get_max_elements()),
             "hamming": self._codec.to_dict() if self._codec else None,
             "source": json.loads(json.dumps(self.source, default=str)),  # copies: they may change once unlocked
             "count": n,

@@ -31,9 +31,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .atomic import write_atomically
-from .index import (FORMAT, FORMAT_VERSION, IMAGES_DIR, INDEX_SOURCE_PREFIX, META_FILE, GalleryIndex, HnswParams,
-                    IndexFormatError, IndexMismatchError, Item, Metric, SearchHit, _mismatch_message,
-                    library_versions, read_meta)
+from .index import (IMAGES_DIR, INDEX_SOURCE_PREFIX, META_FILE, GalleryIndex, HnswParams, IndexFormatError,
+                    IndexMismatchError, Item, Metric, SearchHit, _mismatch_message, library_versions, meta_header,
+                    read_meta)
 from .store import MILVUS, StoreSpec
 
 INSTALL_HINT = "pip install pymilvus milvus-lite  (milvus-lite runs Milvus embedded from a local file)"
@@ -393,14 +393,8 @@ class MilvusIndex(GalleryIndex):
 
     def _meta(self) -> dict:
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model": self.model,
-            "dim": self.dim,
-            "metric": Metric.COSINE.value,
+            **meta_header(self.model, self.dim, self.params, max_elements=0),
             "store": {"kind": MILVUS, "uri": self.store.uri, "collection": self.collection, "index": self.index_spec},
-            "hnsw": {"M": self.params.M, "ef_construction": self.params.ef_construction, "ef": self.params.ef,
-                     "seed": self.params.seed, "max_elements": 0},
             "hamming": None,
             "source": self.source,
             "count": len(self),  # at save time; the collection is the truth
