@@ -758,12 +758,10 @@ class GalleryIndex:
             with self._lock.read():
                 added = [i for op, ids in self._uncommitted if op == "add" for i in ids if i in self._position]
                 deleted = [i for op, ids in self._uncommitted if op == "delete" for i in ids]
-                meta = self._journal_meta()
-                if (not added and not deleted and meta == self._meta_written
-                        and self._saved_state() == self._base_state):
+                meta, same_base = self._journal_meta(), self._saved_state() == self._base_state
+                if not added and not deleted and meta == self._meta_written and same_base:
                     return self.path
-                if (self._base is not None and self._saved_state() == self._base_state
-                        and self._journaled + len(added) + len(deleted) <= limit):
+                if self._base is not None and same_base and self._journaled + len(added) + len(deleted) <= limit:
                     if not self._written_by_another():
                         self._append_journal(added, deleted, meta)
                         return self.path
