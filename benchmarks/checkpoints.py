@@ -17,16 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scratch import scratch_dir  # noqa: E402
+from scratch import disk_bytes, scratch_dir  # noqa: E402
 
 from indexer import build as build_module  # noqa: E402
 from indexer import journal  # noqa: E402
 from indexer.brute import clustered_unit_vectors  # noqa: E402
 from indexer.index import GalleryIndex  # noqa: E402
-
-
-def directory_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def main() -> None:
@@ -46,7 +42,7 @@ def main() -> None:
         name = next(n for n, ix in indexes.items() if ix is self)
         spent[name]["saves"] += 1
         saved = real_save(self, target)
-        spent[name]["written"] += directory_bytes(saved)
+        spent[name]["written"] += disk_bytes(saved)
         return saved
 
     GalleryIndex._save = counted_save

@@ -25,10 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k  # noqa: E402
 from indexer.index import GalleryIndex, HnswParams  # noqa: E402
 from indexer.store import parse_store  # noqa: E402
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+from scratch import disk_bytes  # noqa: E402
 
 
 def measure(index, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, out: Path, k: int = 10,
@@ -61,7 +58,7 @@ def measure(index, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, 
             "add_s": round(added, 1), "build_s": round(built, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
             "qps_1_thread": round(1e3 / float(ms.mean()), 1), "label_filter_mean_ms": round(filtered_ms, 3),
-            "recall@10": round(recall_at_k(np.asarray(found), ids[truth]), 4), "disk_mb": round(_size(out) / 1e6, 1)}
+            "recall@10": round(recall_at_k(np.asarray(found), ids[truth]), 4), "disk_mb": round(disk_bytes(out) / 1e6, 1)}
 
 
 def main(argv=None) -> None:
@@ -100,7 +97,7 @@ def main(argv=None) -> None:
             result = measure(index, vectors, queries, truth, tmp / "milvus-ix", ready=ready)
             index_info = index._client.describe_index(index.collection, "vector")
             db = Path(store.uri) if store.is_local_file else None
-            result["disk_mb"] = round(_size(db) / 1e6, 1) if db else None
+            result["disk_mb"] = round(disk_bytes(db) / 1e6, 1) if db else None
             print(json.dumps({"store": f"milvus ({'Lite' if store.is_local_file else store.uri})",
                               "index": index_info.get("index_type"), **result}), flush=True)
             if args.store:

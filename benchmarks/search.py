@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k  # noqa: E402
 from indexer.index import GalleryIndex, HnswParams  # noqa: E402
 from indexer.journal import JOURNAL_FILE  # noqa: E402
+from scratch import disk_bytes  # noqa: E402
 
 
 def rss_bytes() -> int:
@@ -63,7 +64,7 @@ def add_and_persist(index: GalleryIndex, trials: int) -> str:
         for i in range(trials):
             add_one(1000 + i)
             saves.append(timed(lambda: index.save(path)))
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        size = disk_bytes(path)
         commits = []
         for i in range(trials):
             add_one(2000 + i)
