@@ -59,5 +59,35 @@ def main(argv: list[str] | None = None) -> None:
     app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=False)
 
 
+# `twinsight COMMAND`: the app, or one of the library's commands (which never load gradio's UI code paths).
+LIBRARY_COMMANDS = {
+    "build": ("indexer.__main__", "embed a dataset or image folder into an index"),
+    "search": ("indexer.__main__", "search an index by image or text"),
+    "train": ("indexer.siamese.__main__", "train a Siamese encoder or head"),
+    "eval": ("indexer.siamese.__main__", "evaluate a mode on labelled pairs or one-shot runs"),
+}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The `twinsight` console command: `twinsight app [--model ...]`, or `twinsight build|search|train|eval ...`,
+    the same as `python app.py ...`, `python -m indexer ...` and `python -m indexer.siamese ...`."""
+    import importlib
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"app": "run the Gradio app (python app.py)", **{k: v[1] for k, v in LIBRARY_COMMANDS.items()}}
+    if not argv or argv[0] not in commands:
+        usage = "\n".join(f"  {name:<8} {text}" for name, text in commands.items())
+        stream = sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr
+        print(f"usage: twinsight COMMAND [ARGS]  (twinsight COMMAND --help for its options)\n\ncommands:\n{usage}", file=stream)
+        return 0 if stream is sys.stdout else 2
+    command, rest = argv[0], argv[1:]
+    if command == "app":
+        main(rest)
+        return 0
+    module = importlib.import_module(LIBRARY_COMMANDS[command][0])
+    return int(module.main([command, *rest]) or 0)
+
+
 if __name__ == "__main__":
     main()

@@ -1,30 +1,45 @@
-"""Twinsight's library: embedding models, image loading, gallery indexes. Never imports gradio."""
-from .build import BuildReport, build_index
-from .hamming import BinaryCodec, CodeKind
-from .images import ImageError, load_image
-from .index import (EfTuning, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item, Metric, SearchHit,
-                    open_index)
-from .models import CapabilityError, Embedder, Prediction, create_embedder, load_embedder
+"""Twinsight's library: embedding models, image loading, gallery indexes. Never imports gradio.
 
-__all__ = [
-    "BinaryCodec",
-    "BuildReport",
-    "CapabilityError",
-    "CodeKind",
-    "EfTuning",
-    "Embedder",
-    "GalleryIndex",
-    "HnswParams",
-    "ImageError",
-    "IndexFormatError",
-    "IndexMismatchError",
-    "Item",
-    "Metric",
-    "Prediction",
-    "SearchHit",
-    "build_index",
-    "create_embedder",
-    "load_embedder",
-    "load_image",
-    "open_index",
-]
+Exports load lazily: `import indexer` costs milliseconds, and torch, hnswlib or pyarrow load only when a name
+that needs them is first used.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
+
+__version__ = "0.9.0"
+
+_EXPORTS = {
+    "BinaryCodec": ".hamming",
+    "BuildReport": ".build",
+    "CapabilityError": ".models",
+    "CodeKind": ".hamming",
+    "EfTuning": ".index",
+    "Embedder": ".models",
+    "GalleryIndex": ".index",
+    "HnswParams": ".index",
+    "ImageError": ".images",
+    "IndexFormatError": ".index",
+    "IndexMismatchError": ".index",
+    "Item": ".index",
+    "Metric": ".index",
+    "Prediction": ".models",
+    "SearchHit": ".index",
+    "build_index": ".build",
+    "create_embedder": ".models",
+    "load_embedder": ".models",
+    "load_image": ".images",
+    "open_index": ".index",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
+    from .build import BuildReport, build_index
+    from .hamming import BinaryCodec, CodeKind
+    from .images import ImageError, load_image
+    from .index import (EfTuning, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item, Metric,
+                        SearchHit, open_index)
+    from .models import CapabilityError, Embedder, Prediction, create_embedder, load_embedder

@@ -36,7 +36,7 @@ from .index import (IMAGES_DIR, INDEX_SOURCE_PREFIX, META_FILE, GalleryIndex, Hn
                     read_meta)
 from .store import MILVUS, StoreSpec
 
-INSTALL_HINT = "pip install pymilvus milvus-lite  (milvus-lite runs Milvus embedded from a local file)"
+INSTALL_HINT = "pip install 'twinsight[milvus]', or pip install pymilvus milvus-lite  (milvus-lite runs Milvus embedded from a local file)"
 UNROWED_ID_BASE = 1 << 48  # ids of folder files and added images; dataset rows use their row number
 HNSW_UP_TO = 2_000_000  # auto index: HNSW up to this many expected items, IVF_FLAT above
 MAX_LABEL, MAX_SOURCE = 1024, 4096

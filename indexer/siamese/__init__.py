@@ -3,6 +3,15 @@
     python -m indexer.siamese train --dataset DIR_OR_ID --loss contrastive|triplet|bce --out DIR
     python -m indexer.siamese eval --mode general|face|signature [--head DIR] (--pairs CSV --images DIR | --oneshot DIR)
 """
-from .head import SiameseHead, load_head
+from __future__ import annotations
 
-__all__ = ["SiameseHead", "load_head"]
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {"SiameseHead": ".head", "load_head": ".head"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .head import SiameseHead, load_head
