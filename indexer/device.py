@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import enum
 import functools
-import os
 
 import torch
 
-from .env import env_int
+from .config import settings
 
 
 # torch's intra-op threads at import (OMP_NUM_THREADS, else the cores). Read once: a thread that starts later
@@ -24,7 +23,7 @@ class Precision(str, enum.Enum):
 
 def pick_device(requested: str | None = None) -> torch.device:
     """cuda, then mps, then cpu; `requested` or TWINSIGHT_DEVICE overrides."""
-    requested = requested or os.environ.get("TWINSIGHT_DEVICE")
+    requested = requested or settings().device
     if requested:
         return torch.device(requested)
     if torch.cuda.is_available():
@@ -47,7 +46,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def pick_dtype(device: torch.device, precision: Precision | str | None = None) -> torch.dtype:
     """The weight dtype for `device`; TWINSIGHT_PRECISION=fp32 forces full precision everywhere."""
-    precision = Precision(precision or os.environ.get("TWINSIGHT_PRECISION", "auto"))
+    precision = Precision(precision or settings().precision)
     if precision is Precision.AUTO:
         if device.type == "cuda":
             return torch.float16
@@ -66,5 +65,5 @@ def model_streams(device: torch.device) -> tuple[int, int]:
     GPUs get one stream. TWINSIGHT_MODEL_WORKERS overrides the number of streams.
     """
     threads = TORCH_THREADS
-    workers = env_int("TWINSIGHT_MODEL_WORKERS", min(2, threads) if device.type == "cpu" else 1)
+    workers = settings().model_workers or (min(2, threads) if device.type == "cpu" else 1)
     return workers, max(1, threads // workers)

@@ -1,6 +1,7 @@
 """The installable package: cheap top-level import, every export resolves, the wheel holds the code and the
 `twinsight` command, and the command dispatches to the app and the library's subcommands."""
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -39,7 +40,14 @@ def test_unknown_attribute_is_an_attribute_error():
 
 
 def test_wheel_holds_the_code_licence_and_console_command(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "app.py"):
+        shutil.copy2(ROOT / name, source / name)
+    for package in ("indexer", "demo"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True, cwd=tmp_path)
     wheel = zipfile.ZipFile(next(tmp_path.glob("twinsight-*.whl")))
     names = wheel.namelist()

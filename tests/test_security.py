@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from app_server import ROOT
+from indexer.errors import ConfigError
 
 # The shipped code: the app, its UI, the library, benchmarks and asset scripts. tests/ is left out on purpose:
 # tests craft hostile pickles to prove they are refused.
@@ -94,11 +95,16 @@ def test_remote_code_is_off_unless_explicitly_enabled(monkeypatch):
     monkeypatch.setattr(hf_backend, "HFEmbedder", Recorder)
     monkeypatch.delenv("TWINSIGHT_TRUST_REMOTE_CODE", raising=False)
     registry.create_embedder("hf:org/model", device="cpu")
-    monkeypatch.setenv("TWINSIGHT_TRUST_REMOTE_CODE", "true")  # only the exact opt-in value "1" enables it
+    monkeypatch.setenv("TWINSIGHT_TRUST_REMOTE_CODE", "0")
     registry.create_embedder("hf:org/model", device="cpu")
     monkeypatch.setenv("TWINSIGHT_TRUST_REMOTE_CODE", "1")
     registry.create_embedder("hf:org/model", device="cpu")
     assert seen == [False, False, True]
+    # A value that is neither on nor off is refused, never guessed either way.
+    monkeypatch.setenv("TWINSIGHT_TRUST_REMOTE_CODE", "sure")
+    with pytest.raises(ConfigError, match="TWINSIGHT_TRUST_REMOTE_CODE='sure' is not valid"):
+        registry.create_embedder("hf:org/model", device="cpu")
+    assert len(seen) == 3
 
 
 def test_gradio_serves_no_extra_paths():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -20,7 +19,7 @@ import torch
 from PIL import Image
 
 from ..device import model_streams
-from ..env import env_int
+from ..config import settings
 from ..images import ImageSource, load_image
 from ..lru import LruCache
 from .batching import Coalescer
@@ -161,7 +160,7 @@ class Embedder(ABC):
         self.model_workers, self._threads = model_streams(device)
         self._model_thread = ThreadPoolExecutor(max_workers=self.model_workers, thread_name_prefix=MODEL_THREAD_PREFIX)
         # TWINSIGHT_MAX_BATCH caps the rows of a merged batch (activation memory on a small GPU); 1 turns merging off.
-        max_rows = env_int("TWINSIGHT_MAX_BATCH", max(batch_size, 64))
+        max_rows = settings().max_batch or max(batch_size, 64)
         self._coalescer = Coalescer(self._forward_batch, max_rows=max_rows, lanes=self.model_workers,
                                     lanes_for=self._parts)
         self._graphs: dict[str, torch.jit.ScriptModule] = {}  # traced forwards by key: method name or trunk (_eager)
@@ -174,7 +173,7 @@ class Embedder(ABC):
         """Pick the memory layout, warm up once and learn the embedding size from a real forward pass."""
         model = getattr(self, "model", None)
         convolutions = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) if isinstance(model, torch.nn.Module) else 0
-        self.use_channels_last(convolutions > 4 and os.environ.get("TWINSIGHT_CHANNELS_LAST", "1") != "0")
+        self.use_channels_last(convolutions > 4 and settings().channels_last)
         self.dim = int(self.encode_images([Image.new("RGB", (32, 32), "gray")]).shape[1])
 
     def __repr__(self) -> str:
@@ -465,7 +464,7 @@ class _Forward(torch.nn.Module):
 
 def tracing_enabled(device: torch.device) -> bool:
     """Forwards run as traces on a CPU unless TWINSIGHT_TRACE=0 (GPUs keep eager: not measured there)."""
-    return device.type == "cpu" and os.environ.get("TWINSIGHT_TRACE", "1") != "0"
+    return device.type == "cpu" and settings().trace
 
 
 def trace_checked(weights: torch.nn.Module, forward: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from ..config import settings
 from ..device import Precision, pick_device, pick_dtype
 from .base import Embedder
 from .spec import DEFAULT_CLIP_SPEC, OFFLINE_SPEC, Backend, ModelSpec
@@ -44,8 +45,7 @@ def create_embedder(
         return OpenClipEmbedder(spec, device, dtype)
     from .hf_backend import HFEmbedder
 
-    trust = os.environ.get("TWINSIGHT_TRUST_REMOTE_CODE", "") == "1"
-    return HFEmbedder(spec, device, dtype, trust_remote_code=trust)
+    return HFEmbedder(spec, device, dtype, trust_remote_code=settings().trust_remote_code)
 
 
 def load_embedder(
