@@ -76,7 +76,7 @@ def per_image_costs(dataset: Path, embedder, n: int = 64) -> None:
     pixels = torch.randn(embedder.batch_size, 3, 224, 224)
     model = cpu_ms(lambda _: embedder.embed_pixels(pixels), range(8)) / embedder.batch_size
     print(f"CPU ms per image: decode (reduced scale) {decode:.1f}, preprocess {preprocess:.1f}, model {model:.1f} "
-          f"(on {embedder.model_workers} streams x {embedder._threads} threads); bound when they share the cores: "
+          f"(on {embedder.model_workers} streams x {embedder.streams.threads} threads); bound when they share the cores: "
           f"{model / (model + decode + preprocess):.0%} of model-only")
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.models.base import MODEL_THREAD_PREFIX
+from indexer.models.execution import MODEL_THREAD_PREFIX
 from indexer.models.batching import Coalescer
 
 
@@ -138,7 +138,7 @@ def test_every_model_call_runs_on_the_models_own_thread(tiny_clip, photos):
 
 
 def test_batches_split_across_streams_and_small_chunks_run_on_one_thread(tiny_clip):
-    from indexer.models.base import SMALL_BATCH_ROWS
+    from indexer.models.execution import SMALL_BATCH_ROWS
 
     seen = []
     image_features = tiny_clip._image_features
@@ -153,7 +153,7 @@ def test_batches_split_across_streams_and_small_chunks_run_on_one_thread(tiny_cl
             tiny_clip.embed_pixels(torch.randn(rows, 3, 32, 32))
     finally:
         tiny_clip._image_features = image_features
-    big = [(4, tiny_clip._threads)] * 2 if tiny_clip.model_workers == 2 else [(8, tiny_clip._threads)]
+    big = [(4, tiny_clip.streams.threads)] * 2 if tiny_clip.model_workers == 2 else [(8, tiny_clip.streams.threads)]
     expected = [(1, 1), (SMALL_BATCH_ROWS, 1)] + big  # 1-2 rows: one chunk on one thread; 8: halves, one per stream
     assert sorted(seen) == sorted(expected)
 

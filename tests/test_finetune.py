@@ -93,19 +93,19 @@ def test_trunk_features_run_traced_once_a_fine_tuned_head_needs_them(which, monk
         env.setenv("TWINSIGHT_TRACE", "0")
         eager = create_embedder(spec, device="cpu")
     eager.model.load_state_dict(traced.model.state_dict())  # the tiny open_clip model is random at each build
-    assert not any(key.startswith("_trunk_forward") for key in traced._graphs)  # only when a head asks
+    assert not any(key.startswith("_trunk_forward") for key in traced.traced.graphs)  # only when a head asks
     if which == "effnet":  # as the app does: adding a fine-tuned head prepares its trunk
         Verifier(traced, heads=[load_head(trained[2])])
     else:
         traced.prepare_trunk(1)
-    graph, rows = traced._graphs["_trunk_forward/1"], []
-    traced._graphs["_trunk_forward/1"] = lambda pixels: rows.append(len(pixels)) or graph(pixels)
+    graph, rows = traced.traced.graphs["_trunk_forward/1"], []
+    traced.traced.graphs["_trunk_forward/1"] = lambda pixels: rows.append(len(pixels)) or graph(pixels)
     images = [identity_image(i, i % 3) for i in range(5)]
     for batch in (images[:1], images, images * 3):
         assert torch.equal(traced.encode_trunk(batch, 1), eager.encode_trunk(batch, 1))
     assert sum(rows) == 1 + 5 + 15  # every row through the graph, split between the streams too
     traced.use_channels_last(traced.channels_last)  # a re-layout traces every forward again, the trunk's too
-    assert "_trunk_forward/1" in traced._graphs and eager._graphs == {}
+    assert "_trunk_forward/1" in traced.traced.graphs and eager.traced.graphs == {}
 
 
 def test_a_fine_tuned_heads_projection_runs_traced_with_identical_results(trained, effnet, monkeypatch):

@@ -162,7 +162,7 @@ def test_fast_pil_transform_equals_torchvision(tiny_clip_spec, photos):
     from PIL import Image
     from torchvision import transforms
 
-    from indexer.models.base import PixelsToTensor, ResizeCenterCrop, fast_pil_transform
+    from indexer.models.transforms import PixelsToTensor, ResizeCenterCrop, fast_pil_transform
 
     mean, std = (0.48, 0.45, 0.41), (0.27, 0.26, 0.28)
     images = [Image.fromarray(photos["chelsea"]), Image.fromarray(photos["coffee"])]
@@ -253,13 +253,13 @@ def test_cpu_forwards_run_traced_with_bit_identical_results(monkeypatch, which, 
     eager = create_embedder(spec, device="cpu")
     eager.model.load_state_dict(traced.model.state_dict())  # the tiny open_clip model is random at each build
     forwards = ["_image_features"] + ["_logits"] * traced.supports_classify + ["_text_forward"] * traced.supports_text
-    assert sorted(traced._graphs) == sorted(forwards) and eager._graphs == {}
+    assert sorted(traced.traced.graphs) == sorted(forwards) and eager.traced.graphs == {}
     assert which not in ("open_clip", "hf_clip") or traced.supports_text  # the text graph is tested where there is one
     weights = {p.data_ptr() for p in traced.model.parameters()}
-    assert all(p.data_ptr() in weights for graph in traced._graphs.values() for p in graph.parameters())  # no copy
+    assert all(p.data_ptr() in weights for graph in traced.traced.graphs.values() for p in graph.parameters())  # no copy
     calls = []
-    for name, graph in list(traced._graphs.items()):
-        traced._graphs[name] = lambda *inputs, graph=graph, name=name: calls.append((name, len(inputs[0]))) or graph(*inputs)
+    for name, graph in list(traced.traced.graphs.items()):
+        traced.traced.graphs[name] = lambda *inputs, graph=graph, name=name: calls.append((name, len(inputs[0]))) or graph(*inputs)
     images = list(photos.values())
     for batch in (images[:1], images, images * 3):  # batch sizes other than the trace's own (2)
         assert np.array_equal(traced.encode_images(batch, batch_size=len(batch)), eager.encode_images(batch, batch_size=len(batch)))
@@ -283,7 +283,7 @@ def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, pho
     embedder._image_features = lambda pixels: eager(pixels) * (2.0 if pixels.shape[0] == 2 else 1.0)
     with caplog.at_level("WARNING", logger="indexer.models.base"):
         embedder._prepare_forward()
-    assert "_image_features" not in embedder._graphs and "_image_features: the traced forward differs from the eager one" in caplog.text
+    assert "_image_features" not in embedder.traced.graphs and "_image_features: the traced forward differs from the eager one" in caplog.text
 
     def untraceable(pixels):
         if torch.jit.is_tracing():
@@ -292,22 +292,22 @@ def test_a_forward_tracing_cannot_follow_stays_eager(caplog, tiny_clip_spec, pho
 
     embedder._image_features = untraceable
     embedder._prepare_forward()
-    assert "_image_features" not in embedder._graphs and "_image_features: cannot trace the forward (data-dependent" in caplog.text
+    assert "_image_features" not in embedder.traced.graphs and "_image_features: cannot trace the forward (data-dependent" in caplog.text
     del embedder._image_features
     np.testing.assert_array_equal(embedder.encode_images(list(photos.values())), expected)
 
 
 def test_a_text_tower_that_skips_its_mask_when_nothing_is_padded_stays_eager(caplog, tiny_clip_spec):
     embedder = create_embedder(tiny_clip_spec, device="cpu")
-    assert "_text_forward" in embedder._graphs
+    assert "_text_forward" in embedder.traced.graphs
     eager = embedder._text_forward
     # As some attention code does: a different computation when no row of the batch is padded (token id 0).
     embedder._text_forward = lambda tokens: eager(tokens) * (2.0 if bool((tokens == 0).any()) else 1.0)
     with caplog.at_level("WARNING", logger="indexer.models.base"):
         embedder._prepare_forward()
     # Traced on a padded batch, the graph keeps the padded branch; the check on the full-length text alone sees it.
-    assert "_text_forward" not in embedder._graphs and "_text_forward: the traced forward differs" in caplog.text
-    assert "_image_features" in embedder._graphs
+    assert "_text_forward" not in embedder.traced.graphs and "_text_forward: the traced forward differs" in caplog.text
+    assert "_image_features" in embedder.traced.graphs
 
 
 def test_texts_are_embedded_once_and_the_cache_is_bounded(monkeypatch, tiny_clip_spec):
@@ -330,8 +330,8 @@ def test_texts_are_embedded_once_and_the_cache_is_bounded(monkeypatch, tiny_clip
 
 
 def test_a_traced_forward_runs_only_on_inputs_of_the_size_it_was_checked_at(effnet):
-    graph, calls = effnet._graphs["_image_features"], []
-    effnet._graphs["_image_features"] = lambda pixels: calls.append(tuple(pixels.shape)) or graph(pixels)
+    graph, calls = effnet.traced.graphs["_image_features"], []
+    effnet.traced.graphs["_image_features"] = lambda pixels: calls.append(tuple(pixels.shape)) or graph(pixels)
     try:
         with torch.inference_mode():
             other = effnet._model_input(torch.rand(2, 3, 160, 160))  # a size the trace was not checked at: eager
@@ -339,4 +339,4 @@ def test_a_traced_forward_runs_only_on_inputs_of_the_size_it_was_checked_at(effn
             effnet._run("_image_features", effnet._model_input(torch.rand(2, 3, 224, 224)))
         assert calls == [(2, 3, 224, 224)]
     finally:
-        effnet._graphs["_image_features"] = graph
+        effnet.traced.graphs["_image_features"] = graph

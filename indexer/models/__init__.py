@@ -22,6 +22,6 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from .base import CapabilityError, Embedder, Prediction
-    from .registry import OFFLINE_NOTICE, clear_cache, create_embedder, load_embedder
-    from .spec import DEFAULT_CLIP_SPEC, OFFLINE_SPEC, Backend, ModelSpec
+    from .base import CapabilityError, Embedder, Prediction  # noqa: F401
+    from .registry import OFFLINE_NOTICE, clear_cache, create_embedder, load_embedder  # noqa: F401
+    from .spec import DEFAULT_CLIP_SPEC, OFFLINE_SPEC, Backend, ModelSpec  # noqa: F401

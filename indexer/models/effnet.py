@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torchvision import transforms
 
-from .base import Embedder, PixelsToTensor, ResizeCenterCrop
+from .base import Embedder
+from .transforms import PixelsToTensor, ResizeCenterCrop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -6,7 +6,8 @@ import math
 import torch
 from PIL import Image
 
-from .base import Embedder, PixelsToTensor, ResizeCenterCrop
+from .base import Embedder
+from .transforms import PixelsToTensor, ResizeCenterCrop
 from .spec import ModelSpec
 
 # Image processors whose whole recipe is resize (+ centre crop) + rescale by 1/255 + normalise, which PIL and numpy

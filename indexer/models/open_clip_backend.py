@@ -11,7 +11,8 @@ import logging
 
 import torch
 
-from .base import Embedder, fast_pil_transform
+from .base import Embedder
+from .transforms import fast_pil_transform
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)

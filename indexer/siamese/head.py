@@ -90,7 +90,7 @@ class SiameseHead:
         """top -> pool -> projection for trunks like `trunk`: on a CPU a trace checked against eager (made once per
         trunk size), as the backbone's forwards are. Eager, beside a busy Python thread (Gradio's), one pair's call
         took 88 ms instead of 4.7: every op retakes the GIL. The graph shares the head's weights."""
-        from ..models.base import input_signature, trace_checked, tracing_enabled
+        from ..models.tracing import input_signature, trace_checked, tracing_enabled
 
         eager = functools.partial(forward_top, self.top, self.module)
         if not tracing_enabled(trunk.device):
