@@ -5,7 +5,7 @@ of them (up to `max_rows`) in a single forward. No timer, so a lone request neve
 one of the model's streams: a batch big enough to be split takes them all, so under load the queue grows into
 big batches; a small one takes one, and the next requests start at once on another. (With one batch at a time,
 a small batch left a stream idle: 4 clients on ViT-B-32 got 0.74-0.83x the throughput of unmerged concurrent
-calls; lanes gave +42% / +28% there, docs/BENCHMARKS.md, 4.)
+calls; lanes gave +42% / +28% there, docs/dev/MEASUREMENT-NOTES.md.)
 """
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ class EfficientNetLite0Embedder(Embedder):
     draft_side = 256  # its preprocessing resizes the short side to 256
 
     def __init__(self, device: torch.device, dtype: torch.dtype):
-        # Batch 8: this CPU peaks at 8-16 (144 images/s in bf16, channels_last) and slows at 32-64 (docs/BENCHMARKS.md).
+        # Batch 8: this CPU peaks at 8-16 (about 145 images/s in bf16, channels_last) and slows at 32-64 (docs/BENCHMARKS.md, 1).
         super().__init__("effnet-lite0", device, dtype, batch_size=8 if device.type == "cpu" else 32)
         self.model = build_model().to(device=device, dtype=dtype)
         self._labels = imagenet_labels()

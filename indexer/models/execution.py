@@ -5,7 +5,7 @@ cores, one on a GPU). Called from each request's thread instead, every new threa
 and the idle teams' spinning threads took CPU from the ones computing. Big merged batches are split between the
 streams and keep both busy, so under load the queue grows into big batches (~5% more requests/s than always two
 merged batches at once); a small batch keeps one stream and the coalescer starts the next on the other
-(docs/BENCHMARKS.md).
+(docs/dev/MEASUREMENT-NOTES.md).
 """
 from __future__ import annotations
 
