@@ -1,9 +1,9 @@
 """Twinsight's library: embedding models, image loading, gallery indexes. Never imports gradio."""
-from .build import BuildReport, build_index
+from .build import BuildReport, build_index, sync_index
 from .hamming import BinaryCodec, CodeKind
 from .images import ImageError, load_image
-from .index import (EfTuning, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item, Metric, SearchHit,
-                    open_index)
+from .index import (EfTuning, Gallery, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item, Metric,
+                    MilvusIndex, SearchHit, open_index)
 from .models import CapabilityError, Embedder, Prediction, create_embedder, load_embedder
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "CodeKind",
     "EfTuning",
     "Embedder",
+    "Gallery",
     "GalleryIndex",
     "HnswParams",
     "ImageError",
@@ -20,6 +21,7 @@ __all__ = [
     "IndexMismatchError",
     "Item",
     "Metric",
+    "MilvusIndex",
     "Prediction",
     "SearchHit",
     "build_index",
@@ -27,4 +29,5 @@ __all__ = [
     "load_embedder",
     "load_image",
     "open_index",
+    "sync_index",
 ]
