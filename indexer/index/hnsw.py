@@ -29,7 +29,8 @@ from PIL import Image
 from ..hamming import BinaryCodec, CodeKind
 from .hnsw_files import HnswFiles, load_hnsw
 from .locks import RWLock
-from .scan import SCAN_DTYPE, choose_ef, exact_top_k, hamming_top_k
+from .scan import choose_ef, exact_top_k, hamming_top_k
+from .table import ItemTable
 from .store import HNSW, StoreSpec
 from .types import (DEFAULT_TARGET_RECALL, EXACT_SEARCH_BELOW, IMAGES_DIR, INDEX_SOURCE_PREFIX, JOURNAL_LIMIT,
                     MIN_CAPACITY, EfTuning, HnswParams, Item, Metric, SearchHit, check_added, utcnow)
@@ -62,28 +63,19 @@ class HnswStore:
         self._hnsw.init_index(max_elements=max(capacity, MIN_CAPACITY), M=params.M,
                               ef_construction=params.ef_construction, random_seed=params.seed)
         self._hnsw.set_ef(params.ef)
-        self._vectors = np.zeros((0, self.dim), dtype=SCAN_DTYPE)
-        self._count = 0
-        self._ids: list[int] = []
-        self._rows: list[int | None] = []
-        self._labels: list[str | None] = []
-        self._sources: list[str] = []
-        self._added: list[datetime] = []
-        self._position: dict[int, int] = {}
+        self._table = ItemTable(self.dim)
         self._next_id = 0
         self._pending_images: dict[int, Image.Image] = {}
-        self._codec: BinaryCodec | None = None
-        self._codes = np.zeros((0, 1), dtype=np.uint64)
         self.journal_limit = JOURNAL_LIMIT
         self._uncommitted: list[tuple[str, Sequence[int]]] = []  # ("add" | "delete", ids) since the last save/commit
         self.files = HnswFiles(self)  # save, commit and the journal's bookkeeping
 
     # -- basic facts ---------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return self._count
+        return self._table.count
 
     def __contains__(self, item_id: int) -> bool:
-        return int(item_id) in self._position
+        return int(item_id) in self._table.position
 
     def __repr__(self) -> str:
         return f"HnswStore({len(self)} items, model={self.model!r}, dim={self.dim}, path={self.path})"
@@ -91,7 +83,7 @@ class HnswStore:
     @property
     def ids(self) -> list[int]:
         with self._lock.read():
-            return list(self._ids)
+            return list(self._table.ids)
 
     @property
     def capacity(self) -> int:
@@ -116,30 +108,29 @@ class HnswStore:
         if not 0 < target_recall <= 1:
             raise ValueError(f"target_recall must be in (0, 1], got {target_recall}.")
         with self._lock.read():
-            n = self._count
+            n = self._table.count
             if n <= k:
                 raise ValueError(f"tune_ef needs more than k={k} items; this index has {n}.")
             rng = np.random.default_rng(seed)
             items = self._float32(rng.choice(n, min(queries, n), replace=False))
-            ef, recall, probes, tried = choose_ef(self._hnsw, self._position, lambda q, k: self._exact(q, k)[0], items,
+            ef, recall, probes, tried = choose_ef(self._hnsw, self._table.position, lambda q, k: self._exact(q, k)[0], items,
                                                   self.ef, target_recall, k, rng)
             self.params = replace(self.params, ef=ef)
         return EfTuning(ef, recall, target_recall, k, probes, n, tried)
 
     def get(self, item_id: int) -> Item:
         with self._lock.read():
-            pos = self._pos(item_id)
-            return Item(self._ids[pos], self._rows[pos], self._labels[pos], self._sources[pos], self._added[pos])
+            return self._table.item(self._table.pos(item_id))
 
     def vectors(self, ids: Sequence[int] | None = None) -> np.ndarray:
         """The stored float32 vectors, of all items (in `ids` order) or of the given ids."""
         with self._lock.read():
-            positions = range(self._count) if ids is None else [self._pos(i) for i in ids]
+            positions = range(self._table.count) if ids is None else [self._table.pos(i) for i in ids]
             return self._float32(positions)
 
     def _float32(self, positions: Iterable[int]) -> np.ndarray:
         """float32 vectors at these positions, from hnswlib's store (~25 us per vector: for a few)."""
-        labels = [self._ids[p] for p in positions]
+        labels = [self._table.ids[p] for p in positions]
         if not labels:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.asarray(self._hnsw.get_items(labels), dtype=np.float32)
@@ -147,13 +138,7 @@ class HnswStore:
     def labels(self) -> list[str]:
         """Distinct labels, sorted."""
         with self._lock.read():
-            return sorted({label for label in self._labels if label is not None})
-
-    def _pos(self, item_id: int) -> int:
-        try:
-            return self._position[int(item_id)]
-        except KeyError:
-            raise KeyError(f"No item with id {item_id} in this index ({self._count} items).") from None
+            return self._table.distinct_labels()
 
     # -- updates -------------------------------------------------------------------------------------
     def add_vectors(
@@ -182,28 +167,18 @@ class HnswStore:
 
     def _insert(self, ids: list[int], vectors: np.ndarray, rows, labels, sources, added: list[datetime]) -> None:
         """Add items with these ids (new or replayed from the journal). Holds the write lock."""
-        n = len(ids)
-        self._reserve(n)
+        needed = self._hnsw.get_current_count() + len(ids)  # deleted items keep their hnswlib slot
+        if needed > self._hnsw.get_max_elements():  # grow by doubling
+            self._hnsw.resize_index(max(needed, 2 * self._hnsw.get_max_elements()))
         self._hnsw.add_items(vectors, np.asarray(ids, dtype=np.int64))
-        start = self._count
-        self._vectors[start : start + n] = vectors
-        if self._codec is not None:
-            self._codes[start : start + n] = self._codec.encode(vectors)
-        for offset, item_id in enumerate(ids):
-            self._position[item_id] = start + offset
-        self._ids += ids
-        self._rows += [None if r is None else int(r) for r in rows]
-        self._labels += [None if label is None else str(label) for label in labels]
-        self._sources += [str(s) for s in sources]
-        self._added += added
-        self._count += n
+        self._table.append(ids, vectors, rows, labels, sources, added)
         self._next_id = max(self._next_id, max(ids) + 1)
 
     def delete(self, ids: Iterable[int], missing_ok: bool = False) -> int:
         """Remove items by id without rebuilding; returns how many were removed."""
         ids = [int(i) for i in ids]
         with self._lock.write():
-            missing = [i for i in ids if i not in self._position]
+            missing = [i for i in ids if i not in self._table.position]
             if missing and not missing_ok:
                 raise KeyError(f"No items with ids {missing[:10]} in this index; nothing was deleted.")
             removed = self._remove(ids)
@@ -212,65 +187,27 @@ class HnswStore:
 
     def _remove(self, ids: Iterable[int]) -> list[int]:
         """Remove the items of these ids that exist; returns their ids. Holds the write lock."""
-        removed = []
-        for item_id in dict.fromkeys(ids):
-            pos = self._position.pop(item_id, None)
-            if pos is None:
-                continue
+        removed = [item_id for item_id in dict.fromkeys(ids) if self._table.remove(item_id)]
+        for item_id in removed:
             self._hnsw.mark_deleted(item_id)
             self._pending_images.pop(item_id, None)
-            last = self._count - 1
-            if pos != last:  # swap-remove keeps every column aligned
-                self._vectors[pos] = self._vectors[last]
-                if self._codec is not None:
-                    self._codes[pos] = self._codes[last]
-                for column in (self._ids, self._rows, self._labels, self._sources, self._added):
-                    column[pos] = column[last]
-                self._position[self._ids[pos]] = pos
-            for column in (self._ids, self._rows, self._labels, self._sources, self._added):
-                column.pop()
-            self._count -= 1
-            removed.append(item_id)
         return removed
-
-    def _reserve(self, n: int) -> None:
-        """Grow the hnswlib capacity and the vector store (by doubling) so n more items fit. Holds the write lock."""
-        needed = self._hnsw.get_current_count() + n  # deleted items keep their hnswlib slot
-        if needed > self._hnsw.get_max_elements():
-            self._hnsw.resize_index(max(needed, 2 * self._hnsw.get_max_elements()))
-        if self._count + n > len(self._vectors):
-            size = max(self._count + n, 2 * len(self._vectors), 64)
-            grown = np.zeros((size, self.dim), dtype=SCAN_DTYPE)
-            grown[: self._count] = self._vectors[: self._count]
-            self._vectors = grown
-            if self._codec is not None:
-                codes = np.zeros((size, self._codes.shape[1]), dtype=np.uint64)
-                codes[: self._count] = self._codes[: self._count]
-                self._codes = codes
 
     # -- Hamming mode --------------------------------------------------------------------------------
     def enable_hamming(self, kind: CodeKind | str = CodeKind.SIGN, bits: int = 0) -> BinaryCodec:
         """Compute binary codes for every item (kept up to date by add/delete; saved in meta.json)."""
         with self._lock.write():
-            codec = BinaryCodec.fit(self._vectors[: self._count].astype(np.float32), kind, bits)
-            self._set_codec(codec)
+            codec = BinaryCodec.fit(self._table.live_vectors().astype(np.float32), kind, bits)
+            self._table.set_codec(codec)
             return codec
-
-    def _set_codec(self, codec: BinaryCodec | None) -> None:
-        self._codec = codec
-        if codec is not None:
-            codes = np.zeros((len(self._vectors), codec.bytes_per_code() // 8), dtype=np.uint64)
-            codes[: self._count] = codec.encode(self._vectors[: self._count].astype(np.float32))
-            self._codes = codes
 
     @property
     def hamming(self) -> BinaryCodec | None:
-        return self._codec
+        return self._table.codec
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes of the float32 vectors and of the binary codes (0 when Hamming mode is off)."""
-        per_code = self._codec.bytes_per_code() if self._codec else 0
-        return {"float32": self._count * self.dim * 4, "hamming": self._count * per_code}
+        return self._table.memory_bytes()
 
     # -- search --------------------------------------------------------------------------------------
     def search(self, query: np.ndarray, k: int = 10, label_filter: str | Iterable[str] | None = None, *,
@@ -282,41 +219,33 @@ class HnswStore:
         candidates re-ranked by cosine. exact=True: brute force over all vectors; False: the hnsw graph;
         None (default): brute force for galleries under EXACT_SEARCH_BELOW items, else the graph.
         """
-        q = query
-        metric = Metric(metric)
+        q, metric, table = query, Metric(metric), self._table
         with self._lock.read():
-            if self._count == 0 or k <= 0:
+            if table.count == 0 or k <= 0:
                 return []
-            k = min(int(k), self._count)
-            allowed = self._filter_positions(label_filter)
+            k = min(int(k), table.count)
+            allowed = table.filter_positions(label_filter)
             if metric is Metric.HAMMING:
                 positions, scores = self._hamming(q, k, allowed, rerank)
-            elif allowed is not None or (self._count < EXACT_SEARCH_BELOW if exact is None else exact):
+            elif allowed is not None or (table.count < EXACT_SEARCH_BELOW if exact is None else exact):
                 positions, scores = self._exact(q, k, allowed)
             else:
                 positions, scores = self._graph(q, k)
-            return [SearchHit(self._ids[p], float(s), self._labels[p], self._sources[p], self._rows[p])
-                    for p, s in zip(positions, scores)]
-
-    def _filter_positions(self, label_filter) -> np.ndarray | None:
-        if label_filter is None:
-            return None
-        wanted = {label_filter} if isinstance(label_filter, str) else set(label_filter)
-        return np.array([p for p, label in enumerate(self._labels) if label in wanted], dtype=np.int64)
+            return [table.hit(p, s) for p, s in zip(positions, scores)]
 
     def _exact(self, q, k, allowed=None):
-        return exact_top_k(self._vectors[: self._count], self._float32, q, k, allowed)
+        return exact_top_k(self._table.live_vectors(), self._float32, q, k, allowed)
 
     def _hamming(self, q, k, allowed, rerank):
-        return hamming_top_k(self._codec, self._codes[: self._count], self._vectors[: self._count], self._float32,
-                             q, k, allowed, rerank)
+        table = self._table
+        return hamming_top_k(table.codec, table.live_codes(), table.live_vectors(), self._float32, q, k, allowed, rerank)
 
     def _graph(self, q, k):
         try:
             labels, distances = self._hnsw.knn_query(q, k=k, num_threads=1)
         except RuntimeError:  # too few reachable non-deleted neighbours (many deletions): answer exactly
             return self._exact(q, k)
-        return [self._position[int(i)] for i in labels[0]], 1.0 - distances[0]
+        return [self._table.position[int(i)] for i in labels[0]], 1.0 - distances[0]
 
     # -- images added with the index, persistence -------------------------------------------------------
     def pending_image(self, item_id: int) -> Image.Image | None:

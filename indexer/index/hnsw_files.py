@@ -17,7 +17,7 @@ import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import hnswlib
 import numpy as np
@@ -32,9 +32,6 @@ from .scan import SCAN_DTYPE
 from .types import (HAMMING_FILE, HNSW_FILE, IMAGES_DIR, INDEX_SOURCE_PREFIX, META_FILE, METADATA_FILE, VECTORS_FILE,
                     HnswParams, IndexFormatError, utcnow)
 
-if TYPE_CHECKING:
-    from .hnsw import HnswStore
-
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +42,7 @@ class HnswFiles:
     beside searches, holding the store's read lock only while they take its state.
     """
 
-    def __init__(self, store: "HnswStore"):
+    def __init__(self, store):  # the HnswStore (not imported: hnsw.py imports this module)
         self.store = store
         self._save_lock = threading.Lock()
         self.swap_lock = threading.Lock()  # held while save() swaps the directory in (image() waits on it)
@@ -107,7 +104,7 @@ class HnswFiles:
         limit = self.store.journal_limit if journal_limit is None else journal_limit
         with self._save_lock, directory.writer_lock(self.store.path):
             with self.store._lock.read():
-                added = [i for op, ids in self.store._uncommitted if op == "add" for i in ids if i in self.store._position]
+                added = [i for op, ids in self.store._uncommitted if op == "add" for i in ids if i in self.store._table.position]
                 deleted = [i for op, ids in self.store._uncommitted if op == "delete" for i in ids]
                 meta, same_base = self._journal_meta(), self._saved_state() == self._base_state
                 if not added and not deleted and meta == self._meta_written and same_base:
@@ -134,7 +131,8 @@ class HnswFiles:
 
     def _append_journal(self, added: list[int], deleted: list[int], meta: str) -> None:
         """One journal record for these changes; images first, so an acknowledged record's images exist."""
-        positions = [self.store._position[i] for i in added]
+        table = self.store._table
+        positions = [table.position[i] for i in added]
         stored = {i: self.store._pending_images[i] for i in added if i in self.store._pending_images}
         digests, images = {}, self.store.path / IMAGES_DIR
         if stored and not images.is_dir():
@@ -151,8 +149,8 @@ class HnswFiles:
             fsync_path(images)
         header = {
             "base": self._base, "next_id": self.store._next_id, "deleted": deleted, "images": digests,
-            "rows": [self.store._rows[p] for p in positions], "labels": [self.store._labels[p] for p in positions],
-            "sources": [self.store._sources[p] for p in positions], "added": [self.store._added[p].isoformat() for p in positions],
+            "rows": [table.rows[p] for p in positions], "labels": [table.labels[p] for p in positions],
+            "sources": [table.sources[p] for p in positions], "added": [table.added[p].isoformat() for p in positions],
         }
         if meta != self._meta_written:
             header["meta"] = json.loads(meta)
@@ -166,7 +164,7 @@ class HnswFiles:
 
     def _saved_state(self) -> tuple:
         """What a full save records that the journal does not."""
-        return self.store.params, self.store._codec, self.store.created
+        return self.store.params, self.store._table.codec, self.store.created
 
     def _journal_meta(self) -> str:
         """The meta.json fields a journal record carries when they changed (a build's progress lives here)."""
@@ -214,23 +212,24 @@ class HnswFiles:
     def _write_state(self, tmp: Path) -> dict:
         """Write the data files into `tmp`; returns meta.json's content but for the files' checksums. Holds the
         read lock."""
-        n = self.store._count
+        table = self.store._table
+        n = table.count
         self.store._hnsw.save_index(str(tmp / HNSW_FILE))
-        np.save(tmp / VECTORS_FILE, self.store._vectors[:n], allow_pickle=False)
-        table = pa.table({
-            "id": pa.array(self.store._ids, pa.int64()),
-            "row": pa.array(self.store._rows, pa.int64()),
-            "label": pa.array(self.store._labels, pa.string()),
-            "source": pa.array(self.store._sources, pa.string()),
-            "added": pa.array(self.store._added, pa.timestamp("us", tz="UTC")),
+        np.save(tmp / VECTORS_FILE, table.vectors[:n], allow_pickle=False)
+        metadata = pa.table({
+            "id": pa.array(table.ids, pa.int64()),
+            "row": pa.array(table.rows, pa.int64()),
+            "label": pa.array(table.labels, pa.string()),
+            "source": pa.array(table.sources, pa.string()),
+            "added": pa.array(table.added, pa.timestamp("us", tz="UTC")),
         })
-        pq.write_table(table, tmp / METADATA_FILE)
+        pq.write_table(metadata, tmp / METADATA_FILE)
         self._write_images(tmp)
-        if self.store._codec is not None and self.store._codec.kind is CodeKind.ITQ:
-            np.savez(tmp / HAMMING_FILE, mean=self.store._codec.mean, projection=self.store._codec.projection)
+        if table.codec is not None and table.codec.kind is CodeKind.ITQ:
+            np.savez(tmp / HAMMING_FILE, mean=table.codec.mean, projection=table.codec.projection)
         return {
             **directory.meta_header(self.store.model, self.store.dim, self.store.params, self.store._hnsw.get_max_elements()),
-            "hamming": self.store._codec.to_dict() if self.store._codec else None,
+            "hamming": table.codec.to_dict() if table.codec else None,
             "source": json.loads(json.dumps(self.store.source, default=str)),  # copies: they may change once unlocked
             "count": n,
             "next_id": self.store._next_id,
@@ -241,8 +240,9 @@ class HnswFiles:
         }
 
     def _write_images(self, tmp: Path) -> None:
+        table = self.store._table
         prefix = f"{INDEX_SOURCE_PREFIX}{IMAGES_DIR}/"
-        for item_id, source in zip(self.store._ids, self.store._sources):
+        for item_id, source in zip(table.ids, table.sources):
             if not source.startswith(prefix):
                 continue
             dest = tmp / source[len(INDEX_SOURCE_PREFIX):]
@@ -257,8 +257,7 @@ class HnswFiles:
                     shutil.copy2(old, dest)
 
 
-def load_hnsw(cls: "type[HnswStore]", path: Path, meta: dict, *, ef: int | None = None,
-              verify: bool = True) -> "HnswStore":
+def load_hnsw(cls: type, path: Path, meta: dict, *, ef: int | None = None, verify: bool = True):
     """The HnswStore (of class `cls`) of the index directory `path`, whose meta.json is `meta`, with its journal
     replayed. verify: check every file against the checksums meta.json records."""
     path = path.absolute()
@@ -280,18 +279,20 @@ def load_hnsw(cls: "type[HnswStore]", path: Path, meta: dict, *, ef: int | None 
         name = VECTORS_FILE
         vectors = np.load(path / name, allow_pickle=False)
         name = METADATA_FILE
-        table = pq.read_table(path / name).to_pydict()
+        metadata = pq.read_table(path / name).to_pydict()
     except (OSError, ValueError, RuntimeError, pa.ArrowException) as exc:  # unverified and damaged
         raise IndexFormatError(f"{path / name} is missing or damaged ({type(exc).__name__}: {exc}); rebuild the "
                                f"index with `python -m indexer build ... --out {path}`.") from None
     index._hnsw.set_ef(params.ef)  # ef is not stored in the hnswlib file
-    if len(vectors) != len(table["id"]) or len(vectors) != meta["count"]:
-        raise IndexFormatError(f"{path}: vectors ({len(vectors)}) and metadata ({len(table['id'])}) disagree; rebuild the index.")
-    index._vectors = np.ascontiguousarray(vectors, dtype=SCAN_DTYPE)  # older indexes saved float32
-    index._count = len(vectors)
-    index._ids, index._rows, index._labels = table["id"], table["row"], table["label"]
-    index._sources, index._added = table["source"], table["added"]
-    index._position = {item_id: pos for pos, item_id in enumerate(index._ids)}
+    if len(vectors) != len(metadata["id"]) or len(vectors) != meta["count"]:
+        raise IndexFormatError(f"{path}: vectors ({len(vectors)}) and metadata ({len(metadata['id'])}) disagree; "
+                               "rebuild the index.")
+    table = index._table
+    table.vectors = np.ascontiguousarray(vectors, dtype=SCAN_DTYPE)  # older indexes saved float32
+    table.count = len(vectors)
+    table.ids, table.rows, table.labels = metadata["id"], metadata["row"], metadata["label"]
+    table.sources, table.added = metadata["source"], metadata["added"]
+    table.position = {item_id: pos for pos, item_id in enumerate(table.ids)}
     index._next_id = int(meta["next_id"])
     if meta.get("hamming"):
         kind = CodeKind(meta["hamming"]["kind"])
@@ -299,7 +300,7 @@ def load_hnsw(cls: "type[HnswStore]", path: Path, meta: dict, *, ef: int | None 
         if kind is CodeKind.ITQ:
             with np.load(path / HAMMING_FILE, allow_pickle=False) as data:
                 codec.mean, codec.projection = data["mean"], data["projection"]
-        index._set_codec(codec)
+        table.set_codec(codec)
     files = index.files
     files._base, files._base_state = meta["checksum"], files._saved_state()
     files._replay_journal(verify)
