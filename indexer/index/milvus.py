@@ -17,10 +17,8 @@ Searches need no lock: Milvus serves concurrent reads and writes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import secrets
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,12 +29,11 @@ from PIL import Image
 
 from ..atomic import write_atomically
 from .directory import library_versions, meta_header
-from .milvus_client import (BATCH, MAX_LABEL, MAX_SOURCE, UNROWED_ID_BASE, collection_dim, collection_name, connect,
-                            create_collection, disconnect, expr_strings, index_params_for, milvus_versions,
-                            read_index_spec)
+from .milvus_client import (BATCH, MAX_LABEL, MAX_SOURCE, collection_name, connect, create_collection, disconnect,
+                            expr_strings, id_for, index_params_for, milvus_versions, open_collection)
 from .store import MILVUS, StoreSpec
-from .types import (IMAGES_DIR, INDEX_SOURCE_PREFIX, JOURNAL_LIMIT, META_FILE, HnswParams, IndexFormatError,
-                    IndexMismatchError, Item, Metric, SearchHit, check_added, utcnow)
+from .types import (IMAGES_DIR, INDEX_SOURCE_PREFIX, JOURNAL_LIMIT, META_FILE, HnswParams, Item, Metric, SearchHit,
+                    check_added, utcnow)
 
 class MilvusStore:
     """The store interface (indexer/index/store.py: add_vectors, delete, search, get, labels, save, commit) on a
@@ -64,34 +61,16 @@ class MilvusStore:
         self._labels_cache: list[str] | None = None
         self._cache_lock = threading.Lock()
         try:
-            self._open_collection(create, index)
+            found = open_collection(self._client, self.spec, self.dim, self.model, self.index_spec, create)
+            self.index_spec = self.index_spec if index is not None else found  # given, or the collection's own
         except BaseException:
             self.close()
             raise
 
-    def _open_collection(self, create: bool, index: dict | None) -> None:
-        exists = self._client.has_collection(self.collection)
-        if not exists and not create:
-            raise IndexFormatError(f"Milvus collection {self.collection!r} is missing at {self.spec.uri}: rebuild "
-                                   f"with `python -m indexer build ... --store milvus:{self.spec.uri}`.")
-        if not exists:
-            create_collection(self._client, self.collection, self.dim, self.index_spec, self._check_dim)
-        else:
-            self._check_dim()
-            if index is None:  # the collection's own index decides the search parameters
-                self.index_spec = read_index_spec(self._client, self.collection)
-            self._client.load_collection(self.collection)  # a collection another process wrote is "released"
-
-    def _check_dim(self) -> None:
-        dim = collection_dim(self._client, self.collection)
-        if dim != self.dim:
-            raise IndexMismatchError(f"Milvus collection {self.collection!r} at {self.spec.uri} holds {dim}-d vectors, "
-                                     f"not {self.dim}-d vectors of {self.model}: choose another collection.")
-
     def drop(self) -> None:
         """Delete the whole collection (build --no-resume on a single worker)."""
         self._client.drop_collection(self.collection)
-        create_collection(self._client, self.collection, self.dim, self.index_spec, self._check_dim)
+        create_collection(self._client, self.spec, self.dim, self.model, self.index_spec)
         self._labels_changed()
 
     def close(self) -> None:
@@ -180,7 +159,7 @@ class MilvusStore:
         n = len(vectors)
         if n == 0:
             return []
-        ids = [self._id_for(row, src) for row, src in zip(rows, sources)]
+        ids = [id_for(self.source.get("kind") == "folder", row, src) for row, src in zip(rows, sources)]
         for offset, image in enumerate(_images or []):
             if image is not None:  # written to the index directory's images/ on the next save
                 self._pending_images[ids[offset]] = image
@@ -194,13 +173,6 @@ class MilvusStore:
             self._client.upsert(self.collection, data[start:start + BATCH])
         self._labels_changed()
         return ids
-
-    def _id_for(self, row: int | None, source: str) -> int:
-        if row is not None and self.source.get("kind") != "folder":
-            return int(row)  # dataset rows are stable: the same id from any shard worker
-        if row is not None and source:  # folder rows shift when files are added: key by path
-            return UNROWED_ID_BASE + int.from_bytes(hashlib.sha256(source.encode()).digest()[:6], "big") % (1 << 47)
-        return UNROWED_ID_BASE + secrets.randbits(47)  # added images: random, never a dataset row
 
     def delete(self, ids: Iterable[int], missing_ok: bool = False) -> int:
         ids = list(dict.fromkeys(int(i) for i in ids))

@@ -7,13 +7,14 @@ import json
 import logging
 import math
 import os
+import secrets
 import threading
 from importlib import metadata
-from typing import Callable, Iterable
+from typing import Iterable
 
 from ..sources import SOURCE_IDENTITY
 from .store import StoreSpec
-from .types import HnswParams
+from .types import HnswParams, IndexFormatError, IndexMismatchError
 
 INSTALL_HINT = "pip install pymilvus milvus-lite  (milvus-lite runs Milvus embedded from a local file)"
 UNROWED_ID_BASE = 1 << 48  # ids of folder files and added images; dataset rows use their row number
@@ -99,8 +100,24 @@ def expr_strings(values: Iterable[str]) -> str:
     return "[" + ", ".join(json.dumps(str(v)) for v in values) + "]"
 
 
-def create_collection(client, name: str, dim: int, index_spec: dict, check_dim: Callable[[], None]) -> None:
+def open_collection(client, spec: StoreSpec, dim: int, model: str, index_spec: dict, create: bool) -> dict:
+    """Make sure the collection of `spec` exists (creating it with `index_spec` if `create`) and holds `dim`-d
+    vectors, and load it; returns the index parameters it was built with."""
+    name = spec.collection
+    if not client.has_collection(name):
+        if not create:
+            raise IndexFormatError(f"Milvus collection {name!r} is missing at {spec.uri}: rebuild "
+                                   f"with `python -m indexer build ... --store milvus:{spec.uri}`.")
+        create_collection(client, spec, dim, model, index_spec)
+        return index_spec
+    check_dim(client, spec, dim, model)
+    client.load_collection(name)  # a collection another process wrote is "released"
+    return read_index_spec(client, name)
+
+
+def create_collection(client, spec: StoreSpec, dim: int, model: str, index_spec: dict) -> None:
     """The gallery collection: the schema of the module docstring of milvus.py, a COSINE vector index."""
+    name = spec.collection
     pymilvus = _pymilvus()
     DataType = pymilvus.DataType
     schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -121,12 +138,24 @@ def create_collection(client, name: str, dim: int, index_spec: dict, check_dim: 
     except pymilvus.exceptions.MilvusException:
         if not client.has_collection(name):  # else another shard worker created it first
             raise
-        check_dim()
+        check_dim(client, spec, dim, model)
 
 
-def collection_dim(client, name: str) -> int:
-    fields = client.describe_collection(name)["fields"]
-    return next(int(f["params"]["dim"]) for f in fields if f["name"] == "vector")
+def check_dim(client, spec: StoreSpec, dim: int, model: str) -> None:
+    fields = client.describe_collection(spec.collection)["fields"]
+    theirs = next(int(f["params"]["dim"]) for f in fields if f["name"] == "vector")
+    if theirs != dim:
+        raise IndexMismatchError(f"Milvus collection {spec.collection!r} at {spec.uri} holds {theirs}-d vectors, "
+                                 f"not {dim}-d vectors of {model}: choose another collection.")
+
+
+def id_for(folder: bool, row: int | None, source: str) -> int:
+    """The id of an item: its dataset row, or for folder files and added images one above UNROWED_ID_BASE."""
+    if row is not None and not folder:
+        return int(row)  # dataset rows are stable: the same id from any shard worker
+    if row is not None and source:  # folder rows shift when files are added: key by path
+        return UNROWED_ID_BASE + int.from_bytes(hashlib.sha256(source.encode()).digest()[:6], "big") % (1 << 47)
+    return UNROWED_ID_BASE + secrets.randbits(47)  # added images: random, never a dataset row
 
 
 def read_index_spec(client, name: str) -> dict:
