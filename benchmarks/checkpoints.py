@@ -21,7 +21,7 @@ from scratch import disk_bytes, scratch_dir  # noqa: E402
 
 from indexer.build import pipeline as build_module  # noqa: E402
 from indexer.index.hnsw_files import HnswFiles  # noqa: E402
-from indexer import journal  # noqa: E402
+from indexer.index import journal  # noqa: E402
 from indexer.brute import clustered_unit_vectors  # noqa: E402
 from indexer.index import GalleryIndex  # noqa: E402
 
