@@ -10,7 +10,8 @@ Index directory (see docs/INDEX.md):
     meta.json          model, dim, metric, hnsw params, data source, count, versions, file checksums
     journal.bin        additions and deletions committed since the last full save (indexer/index/journal.py)
 
-Saving and committing are in hnsw_files.py (HnswFiles, one per store); searches' scans and ef tuning in scan.py.
+Saving and committing are in hnsw_files.py (HnswFiles, one per store), the per-item columns in table.py
+(ItemTable), searches' scans and ef tuning in scan.py.
 No pickle anywhere: numpy files are written and read with allow_pickle=False.
 """
 from __future__ import annotations
@@ -30,10 +31,11 @@ from ..hamming import BinaryCodec, CodeKind
 from .hnsw_files import HnswFiles, load_hnsw
 from .locks import RWLock
 from .scan import choose_ef, exact_top_k, hamming_top_k
-from .table import ItemTable
 from .store import HNSW, StoreSpec
+from .table import ItemTable
 from .types import (DEFAULT_TARGET_RECALL, EXACT_SEARCH_BELOW, IMAGES_DIR, INDEX_SOURCE_PREFIX, JOURNAL_LIMIT,
                     MIN_CAPACITY, EfTuning, HnswParams, Item, Metric, SearchHit, check_added, utcnow)
+
 
 class HnswStore:
     """Vectors + hnswlib graph + metadata of one gallery, for one model (the embedded default store).
