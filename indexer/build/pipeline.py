@@ -306,6 +306,6 @@ class _NoBar:
 def _progress_bar(show: bool, total: int, initial: int):
     if not show:
         return _NoBar()
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # only for show_progress
 
     return tqdm(total=total, initial=initial, unit="img", desc="embedding", dynamic_ncols=True)

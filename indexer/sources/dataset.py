@@ -14,7 +14,7 @@ class DatasetSource(GallerySource):
 
     def __init__(self, ds, kind: SourceKind, dataset: str, config=None, split=None, revision=None,
                  image_column: str | None = AUTO, label_column: str | None = AUTO, base_dir: Path | None = None):
-        import datasets
+        import datasets  # heavy (~1 s): only when a dataset is opened
 
         self.kind, self.dataset, self.config, self.split, self.revision = kind, dataset, config, split, revision
         self.base_dir = base_dir
@@ -90,7 +90,7 @@ def _detect_column(features, requested: str, feature_type, names, accepts, optio
 
 
 def detect_image_column(features, requested: str | None = AUTO) -> str:
-    import datasets
+    import datasets  # heavy (~1 s): only when a dataset is opened
 
     is_text = lambda feature: getattr(feature, "dtype", None) in ("string", "large_string")  # noqa: E731
     column = _detect_column(features, requested or AUTO, datasets.Image, IMAGE_COLUMN_NAMES, is_text, "--image-column")
@@ -101,7 +101,7 @@ def detect_image_column(features, requested: str | None = AUTO) -> str:
 
 
 def detect_label_column(features, requested: str | None = AUTO, image_column: str | None = None) -> str | None:
-    import datasets
+    import datasets  # heavy (~1 s): only when a dataset is opened
 
     if requested is None or requested == NONE:
         return None

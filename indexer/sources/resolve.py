@@ -60,7 +60,7 @@ def _pick_split(dsd, split: str | None, where: str):
 
 def _hub_sha(repo_id: str, revision: str | None) -> str | None:
     try:
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi  # a network client, for hub datasets only
 
         return HfApi().dataset_info(repo_id, revision=revision, timeout=5).sha
     except Exception:  # revision is informative only
