@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scratch import disk_bytes, scratch_dir  # noqa: E402
 
-from indexer import build as build_module  # noqa: E402
-from indexer import journal  # noqa: E402
+from indexer.build import pipeline as build_module  # noqa: E402
+from indexer.index.hnsw_files import HnswFiles  # noqa: E402
+from indexer.index import journal  # noqa: E402
 from indexer.brute import clustered_unit_vectors  # noqa: E402
 from indexer.index import GalleryIndex  # noqa: E402
 
@@ -36,16 +37,16 @@ def main() -> None:
     indexes = {name: GalleryIndex(args.dim, "benchmark", capacity=args.size) for name in ways}
     paths = {name: folder / way for name, way in ways.items()}
     spent = {name: {"add": 0.0, "checkpoint": 0.0, "written": 0, "saves": 0, "slowest": 0.0} for name in ways}
-    real_save = GalleryIndex._save
+    real_save = HnswFiles._save
 
     def counted_save(self, target):
-        name = next(n for n, ix in indexes.items() if ix is self)
+        name = next(n for n, ix in indexes.items() if ix.store is self.store)
         spent[name]["saves"] += 1
         saved = real_save(self, target)
         spent[name]["written"] += disk_bytes(saved)
         return saved
 
-    GalleryIndex._save = counted_save
+    HnswFiles._save = counted_save
     for lo in range(0, args.size, args.every):
         chunk = clustered_unit_vectors(min(args.every, args.size - lo), args.dim, seed=lo)
         for name, index in indexes.items():
@@ -67,7 +68,7 @@ def main() -> None:
             spent[name]["written"] += max(0, journal_after - journal_before)
         print(f"{lo + len(chunk):,} items: " + ", ".join(f"{n}: {s['checkpoint']:.1f} s" for n, s in spent.items()),
               flush=True)
-    GalleryIndex._save = real_save
+    HnswFiles._save = real_save
     checkpoints = -(-args.size // args.every)
     print(f"\n## {args.size:,} x {args.dim}-d, a checkpoint every {args.every:,} items ({checkpoints} checkpoints)")
     print("| checkpoints | adding s | checkpointing s | slowest checkpoint s | full saves | written GiB | load the last checkpoint s |")

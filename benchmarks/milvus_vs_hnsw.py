@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k  # noqa: E402
 from indexer.index import GalleryIndex, HnswParams  # noqa: E402
-from indexer.store import parse_store  # noqa: E402
+from indexer.index import parse_store  # noqa: E402
 from scratch import disk_bytes  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def main(argv=None) -> None:
             result = measure(index, vectors, queries, truth, tmp / "hnsw")
             print(json.dumps({"store": "hnswlib", **result}), flush=True)
         if args.only in (None, "milvus"):
-            from indexer.milvus_store import MilvusIndex
+            from indexer.index import MilvusIndex
 
             store = parse_store(args.store or f"milvus:{tmp / 'milvus.db'}#bench")
             index = MilvusIndex(args.dim, "benchmark", params, store=store, source={"kind": "benchmark"},
@@ -89,19 +89,19 @@ def main(argv=None) -> None:
             def ready(timeout=3600):
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
-                    info = index._client.describe_index(index.collection, "vector")
+                    info = index.store._client.describe_index(index.collection, "vector")
                     if int(info.get("indexed_rows", 0)) >= args.n and not int(info.get("pending_index_rows", 0)):
                         return
                     time.sleep(0.5)
 
             result = measure(index, vectors, queries, truth, tmp / "milvus-ix", ready=ready)
-            index_info = index._client.describe_index(index.collection, "vector")
+            index_info = index.store._client.describe_index(index.collection, "vector")
             db = Path(store.uri) if store.is_local_file else None
             result["disk_mb"] = round(disk_bytes(db) / 1e6, 1) if db else None
             print(json.dumps({"store": f"milvus ({'Lite' if store.is_local_file else store.uri})",
                               "index": index_info.get("index_type"), **result}), flush=True)
             if args.store:
-                index._client.drop_collection(index.collection)
+                index.store._client.drop_collection(index.collection)
             index.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k  # noqa: E402
 from indexer.index import GalleryIndex, HnswParams  # noqa: E402
-from indexer.journal import JOURNAL_FILE  # noqa: E402
+from indexer.index.journal import JOURNAL_FILE  # noqa: E402
 from scratch import disk_bytes  # noqa: E402
 
 

@@ -6,8 +6,8 @@ import threading
 
 import gradio as gr
 
-from indexer import GalleryIndex, SearchHit, load_image
-from indexer.index import EXACT_SEARCH_BELOW
+from indexer import GalleryIndex, SearchHit, load_image, sync_index
+from indexer.index import EXACT_SEARCH_BELOW, MILVUS
 from indexer.gallery import describe_gallery
 
 from . import runtime
@@ -121,7 +121,7 @@ def sync_gallery(progress=gr.Progress()) -> str:
     """Embed what the gallery's dataset or folder gained since it was indexed (resumable, saved at the end)."""
     index = runtime.gallery()
     try:
-        index.sync(progress=lambda done, total: progress((done, total), desc="Embedding new images", unit="images"))
+        sync_index(index, progress=lambda done, total: progress((done, total), desc="Embedding new images", unit="images"))
     except runtime.FRIENDLY_ERRORS as exc:
         raise runtime.user_error(exc) from None
     report = index.build_report
@@ -130,9 +130,9 @@ def sync_gallery(progress=gr.Progress()) -> str:
 
 def facts() -> str:
     index = runtime.gallery()
-    store = index.store
-    if store is not None:  # vectors in Milvus
-        metric = f"cosine similarity (Milvus, {store.uri})"
+    spec = index.spec  # where the vectors live
+    if spec.kind == MILVUS:
+        metric = f"cosine similarity (Milvus, {spec.uri})"
     else:
         metric = f"cosine similarity (hnswlib, ef {index.ef})" if len(index) >= EXACT_SEARCH_BELOW else "cosine similarity (exact)"
     return f"**Gallery:** {describe_gallery(index)} · **model:** `{index.model}` · **metric:** {metric}"

@@ -33,7 +33,7 @@ class Settings:
     gallery: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_GALLERY") or None)
     # Siamese heads (paths or hub repo ids), comma-separated in TWINSIGHT_HEADS.
     heads: list[str] = field(default_factory=lambda: [h for h in os.environ.get("TWINSIGHT_HEADS", "").split(",") if h])
-    # Where the gallery's vectors live: hnsw (default) or milvus:URI (indexer/store.py).
+    # Where the gallery's vectors live: hnsw (default) or milvus:URI (indexer/index/store.py).
     store: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_STORE") or None)
     # Search-time hnsw candidate list (speed/recall dial): the index's own (96) unless set; ~512 for 1M items.
     ef: int | None = field(default_factory=lambda: env_int("TWINSIGHT_EF", None))

@@ -18,6 +18,7 @@ _EXPORTS = {
     "CodeKind": ".hamming",
     "EfTuning": ".index",
     "Embedder": ".models",
+    "Gallery": ".index",
     "GalleryIndex": ".index",
     "HnswParams": ".index",
     "ImageError": ".images",
@@ -25,6 +26,7 @@ _EXPORTS = {
     "IndexMismatchError": ".index",
     "Item": ".index",
     "Metric": ".index",
+    "MilvusIndex": ".index",
     "Prediction": ".models",
     "SearchHit": ".index",
     "build_index": ".build",
@@ -32,14 +34,15 @@ _EXPORTS = {
     "load_embedder": ".models",
     "load_image": ".images",
     "open_index": ".index",
+    "sync_index": ".build",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on first use
-    from .build import BuildReport, build_index
+    from .build import BuildReport, build_index, sync_index
     from .hamming import BinaryCodec, CodeKind
     from .images import ImageError, load_image
-    from .index import (EfTuning, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item, Metric,
-                        SearchHit, open_index)
+    from .index import (EfTuning, Gallery, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item,
+                        Metric, MilvusIndex, SearchHit, open_index)
     from .models import CapabilityError, Embedder, Prediction, create_embedder, load_embedder

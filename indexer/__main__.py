@@ -11,10 +11,10 @@ import logging
 import sys
 from typing import Callable
 
-from .data import AUTO
 from .hamming import CodeKind
 from .index import DEFAULT_TARGET_RECALL, HnswParams, Metric
 from .models import CapabilityError
+from .sources import AUTO
 
 
 def add_build(subparsers) -> None:
@@ -72,7 +72,7 @@ def run_build(args) -> int:
                       "skipped": report.skipped, "resumed_from": report.resumed_from,
                       "seconds": round(report.seconds, 2), "model_seconds": round(report.model_seconds, 2),
                       "decode_wait_seconds": round(report.decode_wait_seconds, 2), "images_per_second": round(report.images_per_second, 1),
-                      "ef": index.ef if index.store is None else None,
+                      "ef": index.ef if index.tunes_ef else None,  # a Milvus collection's ef is not the graph's
                       "estimated_recall_at_10": round(tuning["recall"], 4) if tuning else None}))
     return 0
 

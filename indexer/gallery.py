@@ -1,4 +1,4 @@
-"""The app's gallery: which dataset it opens, and the built-in offline gallery of real photos.
+"""The app's gallery: which dataset it opens (the built-in offline gallery of real photos is in indexer/sources/).
 
 Resolution order: the explicit `source` (app.py --gallery), then $TWINSIGHT_GALLERY, then the default hub
 dataset when the hub is reachable, else the built-in gallery (photos that ship inside scikit-image).
@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import partial
-
-import numpy as np
-from PIL import Image
 
 from .build import ProgressCallback, build_index
-from .data import BUILTIN, GallerySource, Record, SourceKind
-from .images import load_image
-from .index import BUILTIN_SOURCE_PREFIX, GalleryIndex
+from .index import Gallery
+from .sources import BUILTIN, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -27,72 +22,9 @@ DEFAULT_HUB_GALLERY = "AI-Lab-Makerere/beans"
 DEFAULT_HUB_SPLIT = "validation"
 DEFAULT_HUB_LICENSE = "MIT"
 
-# skimage.data name -> label. All these files ship inside the scikit-image wheel (no download).
-BUILTIN_IMAGES: dict[str, str] = {
-    "astronaut": "person",
-    "camera": "person",
-    "chelsea": "cat",
-    "coffee": "coffee cup",
-    "rocket": "rocket",
-    "horse": "horse",
-    "motorcycle": "motorcycle",
-    "coins": "coins",
-    "moon": "moon",
-    "hubble_deep_field": "galaxies",
-    "immunohistochemistry": "microscopy",
-    "retina": "retina",
-    "clock": "clock",
-    "page": "text",
-    "text": "text",
-    "brick": "texture",
-    "grass": "texture",
-    "gravel": "texture",
-    "colorwheel": "color wheel",
-    "logo": "logo",
-}
-
-
-def builtin_image(name: str) -> Image.Image:
-    """An image of the built-in gallery by name (only names in BUILTIN_IMAGES)."""
-    if name not in BUILTIN_IMAGES:
-        raise KeyError(f"{name!r} is not in the built-in gallery ({', '.join(BUILTIN_IMAGES)}).")
-    import skimage.data
-
-    if name == "motorcycle":
-        array = skimage.data.stereo_motorcycle()[0]
-    else:
-        array = getattr(skimage.data, name)()
-    if array.dtype == bool:  # the horse is a silhouette mask
-        array = np.where(array, 0, 255).astype(np.uint8)
-    return load_image(array)
-
-
-class BuiltinSource(GallerySource):
-    """The offline gallery: ~20 real photos and textures from scikit-image, labelled by hand."""
-
-    kind = SourceKind.BUILTIN
-
-    def __init__(self):
-        self.names = list(BUILTIN_IMAGES)
-
-    def __len__(self):
-        return len(self.names)
-
-    def records(self, start=0, stop=None):
-        for row in range(start, min(stop if stop is not None else len(self), len(self))):
-            name = self.names[row]
-            yield Record(row, partial(builtin_image, name), BUILTIN_IMAGES[name], f"{BUILTIN_SOURCE_PREFIX}{name}")
-
-    def image_at(self, row):
-        return builtin_image(self.names[int(row)])
-
-    def describe(self):
-        return {"kind": self.kind.value, "dataset": BUILTIN, "label_column": "label", "num_rows": len(self)}
-
-
 def resolve_gallery(source: str | os.PathLike | None = None) -> tuple[str, str | None]:
     """(dataset, split) the gallery should show: explicit source, $TWINSIGHT_GALLERY, hub default, built-in."""
-    from .models.registry import hub_reachable
+    from .models.registry import hub_reachable  # heavy (torch): only when the gallery is chosen
 
     chosen = str(source) if source else os.environ.get(GALLERY_ENV, "").strip()
     if chosen:
@@ -111,7 +43,7 @@ def open_default_gallery(
     limit: int | None = None,
     show_progress: bool = False,
     store: str | None = None,
-) -> GalleryIndex:
+) -> Gallery:
     """The app's gallery index for `embedder`, built on first use and loaded from the cache afterwards.
 
     If the default hub dataset cannot be loaded (hub down, download error), falls back to the built-in
@@ -130,8 +62,7 @@ def open_default_gallery(
         return build_index(BUILTIN, **kwargs)
 
 
-
-def describe_gallery(index: GalleryIndex) -> str:
+def describe_gallery(index: Gallery) -> str:
     """One line for the UI, e.g. 'AI-Lab-Makerere/beans [validation] · 133 images · 3 labels · MIT'."""
     source = index.source
     name = "built-in gallery (scikit-image photos)" if source.get("kind") == SourceKind.BUILTIN.value else str(

@@ -25,8 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from indexer import index as index_module  # noqa: E402
-from indexer import journal as journal_module  # noqa: E402
+from indexer.index import hnsw_files as index_module  # noqa: E402  (saves: their writes are what is killed)
+from indexer.index import journal as journal_module  # noqa: E402
 from indexer.index import GalleryIndex  # noqa: E402
 
 BATCH = 50

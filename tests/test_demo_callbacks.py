@@ -172,7 +172,7 @@ def test_gallery_add_is_searchable_at_once_and_kept_on_disk(small_gallery, tmp_p
     Image.fromarray(photos["rocket"]).save(path)
     from indexer import open_index
     from indexer.index import read_meta
-    from indexer.journal import JOURNAL_FILE
+    from indexer.index.journal import JOURNAL_FILE
 
     before, saved_count = len(small_gallery), read_meta(small_gallery.path)["count"]
     message, dropdown = gallery.add_images([str(path)], "rockets")

@@ -14,7 +14,8 @@ from indexer import (CodeKind, GalleryIndex, HnswParams, IndexFormatError, Index
                      open_index)
 from indexer.brute import clustered_unit_vectors, exact_search, neighbour_agreement, recall_at_k
 from indexer.index import EF_STEPS
-from indexer.data import SourceError, open_source
+from indexer.build import sync_index
+from indexer.sources import SourceError, open_source
 
 
 # -- building from datasets and folders -------------------------------------------------------------------
@@ -85,7 +86,7 @@ def test_build_from_image_folder_labels_are_relative_parents(tiny_clip, gallery_
     assert index.build_report.embedded == 1 and len(index) == 13
     # ... or in place, by the open index
     make_gallery_images(1, seed=10)[0].save(gallery_folder / "Alphabet_0" / "newer.png")
-    assert index.sync() is index and index.build_report.embedded == 1 and len(index) == 14
+    assert sync_index(index) is index and index.build_report.embedded == 1 and len(index) == 14
     assert index.search(gallery_folder / "Alphabet_0" / "newer.png", k=1)[0].label == "Alphabet_0"
     assert len(open_index(tmp_path / "ix")) == 14  # and saved
 
@@ -198,7 +199,7 @@ def test_model_or_dimension_mismatch_is_refused(tmp_path):
 
 
 def test_crash_mid_save_leaves_previous_index_loadable(tmp_path, monkeypatch):
-    import indexer.index as index_module
+    import indexer.index.hnsw_files as index_module
 
     out = tmp_path / "ix"
     index = GalleryIndex(8, "m")
@@ -278,13 +279,14 @@ def test_build_checkpoints_append_to_the_journal_and_fold_at_a_quarter(tiny_clip
                                                                       monkeypatch):
     """A checkpoint costs what was embedded since the last one: full saves only for the first checkpoint, when the
     journal would pass max(JOURNAL_LIMIT, a quarter of the index), and at the end."""
-    import indexer.build as build_module
+    import indexer.build.pipeline as build_module
+    from indexer.index.hnsw_files import HnswFiles
 
     gallery_dataset.save_to_disk(str(tmp_path / "saved"))  # 24 rows
     monkeypatch.setattr(build_module, "JOURNAL_LIMIT", 2)
     full_saves = []
-    real_save = GalleryIndex._save
-    monkeypatch.setattr(GalleryIndex, "_save", lambda self, target: (full_saves.append(len(self)), real_save(self, target))[1])
+    real_save = HnswFiles._save
+    monkeypatch.setattr(HnswFiles, "_save", lambda self, target: (full_saves.append(len(self.store)), real_save(self, target))[1])
     index = build_index(tmp_path / "saved", model=tiny_clip, out=tmp_path / "ix", batch_size=1, checkpoint_seconds=0)
     # A checkpoint after every row; the first is a save. A fold when the journal would hold more than
     # max(2, n // 4) items: 3 at n=4, 7 and 10; then 4 > 3 at n=14, 5 > 4 at n=19; at 24 it holds 5 <= 6; the end saves.
@@ -330,7 +332,7 @@ def test_tune_ef_raises_ef_until_fresh_queries_reach_the_target(tmp_path):
     index = GalleryIndex(64, "vectors", HnswParams(M=6, ef_construction=48), capacity=20_000)  # a sparse graph
     # Built on one thread, the graph is the same in every run (threaded inserts vary it: fresh queries' recall moved
     # over 0.96-0.98 and the probes' estimate with it, so the margin below failed now and then).
-    index._hnsw.set_num_threads(1)
+    index.store._hnsw.set_num_threads(1)
     index.add_vectors(vectors)
     before = fresh_recall(index, queries, truth)
 
@@ -390,7 +392,7 @@ def test_exact_search_stays_exact_with_the_float16_scan_copy(tmp_path):
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index = GalleryIndex(64, "vectors")
     index.add_vectors(vectors)
-    assert index._vectors.dtype == np.float16 and index.vectors().dtype == np.float32
+    assert index.store._table.vectors.dtype == np.float16 and index.vectors().dtype == np.float32
     np.testing.assert_allclose(index.vectors(), vectors, atol=1e-6)  # float32 values come back, not float16
     queries = vectors[::97] + 1e-4 * rng.normal(size=(21, 64))
     unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
@@ -410,7 +412,7 @@ def test_exact_search_stays_exact_with_the_float16_scan_copy(tmp_path):
     index.save(tmp_path / "ix")
     np.save(tmp_path / "ix" / "vectors.npy", vectors.astype(np.float32))
     old = GalleryIndex.load(tmp_path / "ix", verify=False)
-    assert old._vectors.dtype == np.float16
+    assert old.store._table.vectors.dtype == np.float16
     assert [h.id for h in old.search(vector=queries[3], k=10, exact=True)] == list(truth[3])
 
 
@@ -504,7 +506,8 @@ def test_concurrent_search_while_adding():
 # -- the app's default gallery and the command line -------------------------------------------------------------
 def test_default_gallery_is_builtin_offline_and_cached(tiny_clip, tmp_path, monkeypatch):
     import indexer.models.registry as registry
-    from indexer.gallery import BUILTIN_IMAGES, GALLERY_ENV, describe_gallery, open_default_gallery
+    from indexer.gallery import GALLERY_ENV, describe_gallery, open_default_gallery
+    from indexer.sources import BUILTIN_IMAGES
 
     monkeypatch.delenv(GALLERY_ENV, raising=False)
     monkeypatch.setattr(registry, "hub_reachable", lambda *a, **k: False)
@@ -551,10 +554,10 @@ def test_cli_build_and_search(tiny_clip, gallery_folder, tmp_path, capsys):
 def test_hub_dataset_default_gallery_and_fallback(tiny_clip, gallery_dataset, tmp_path, monkeypatch):
     import datasets
 
-    import indexer.data as data
+    import indexer.sources.resolve as data
     import indexer.models.registry as registry
-    from indexer.gallery import (BUILTIN_IMAGES, DEFAULT_HUB_GALLERY, DEFAULT_HUB_SPLIT, GALLERY_ENV, describe_gallery,
-                                 open_default_gallery)
+    from indexer.gallery import DEFAULT_HUB_GALLERY, DEFAULT_HUB_SPLIT, GALLERY_ENV, describe_gallery, open_default_gallery
+    from indexer.sources import BUILTIN_IMAGES
 
     requests = []
 

@@ -12,8 +12,9 @@ from PIL import Image
 
 from indexer import GalleryIndex
 from indexer.hamming import CodeKind
-from indexer.index import HNSW_FILE, META_FILE, METADATA_FILE, VECTORS_FILE, IndexFormatError, read_meta
-from indexer.journal import JOURNAL_FILE
+from indexer.index import IndexFormatError, read_meta
+from indexer.index.journal import JOURNAL_FILE
+from indexer.index.types import HNSW_FILE, META_FILE, METADATA_FILE, VECTORS_FILE
 
 DIM = 32
 BASE_FILES = (HNSW_FILE, VECTORS_FILE, METADATA_FILE, META_FILE)
@@ -44,7 +45,7 @@ def assert_same_index(a: GalleryIndex, b: GalleryIndex):
     assert [a.get(i) for i in ids] == [b.get(i) for i in ids]  # rows, labels, sources, times
     # hnswlib normalises what it is given again on replay: the last bit of a float32 may move.
     np.testing.assert_allclose(a.vectors(ids), b.vectors(ids), rtol=0, atol=1e-6)
-    assert a._next_id == b._next_id
+    assert a.store._next_id == b.store._next_id
 
 
 def test_commit_appends_only_the_changes_and_a_load_replays_them(saved):
@@ -64,7 +65,7 @@ def test_commit_appends_only_the_changes_and_a_load_replays_them(saved):
     assert 3 not in reloaded and added[1] not in reloaded and added[0] in reloaded
     assert reloaded.image(stored[0]).getpixel((0, 0)) == (10, 200, 30)
     assert reloaded.image(stored[0]).size == (9, 7)
-    assert not index._pending_images  # the committed image is read back from its file
+    assert not index.store._pending_images  # the committed image is read back from its file
     query = unit(rng, 1)[0]
     assert [h.id for h in reloaded.search(vector=query, k=10, exact=True)] == \
         [h.id for h in index.search(vector=query, k=10, exact=True)]
@@ -194,14 +195,14 @@ def test_a_torn_last_record_is_ignored_and_cut_off_by_the_next_commit(saved, cap
     data = file.read_bytes()
     file.write_bytes(data[: len(data) - 20] if cut == "inside the last record" else data[: end_of_first + 5])
 
-    with caplog.at_level(logging.WARNING, logger="indexer.index"):
+    with caplog.at_level(logging.WARNING, logger="indexer.index.hnsw_files"):
         reloaded = GalleryIndex.load(path)
     assert "torn last record" in caplog.text
     assert set(first) <= set(reloaded.ids) and not set(second) & set(reloaded.ids)
     third = reloaded.add_vectors(unit(np.random.default_rng(7), 2), labels=["third"] * 2)
     reloaded.commit()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="indexer.index"):
+    with caplog.at_level(logging.WARNING, logger="indexer.index.hnsw_files"):
         again = GalleryIndex.load(path)
     assert "torn" not in caplog.text  # the commit cut the torn bytes off before appending
     assert sorted(again.labels()) == sorted({f"base {i}" for i in range(7)} | {"first", "third"})
@@ -251,7 +252,7 @@ def test_a_commit_over_another_writers_changes_saves_in_full(saved, caplog, othe
     other.add_vectors(unit(np.random.default_rng(11), 2), labels=["other"] * 2)
     other.commit() if other_writer == "commit" else other.save()
     added = mine.add_vectors(unit(np.random.default_rng(12), 2), labels=["mine"] * 2)
-    with caplog.at_level(logging.WARNING, logger="indexer.index"):
+    with caplog.at_level(logging.WARNING, logger="indexer.index.hnsw_files"):
         mine.commit()
     assert "saved or committed by another process" in caplog.text
     assert not (path / JOURNAL_FILE).exists() and read_meta(path)["count"] == 2002
@@ -281,19 +282,19 @@ def test_additions_go_on_while_a_save_checksums_and_fsyncs(saved, monkeypatch):
     that save, and the next commit records it."""
     import threading
 
-    import indexer.index as index_module
+    import indexer.index.directory as index_module
 
     index, path = saved
     before = index.add_vectors(unit(np.random.default_rng(16), 1), labels=["before the save"])
     checksumming, release = threading.Event(), threading.Event()
-    real_sha256 = index_module._sha256
+    real_sha256 = index_module.sha256_file
 
     def slow_sha256(file):
         checksumming.set()
         assert release.wait(30)
         return real_sha256(file)
 
-    monkeypatch.setattr(index_module, "_sha256", slow_sha256)
+    monkeypatch.setattr(index_module, "sha256_file", slow_sha256)
     saver = threading.Thread(target=index.save)
     saver.start()
     assert checksumming.wait(30)
@@ -315,7 +316,7 @@ def test_additions_go_on_while_a_save_checksums_and_fsyncs(saved, monkeypatch):
 
 
 def test_a_failed_save_leaves_its_changes_to_be_committed(saved, monkeypatch):
-    import indexer.index as index_module
+    import indexer.index.directory as index_module
 
     index, path = saved
     added = index.add_vectors(unit(np.random.default_rng(18), 2))
@@ -323,7 +324,7 @@ def test_a_failed_save_leaves_its_changes_to_be_committed(saved, monkeypatch):
     def disk_full(*_args):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(index_module, "_seal", disk_full)
+    monkeypatch.setattr(index_module, "seal", disk_full)
     with pytest.raises(OSError, match="No space left"):
         index.save()
     monkeypatch.undo()

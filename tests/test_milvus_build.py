@@ -12,9 +12,10 @@ import pytest
 from tiny_models import TINY_CLIP_SPEC
 from indexer import build_index, open_index
 from indexer.__main__ import main
-from indexer.milvus_store import MilvusIndex, index_params_for
+from indexer.index import MilvusIndex
+from indexer.index.milvus_client import index_params_for
 from indexer.index import HnswParams
-from indexer.store import HNSW, MILVUS, StoreSpec, parse_store
+from indexer.index import HNSW, MILVUS, StoreSpec, parse_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

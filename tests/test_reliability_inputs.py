@@ -153,7 +153,7 @@ def test_text_and_count_inputs_are_bounded(app_state, call):
 def test_dataset_without_an_image_column_is_a_clear_error(tmp_path, tiny_clip):
     import datasets
 
-    from indexer.data import SourceError
+    from indexer.sources import SourceError
 
     folder = tmp_path / "no-images"
     datasets.Dataset.from_dict({"text": ["a", "b"], "score": [1.0, 2.0]}).save_to_disk(str(folder))

@@ -12,8 +12,7 @@ import pytest
 
 from indexer import GalleryIndex, open_index
 from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k
-from indexer.milvus_store import MilvusIndex
-from indexer.store import VectorStore, parse_store
+from indexer.index import MilvusIndex, VectorStore, parse_store
 
 DIM = 32
 MODEL = "vectors-only"

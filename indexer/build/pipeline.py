@@ -1,4 +1,4 @@
-"""build_index: stream a gallery source through the embedder into a GalleryIndex, resumably.
+"""build_index: stream a gallery source through the embedder into a gallery index, resumably.
 
 Pipeline: the main thread reads records (cheap: arrow rows or file paths) and hands each to a pool of
 worker threads that decode, EXIF-rotate and preprocess it (PIL and torchvision release the GIL), while the
@@ -9,10 +9,8 @@ continues there.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,18 +21,17 @@ from typing import Callable, Iterator
 
 import torch
 
-from .data import AUTO, GallerySource, Record, SourceKind, open_source
-from .hamming import CodeKind
-from .images import load_image
-from .index import (DEFAULT_TARGET_RECALL, EXACT_SEARCH_BELOW, JOURNAL_LIMIT, META_FILE, GalleryIndex, HnswParams,
-                    IndexMismatchError)
-from .store import HNSW, StoreSpec, parse_store
+from ..hamming import CodeKind
+from ..images import load_image
+from ..index import (DEFAULT_TARGET_RECALL, EXACT_SEARCH_BELOW, HNSW, JOURNAL_LIMIT, META_FILE, Gallery, GalleryIndex,
+                     HnswParams, IndexMismatchError, StoreSpec, parse_store)
+from ..sources import AUTO, SOURCE_IDENTITY, GallerySource, Record, SourceKind, open_source
+from .milvus import open_or_create_milvus
+from .paths import index_dir_for
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
-DEFAULT_INDEX_ROOT_ENV = "TWINSIGHT_INDEX_DIR"
-SOURCE_IDENTITY = ("kind", "dataset", "config", "split", "image_column", "label_column")
 
 
 @dataclass
@@ -53,26 +50,6 @@ class BuildReport:
     @property
     def images_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
-
-
-def default_index_root() -> Path:
-    return Path(os.environ.get(DEFAULT_INDEX_ROOT_ENV) or Path.home() / ".cache" / "twinsight" / "indexes")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-60:] or "x"
-
-
-def index_dir_for(model: str, source: dict, root: str | os.PathLike | None = None, store: StoreSpec | None = None) -> Path:
-    """Cache directory of the index of `source` (a GallerySource.describe()) embedded by `model` (into `store`)."""
-    identity = "|".join(str(source.get(key)) for key in SOURCE_IDENTITY)
-    if store is not None and store.kind != HNSW:
-        identity += f"|{store}"
-    digest = hashlib.sha256(f"{model}|{identity}".encode()).hexdigest()[:10]
-    name = _slug(Path(str(source.get("dataset"))).name if source.get("kind") == SourceKind.FOLDER.value else str(source.get("dataset")))
-    if source.get("split"):
-        name += f"-{_slug(source['split'])}"
-    return Path(root or default_index_root()) / _slug(model) / f"{name}-{digest}"
 
 
 def _prepare(embedder, record: Record) -> torch.Tensor | str:
@@ -111,13 +88,13 @@ def build_index(
     hamming: CodeKind | str | None = None,
     hamming_bits: int = 0,
     index_root: str | os.PathLike | None = None,
-    into: GalleryIndex | None = None,
+    into: Gallery | None = None,
     store: str | StoreSpec | None = None,
     num_shards: int = 1,
     shard_index: int = 0,
     milvus_index: str = "auto",
     target_recall: float | None = DEFAULT_TARGET_RECALL,
-) -> GalleryIndex:
+) -> Gallery:
     """Embed `dataset` (hub id, saved dataset dir, parquet file, image folder, or 'builtin') into an index.
 
     model: a spec string for load_embedder, or an Embedder. out: the index directory (default: a cache
@@ -127,7 +104,7 @@ def build_index(
     every batch (the app passes gr.Progress here); show_progress draws a tqdm bar (images/s, ETA).
     into: continue into this already-open index (same model and source) instead of loading `out`, so a
     running app's index gains the new rows while it keeps serving searches.
-    store: 'hnsw' (default; $TWINSIGHT_STORE) or 'milvus:URI[#COLLECTION]' (see indexer/store.py);
+    store: 'hnsw' (default; $TWINSIGHT_STORE) or 'milvus:URI[#COLLECTION]' (see indexer/index/store.py);
     milvus_index: auto | hnsw | ivf_flat. num_shards/shard_index: embed only rows with row % num_shards ==
     shard_index into the shared Milvus collection; a re-run of a shard deletes its own rows first (no resume).
     target_recall: once an hnswlib index reaches EXACT_SEARCH_BELOW items, and again whenever it has grown by a
@@ -135,7 +112,7 @@ def build_index(
     params.ef); None keeps params.ef as it is.
     The returned index has a `build_report` attribute (BuildReport).
     """
-    from .models import Embedder, load_embedder
+    from ..models import Embedder, load_embedder  # heavy (torch): only when a build runs
 
     started = time.perf_counter()
     store = parse_store(store) if into is None else None
@@ -147,8 +124,6 @@ def build_index(
     out = Path(out) if out else into.path if into is not None and into.path else index_dir_for(embedder.name, described, index_root, store)
 
     if store is not None and store.kind != HNSW:
-        from .milvus_store import open_or_create_milvus
-
         index, start, known = open_or_create_milvus(out, embedder, described, params, resume, store, shard, end,
                                                     milvus_index)
     else:
@@ -271,7 +246,7 @@ def _has_work(source: GallerySource, start: int, end: int, known: set[str]) -> b
 
 
 def _open_or_create(out: Path, embedder, described: dict, params: HnswParams, resume: bool,
-                    into: GalleryIndex | None) -> tuple[GalleryIndex, int]:
+                    into: Gallery | None) -> tuple[Gallery, int]:
     if into is not None or (resume and (out / META_FILE).is_file()):
         index = into if into is not None else GalleryIndex.load(out, embedder)  # refuses another model or dim
         if into is not None and (into.model != embedder.name or into.dim != embedder.dim):
@@ -287,11 +262,11 @@ def _open_or_create(out: Path, embedder, described: dict, params: HnswParams, re
     return GalleryIndex(embedder.dim, embedder.name, params, embedder=embedder, source=dict(described), path=out), 0
 
 
-def tune_ef_if_due(index: GalleryIndex, target_recall: float | None) -> bool:
+def tune_ef_if_due(index: Gallery, target_recall: float | None) -> bool:
     """Measure and raise the graph's ef (GalleryIndex.tune_ef) if the index is large enough to be searched through
     the graph and is new or has grown by a quarter since it was last measured; True if it did."""
     last = index.extra.get("ef_tuning") or {}
-    if (not target_recall or index.store is not None or len(index) < EXACT_SEARCH_BELOW
+    if (not target_recall or not index.tunes_ef or len(index) < EXACT_SEARCH_BELOW
             or (last.get("target") == target_recall and len(index) < 1.25 * last.get("count", 0))):
         return False
     tuning = index.tune_ef(target_recall)
@@ -303,7 +278,7 @@ def tune_ef_if_due(index: GalleryIndex, target_recall: float | None) -> bool:
     return True
 
 
-def _checkpoint(index: GalleryIndex, out: Path, report: BuildReport) -> None:
+def _checkpoint(index: Gallery, out: Path, report: BuildReport) -> None:
     """Make the build so far durable. A checkpoint appends what was embedded since the last one to the index's
     journal, and folds it into a full save once it holds a quarter of the index: the full saves of a growing
     build then add up to about five saves of the final index, where a save per checkpoint added up to one per
@@ -331,6 +306,6 @@ class _NoBar:
 def _progress_bar(show: bool, total: int, initial: int):
     if not show:
         return _NoBar()
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # only for show_progress
 
     return tqdm(total=total, initial=initial, unit="img", desc="embedding", dynamic_ncols=True)

@@ -1,9 +1,9 @@
 """Where a gallery's vectors live: the VectorStore interface and the `--store` spec.
 
-Two implementations share one interface:
+Two implementations share one interface, and a gallery (indexer/index/gallery.py) composes either one:
 
-- `GalleryIndex` (indexer/index.py): hnswlib + numpy + parquet in the index directory. The embedded default.
-- `MilvusIndex` (indexer/milvus_store.py): vectors and metadata in a Milvus collection (Milvus Lite file,
+- `HnswStore` (indexer/index/hnsw.py): hnswlib + numpy + parquet in the index directory. The embedded default.
+- `MilvusStore` (indexer/index/milvus.py): vectors and metadata in a Milvus collection (Milvus Lite file,
   or a Milvus standalone/cluster at http://host:19530); the index directory keeps only meta.json (where the
   vectors live) and images added by users.
 
@@ -34,10 +34,18 @@ _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 @runtime_checkable
 class VectorStore(Protocol):
-    """What the app, the CLI and the builder need from a gallery store (count is `len(store)`)."""
+    """What a gallery needs from the store that holds its vectors (count is `len(store)`).
+
+    Both stores also keep the index's meta.json fields (`params`, `source`, `extra`, `created`, `path`), and give
+    back images added with the index (`pending_image` until saved; files under path/images/ after, read under
+    `swap_lock`). `spec` says where the vectors live; `tunes_ef` whether `tune_ef` can measure the search graph in
+    this process (hnswlib) or refuses (Milvus: its ef is set with --ef).
+    """
 
     dim: int
     model: str
+    spec: "StoreSpec"
+    tunes_ef: bool
 
     def __len__(self) -> int: ...
 

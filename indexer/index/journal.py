@@ -1,7 +1,7 @@
 """The append-only journal of an index directory: changes made durable without rewriting the whole index.
 
-`GalleryIndex.commit()` appends one record per batch of changes to `journal.bin` and fsyncs it; loading the
-index replays the records on top of the last full save; `GalleryIndex.save()` folds them in (a full save
+`HnswStore.commit()` (indexer/index/hnsw_files.py) appends one record per batch of changes to `journal.bin` and
+fsyncs it; loading the index replays the records on top of the last full save; `save()` folds them in (a full save
 writes a new directory, without a journal). See docs/INDEX.md.
 
 A record is
@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .atomic import fsync_path
+from ..atomic import fsync_path
 
 JOURNAL_FILE = "journal.bin"
 MAGIC = b"TSJ1"

@@ -1,0 +1,14 @@
+"""Gallery sources: where a gallery's images come from, read as one stream of records, each source able to give
+back the image of any of its rows."""
+from .base import (AUTO, BUILTIN, BUILTIN_SOURCE_PREFIX, DATASET_SOURCE_PREFIX, NONE, SOURCE_IDENTITY, GallerySource,
+                   Record, SourceError, SourceKind)
+from .builtin import BUILTIN_IMAGES, BuiltinSource, builtin_image
+from .dataset import DatasetSource, detect_image_column, detect_label_column
+from .folder import FolderSource
+from .resolve import open_source
+
+__all__ = [
+    "AUTO", "BUILTIN", "BUILTIN_IMAGES", "BUILTIN_SOURCE_PREFIX", "DATASET_SOURCE_PREFIX", "NONE", "SOURCE_IDENTITY",
+    "BuiltinSource", "DatasetSource", "FolderSource", "GallerySource", "Record", "SourceError", "SourceKind",
+    "builtin_image", "detect_image_column", "detect_label_column", "open_source",
+]
