@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .env import env_int
+from .errors import UserInputError
 
 # Decompression-bomb guard. 64 MP covers every camera photo; a 30000x30000 image (900 MP) is refused
 # before its pixels are decoded. Raise it with TWINSIGHT_MAX_PIXELS for huge scans.
@@ -25,7 +26,7 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 BYTES_PER_PIXEL = 4  # PIL keeps RGB (and RGBA, CMYK, 32-bit) pixels in 4 bytes
 
 
-class ImageError(ValueError):
+class ImageError(UserInputError):
     """An input that cannot be used as an image. The message names the problem and the fix."""
 
 

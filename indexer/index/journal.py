@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from ..atomic import fsync_path
+from ..errors import StoredIndexError
 
 JOURNAL_FILE = "journal.bin"
 MAGIC = b"TSJ1"
@@ -35,7 +36,7 @@ _PREFIX = struct.Struct("<4sIQ")  # magic, header length, payload length
 _DIGEST = 32
 
 
-class JournalError(ValueError):
+class JournalError(StoredIndexError):
     """journal.bin is damaged before its last record (a torn last record is not an error)."""
 
 

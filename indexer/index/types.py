@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..brute import normalize
+from ..errors import StoredIndexError
 
 if TYPE_CHECKING:
     from ..models import Embedder
@@ -104,11 +105,11 @@ class EfTuning:
         return self.recall >= self.target
 
 
-class IndexMismatchError(ValueError):
+class IndexMismatchError(StoredIndexError):
     """The index was built with another model (or dimension) than the one in use."""
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(StoredIndexError):
     """The directory is not a Twinsight index, or its files are damaged."""
 
 

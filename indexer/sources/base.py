@@ -13,6 +13,8 @@ from typing import Any, Iterator
 
 from PIL import Image
 
+from ..errors import UserInputError
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 IMAGE_COLUMN_NAMES = ("image", "img", "picture", "photo", "image_path", "path", "file", "filepath", "file_name")
 LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "fine_label", "coarse_label", "name", "alphabet")
@@ -35,7 +37,7 @@ class SourceKind(str, enum.Enum):
     BUILTIN = "builtin"
 
 
-class SourceError(ValueError):
+class SourceError(UserInputError):
     """The dataset or folder cannot be used as a gallery; the message says how to fix it."""
 
 
