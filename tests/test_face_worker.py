@@ -74,8 +74,9 @@ def test_dlib_runs_only_in_the_worker_and_the_worker_never_loads_torch(tmp_path)
     env["PYTHONPATH"] = str(ROOT)
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    # indexer imports torch in this process; the worker maps dlib and not torch.
-    assert "dlib here: False | torch here: True" in out.stdout
+    # dlib stays out of this process (torch may or may not be loaded here: indexer's imports are lazy); the worker
+    # maps dlib and not torch.
+    assert "dlib here: False |" in out.stdout
     assert "worker maps dlib: True | worker maps torch: False" in out.stdout
 
 
