@@ -1,8 +1,10 @@
 """Benchmark 6: face mode latency per pair (detect, align, 128-d descriptor, distance).
 
-    .venv/bin/python benchmarks/face_latency.py [--pairs 20] [--jitters 1 2 4] [--rounds 3] [--where worker] [--no-beside]
+    .venv/bin/python benchmarks/face_latency.py [--pairs 20] [--jitters 1 2 4] [--rounds 3] [--where worker]
+        [--no-beside]
 
-Per jitter setting (CNN passes per compared face, TWINSIGHT_FACE_JITTERS; default the app's): uncached pairs (each image is fresh pixels: a slightly different crop, so the per-image cache cannot answer),
+Per jitter setting (CNN passes per compared face, TWINSIGHT_FACE_JITTERS; default the app's): uncached pairs
+(each image is fresh pixels: a slightly different crop, so the per-image cache cannot answer),
 then the same pairs again (cached detections: the cost of a repeated upload). Uses scikit-image's astronaut photo
 and, when present, the dev faces in ../shared/data/faces-dev. Last, how fast a pure-Python thread (as Gradio's event
 loop is) runs while face pairs are compared on another thread, against alone, with dlib in its worker process (the

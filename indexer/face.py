@@ -215,7 +215,12 @@ class FaceModel:
         self._detect_lock = threading.Lock()  # one image at a time through dlib
         self._cache: LruCache[str, list[Face]] = LruCache(cache_size)  # its own lock: cached answers never wait
         self._jittered: LruCache[str, np.ndarray] = LruCache(cache_size)  # by chip hash and jitters
-        self.name = "dlib-resnet-v1 (HOG detector, 5-point alignment)"
+
+    @property
+    def name(self) -> str:
+        """What produced a result, with the jitter setting (it moves distances near the threshold)."""
+        passes = f"{self.jitters} CNN pass" + ("es" if self.jitters > 1 else "")
+        return f"dlib-resnet-v1 (HOG detector, 5-point alignment, {passes})"
 
     def faces(self, source: ImageSource) -> list[Face]:
         """Every face in the image, largest first. Cached: the same image is detected and embedded once."""

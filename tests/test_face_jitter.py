@@ -69,6 +69,7 @@ def test_the_variable_sets_the_default_and_the_parameter_overrides_it(monkeypatc
     monkeypatch.setenv("TWINSIGHT_FACE_JITTERS", "3")
     assert FaceModel(in_process=True).jitters == 3
     assert FaceModel(in_process=True, jitters=1).jitters == 1
+    assert "3 CNN passes" in FaceModel(in_process=True).name  # results and eval reports say which setting
 
 
 def test_the_cache_never_answers_with_another_setting(astronaut):
