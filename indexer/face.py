@@ -245,6 +245,8 @@ class FaceModel:
         jitters = self.jitters  # read once: the key and the passes must agree
         if jitters == face.jitters:
             return face
+        if face.jitters != 1:
+            raise ValueError("describe() takes a face from faces() (one CNN pass), not one already averaged.")
         chip = np.ascontiguousarray(np.asarray(face.chip, dtype=np.uint8))
         key = f"{hashlib.blake2b(memoryview(chip), digest_size=16).hexdigest()}:{jitters}"
         descriptor = self._jittered.get(key)

@@ -21,7 +21,7 @@ def astronaut():
 
 
 @pytest.fixture(scope="module")
-def plain(astronaut):
+def plain():
     return FaceModel(in_process=True, jitters=1)
 
 
