@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/face_latency.py [--pairs 20] [--jitters 1 2 4] [--rounds 3] [--where worker]
         [--no-beside]
+    .venv/bin/python benchmarks/face_latency.py --interleave --jitters 1 2 3 --pairs 35 [--with-1600]
 
 Per jitter setting (CNN passes per compared face, TWINSIGHT_FACE_JITTERS; default the app's): uncached pairs
 (each image is fresh pixels: a slightly different crop, so the per-image cache cannot answer),
@@ -10,6 +11,10 @@ and, when present, the dev faces in ../shared/data/faces-dev. Last, how fast a p
 loop is) runs while face pairs are compared on another thread, against alone, with dlib in its worker process (the
 default) and in this process: dlib keeps the GIL while it works. Prints the CPU and the load average, as the
 figures move with both.
+
+--interleave compares the settings on a loaded machine: dlib in this process, one model per setting, the settings
+taking turns pair by pair so the load hits them alike; CPU ms per uncached pair (median, quartiles). --with-1600 adds
+one pass with detection at 1600 px only (no 800 px copy first).
 """
 from __future__ import annotations
 
@@ -59,8 +64,13 @@ def main() -> None:
     parser.add_argument("--where", choices=("both", "worker", "process"), default="both")
     parser.add_argument("--beside", action=argparse.BooleanOptionalAction, default=True,
                         help="also time a pure-Python thread beside face comparisons")
+    parser.add_argument("--interleave", action="store_true", help="settings take turns pair by pair (this process)")
+    parser.add_argument("--with-1600", action="store_true", help="with --interleave: also 1 pass, detection at 1600 px")
     args = parser.parse_args()
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
+    if args.interleave:
+        interleave(args.jitters, args.pairs, args.with_1600)
+        return
     images = variants(sources(), 2 * args.pairs * (args.rounds + 1))
     for jitters in args.jitters:
         verifiers = {}
@@ -87,6 +97,32 @@ def main() -> None:
                           f"{python_beside(verifier, images):.0%} of its speed alone")
         for verifier in verifiers.values():
             verifier.face_model.close()
+
+
+def interleave(settings: list[int | None], n_pairs: int, with_1600: bool) -> None:
+    from indexer import face_worker
+
+    configs = {f"jitters {FaceModel(in_process=True, jitters=j).jitters}": (face_worker.DETECT_MAX_SIDES, j)
+               for j in settings}
+    if with_1600:
+        configs["1 pass, detection at 1600 px only"] = ((1600,), 1)
+    models = {label: FaceModel(in_process=True, jitters=jitters) for label, (_, jitters) in configs.items()}
+    images = variants(sources(), 2 * n_pairs)
+    cpu: dict[str, list[float]] = {label: [] for label in configs}
+    for a, b in zip(images[0::2], images[1::2]):
+        for label, (sides, _) in configs.items():
+            face_worker.DETECT_MAX_SIDES = sides  # dlib runs in this process, so the change reaches it
+            start = time.process_time()
+            try:
+                models[label].one_face(a)
+                models[label].one_face(b)
+            except ValueError:
+                continue  # the same pair fails for every setting (two faces)
+            cpu[label].append((time.process_time() - start) * 1000)
+    for label, times in cpu.items():
+        low, median, high = statistics.quantiles(times)
+        print(f"{label}: {len(times)} pairs, CPU {median:.0f} ms per uncached pair (quartiles {low:.0f}-{high:.0f})")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 def report(verifier: Verifier, pairs: list[tuple[Image.Image, Image.Image]], label: str) -> float:
