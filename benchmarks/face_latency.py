@@ -1,16 +1,26 @@
 """Benchmark 6: face mode latency per pair (detect, align, 128-d descriptor, distance).
 
-    .venv/bin/python benchmarks/face_latency.py [--pairs 20]
+    .venv/bin/python benchmarks/face_latency.py [--pairs 20] [--jitters 1 2 4] [--rounds 3] [--where worker]
+        [--no-beside]
+    .venv/bin/python benchmarks/face_latency.py --interleave --jitters 1 2 3 --pairs 35 [--with-1600]
 
-Uncached pairs (each image is fresh pixels: a slightly different crop, so the per-image cache cannot answer),
+Per jitter setting (CNN passes per compared face, TWINSIGHT_FACE_JITTERS; default the app's): uncached pairs
+(each image is fresh pixels: a slightly different crop, so the per-image cache cannot answer),
 then the same pairs again (cached detections: the cost of a repeated upload). Uses scikit-image's astronaut photo
 and, when present, the dev faces in ../shared/data/faces-dev. Last, how fast a pure-Python thread (as Gradio's event
 loop is) runs while face pairs are compared on another thread, against alone, with dlib in its worker process (the
-default) and in this process: dlib keeps the GIL while it works.
+default) and in this process: dlib keeps the GIL while it works. Prints the CPU and the load average, as the
+figures move with both.
+
+--interleave compares the settings on a loaded machine: dlib in this process, one model per setting, the settings
+taking turns pair by pair so the load hits them alike; CPU ms per uncached pair (median, quartiles). --with-1600 adds
+one pass with detection at 1600 px only (no 800 px copy first).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import sys
 import threading
@@ -49,33 +59,108 @@ def variants(images: list[Image.Image], n: int) -> list[Image.Image]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--jitters", type=int, nargs="+", default=[None], help="settings to time (default: the app's)")
+    parser.add_argument("--rounds", type=int, default=1, help="uncached rounds per setting, each on new pixels")
+    parser.add_argument("--where", choices=("both", "worker", "process"), default="both")
+    parser.add_argument("--beside", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time a pure-Python thread beside face comparisons")
+    parser.add_argument("--interleave", action="store_true", help="settings take turns pair by pair (this process)")
+    parser.add_argument("--with-1600", action="store_true", help="with --interleave: also 1 pass, detection at 1600 px")
     args = parser.parse_args()
-    start = time.perf_counter()
-    verifiers = {"a worker process": Verifier(None, face_model=FaceModel(in_process=False))}
-    loaded = time.perf_counter() - start
-    start = time.perf_counter()
-    verifiers["this process"] = Verifier(None, face_model=FaceModel(in_process=True))
-    print(f"face models loaded in {loaded:.2f} s (a worker process), {time.perf_counter() - start:.2f} s (this "
-          f"process); {len(sources())} source photos, sizes {sorted({im.size for im in sources()})}")
-    images = variants(sources(), 2 * args.pairs)
-    pairs = list(zip(images[0::2], images[1::2]))
-    for where, verifier in verifiers.items():
-        for label in ("uncached", "cached (same images again)"):
-            times = []
-            for a, b in pairs:
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
+    if args.interleave:
+        interleave(args.jitters, args.pairs, args.with_1600)
+        return
+    images = variants(sources(), 2 * args.pairs * (args.rounds + 1))
+    for jitters in args.jitters:
+        verifiers = {}
+        for where, in_process in (("a worker process", False), ("this process", True)):
+            if args.where in ("both", ("process" if in_process else "worker")):
                 start = time.perf_counter()
-                try:
-                    verifier.compare(a, b, Mode.FACE)
-                except ValueError as exc:
-                    print("skipped:", str(exc)[:60])
-                    continue
-                times.append((time.perf_counter() - start) * 1000)
-            print(f"dlib in {where}, {label}: {len(times)} pairs, median {statistics.median(times):.0f} ms per pair, "
-                  f"p90 {np.percentile(times, 90):.0f} ms")
-    for _ in range(2):  # alternating, as the machine drifts
+                verifiers[where] = Verifier(None, face_model=FaceModel(in_process=in_process, jitters=jitters))
+                print(f"face models loaded in {time.perf_counter() - start:.2f} s ({where}, jitters "
+                      f"{verifiers[where].face_model.jitters})")
         for where, verifier in verifiers.items():
-            print(f"a pure-Python thread beside face comparisons, dlib in {where}: "
-                  f"{python_beside(verifier, images):.0%} of its speed alone")
+            medians = []
+            for round_ in range(args.rounds):
+                chunk = images[2 * args.pairs * round_:2 * args.pairs * (round_ + 1)]  # new pixels every round
+                pairs = list(zip(chunk[0::2], chunk[1::2]))
+                medians.append(report(verifier, pairs, f"dlib in {where}, jitters {verifier.face_model.jitters}, "
+                                                       f"round {round_ + 1}, uncached"))
+            report(verifier, pairs, f"dlib in {where}, jitters {verifier.face_model.jitters}, cached (same images)")
+            print(f"  uncached median over {args.rounds} rounds: mean {statistics.mean(medians):.0f} ms per pair, "
+                  f"range {min(medians):.0f}-{max(medians):.0f}; load average {os.getloadavg()[0]:.2f}")
+        if args.beside:
+            for _ in range(2):  # alternating, as the machine drifts
+                for where, verifier in verifiers.items():
+                    print(f"a pure-Python thread beside face comparisons, dlib in {where}: "
+                          f"{python_beside(verifier, images):.0%} of its speed alone")
+        for verifier in verifiers.values():
+            verifier.face_model.close()
+
+
+def interleave(settings: list[int | None], n_pairs: int, with_1600: bool) -> None:
+    from indexer import face_worker
+
+    configs = {f"jitters {FaceModel(in_process=True, jitters=j).jitters}": (face_worker.DETECT_MAX_SIDES, j)
+               for j in settings}
+    if with_1600:
+        configs["1 pass, detection at 1600 px only"] = ((1600,), 1)
+    models = {label: FaceModel(in_process=True, jitters=jitters) for label, (_, jitters) in configs.items()}
+    images = variants(sources(), 2 * n_pairs)
+    cpu: dict[str, list[float]] = {label: [] for label in configs}
+    for a, b in zip(images[0::2], images[1::2]):
+        for label, (sides, _) in configs.items():
+            face_worker.DETECT_MAX_SIDES = sides  # dlib runs in this process, so the change reaches it
+            start = time.process_time()
+            try:
+                models[label].one_face(a)
+                models[label].one_face(b)
+            except ValueError:
+                continue  # the same pair fails for every setting (two faces)
+            cpu[label].append((time.process_time() - start) * 1000)
+    for label, times in cpu.items():
+        low, median, high = statistics.quantiles(times)
+        print(f"{label}: {len(times)} pairs, CPU {median:.0f} ms per uncached pair (quartiles {low:.0f}-{high:.0f})")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+def report(verifier: Verifier, pairs: list[tuple[Image.Image, Image.Image]], label: str) -> float:
+    """Time each pair's comparison; print and return the median in ms. Also the CPU time per pair, this process's
+    and dlib's worker's: on a shared machine wall time grows with the load, CPU time much less, and on an idle
+    machine a pair's wall time is about its CPU time (each step runs on one core)."""
+    times = []
+    worker = verifier.face_model.detector
+    cpu_start = time.process_time(), worker_cpu(worker)
+    for a, b in pairs:
+        start = time.perf_counter()
+        try:
+            verifier.compare(a, b, Mode.FACE)
+        except ValueError as exc:
+            print("skipped:", str(exc)[:60])
+            continue
+        times.append((time.perf_counter() - start) * 1000)
+    cpu = (time.process_time() - cpu_start[0] + worker_cpu(worker) - cpu_start[1]) * 1000 / max(1, len(times))
+    print(f"{label}: {len(times)} pairs, median {statistics.median(times):.0f} ms per pair, "
+          f"p90 {np.percentile(times, 90):.0f} ms; CPU {cpu:.0f} ms per pair")
+    return statistics.median(times)
+
+
+def worker_cpu(detector) -> float:
+    """CPU seconds the face worker process has used (0 when dlib runs in this process: process_time counts it)."""
+    pid = getattr(detector, "pid", None)
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
 
 
 def python_loop_rate(seconds: float = 2.0) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -28,6 +29,11 @@ from .lru import LruCache
 
 DLIB_THRESHOLD = 0.6  # dlib's documented same-person distance for dlib_face_recognition_resnet_model_v1
 CACHE_SIZE = 64
+# CNN passes per compared face (TWINSIGHT_FACE_JITTERS): 1 is the aligned chip alone; 2 averages it with its mirror
+# image; more add dlib-style jitters from a fixed seed (indexer.face_worker.jittered_chips). Each pass costs one
+# chip's CNN time (~70 ms here), and only the face being compared pays it.
+DEFAULT_JITTERS = 2
+MAX_JITTERS = 32
 STARTUP_TIMEOUT = 120.0  # seconds for the worker to import dlib and load its models (~0.6 s here)
 
 
@@ -53,6 +59,7 @@ class Face:
     descriptor: np.ndarray = field(repr=False)  # (128,) float32
     chip: Image.Image = field(repr=False)  # the aligned 150x150 crop the descriptor was computed from
     upsample: int = 0  # how many 2x upsamplings the detector needed
+    jitters: int = 1  # CNN passes averaged into `descriptor` (see DEFAULT_JITTERS)
 
     @property
     def area(self) -> int:
@@ -110,13 +117,22 @@ class FaceWorker:
     def detect_and_embed(self, pixels: np.ndarray) -> list[RawFace]:
         """`FaceDetector.detect_and_embed` in the worker. If the worker dies on the image, it is restarted and the
         image tried once more; a second death raises FaceWorkerError (the worker restarts on the next call)."""
+        reply, arrays = self._request({"kind": "faces"}, pixels)
+        return [RawFace(tuple(face["box"]), arrays[2 * i], arrays[2 * i + 1], face["upsample"])
+                for i, face in enumerate(reply["faces"])]
+
+    def jitter(self, chip: np.ndarray, jitters: int) -> np.ndarray:
+        """`FaceDetector.jitter` in the worker, with the same restarts as `detect_and_embed`."""
+        return self._request({"kind": "jitter", "jitters": jitters}, chip)[1][0]
+
+    def _request(self, header: dict, pixels: np.ndarray) -> tuple[dict, list[np.ndarray]]:
         with self._lock:
             for attempt in range(2):
                 if self._process is None or self._process.poll() is not None:  # stopped since the last image
                     self._restart()
                 try:
                     with _deadline(self._process, self.timeout) as late:
-                        face_worker.send(self._process.stdin, {"kind": "faces"}, (pixels,))
+                        face_worker.send(self._process.stdin, header, (pixels,))
                         reply, arrays = face_worker.receive(self._process.stdout)
                 except (EOFError, OSError):
                     code = self._stop(self._process)  # also closes its pipes
@@ -130,9 +146,8 @@ class FaceWorker:
                             f"The face model's worker process stopped twice on this image (exit code {code}). "
                             "Try another photo, or a smaller one; face mode restarts on the next request.") from None
                     continue
-                if reply["kind"] == "faces":
-                    return [RawFace(tuple(face["box"]), arrays[2 * i], arrays[2 * i + 1], face["upsample"])
-                            for i, face in enumerate(reply["faces"])]
+                if reply["kind"] == header["kind"]:
+                    return reply, arrays
                 raise FaceWorkerError(f"The face model failed on this image ({reply['type']}: {reply['message']}). "
                                       "Try another photo, or general mode to compare whole images.")
 
@@ -187,15 +202,25 @@ class FaceModel:
 
     dlib runs in a worker process (FaceWorker); TWINSIGHT_FACE_WORKER=0, or in_process=True, runs it in this
     process instead (where starting processes is not allowed; it then holds the GIL while it works).
+    `jitters` (default TWINSIGHT_FACE_JITTERS, else DEFAULT_JITTERS) is how many CNN passes `one_face` averages into
+    the compared face's descriptor; `faces` gives every face's single-pass descriptor.
     """
 
-    def __init__(self, cache_size: int = CACHE_SIZE, in_process: bool | None = None):
+    def __init__(self, cache_size: int = CACHE_SIZE, in_process: bool | None = None, jitters: int | None = None):
+        self.jitters = check_jitters(jitters) if jitters is not None else check_jitters(
+            env_int("TWINSIGHT_FACE_JITTERS", DEFAULT_JITTERS), "TWINSIGHT_FACE_JITTERS")
         if in_process is None:
             in_process = os.environ.get("TWINSIGHT_FACE_WORKER", "1").strip() == "0"
         self.detector: FaceDetector | FaceWorker = FaceDetector() if in_process else FaceWorker()
         self._detect_lock = threading.Lock()  # one image at a time through dlib
         self._cache: LruCache[str, list[Face]] = LruCache(cache_size)  # its own lock: cached answers never wait
-        self.name = "dlib-resnet-v1 (HOG detector, 5-point alignment)"
+        self._jittered: LruCache[str, np.ndarray] = LruCache(cache_size)  # by chip hash and jitters
+
+    @property
+    def name(self) -> str:
+        """What produced a result, with the jitter setting (it moves distances near the threshold)."""
+        passes = f"{self.jitters} CNN pass" + ("es" if self.jitters > 1 else "")
+        return f"dlib-resnet-v1 (HOG detector, 5-point alignment, {passes})"
 
     def faces(self, source: ImageSource) -> list[Face]:
         """Every face in the image, largest first. Cached: the same image is detected and embedded once."""
@@ -215,12 +240,30 @@ class FaceModel:
             self._cache.put(key, found)
             return found
 
+    def describe(self, face: Face) -> Face:
+        """`face` with its descriptor averaged over the model's `jitters` CNN passes (cached by chip and setting)."""
+        jitters = self.jitters  # read once: the key and the passes must agree
+        if jitters == face.jitters:
+            return face
+        if face.jitters != 1:
+            raise ValueError("describe() takes a face from faces() (one CNN pass), not one already averaged.")
+        chip = np.ascontiguousarray(np.asarray(face.chip, dtype=np.uint8))
+        key = f"{hashlib.blake2b(memoryview(chip), digest_size=16).hexdigest()}:{jitters}"
+        descriptor = self._jittered.get(key)
+        if descriptor is None:
+            with self._detect_lock:
+                variants = self.detector.jitter(chip, jitters)
+            passes = np.vstack([np.asarray(face.descriptor, np.float64)[None], np.asarray(variants, np.float64)])
+            descriptor = passes.mean(axis=0).astype(np.float32)
+            self._jittered.put(key, descriptor)
+        return dataclasses.replace(face, descriptor=descriptor, jitters=jitters)
+
     def close(self) -> None:
         if isinstance(self.detector, FaceWorker):
             self.detector.close()
 
     def one_face(self, source: ImageSource, on_multiple: str = "error", name: str = "the image") -> tuple[Face, str]:
-        """The face to compare in an image, and a note for the explanation.
+        """The face to compare in an image (its descriptor at the model's `jitters`), and a note for the explanation.
 
         on_multiple="error" raises MultipleFacesError (carrying every crop) when several faces are found;
         "largest" compares the largest face and says so in the note.
@@ -233,7 +276,7 @@ class FaceModel:
             )
         if len(found) > 1:
             if on_multiple == "largest":
-                return found[0], f"{len(found)} faces in {name}; compared the largest."
+                return self.describe(found[0]), f"{len(found)} faces in {name}; compared the largest."
             if on_multiple != "error":
                 raise ValueError(f"on_multiple must be 'error' or 'largest', not {on_multiple!r}.")
             raise MultipleFacesError(
@@ -242,7 +285,15 @@ class FaceModel:
                 crops=[face.chip for face in found],
             )
         note = f"face found in {name} after {found[0].upsample}x upsampling." if found[0].upsample else ""
-        return found[0], note
+        return self.describe(found[0]), note
+
+
+def check_jitters(jitters: int, name: str = "jitters") -> int:
+    """`jitters` if it is a whole number from 1 to MAX_JITTERS; otherwise a ValueError naming `name` and the fix."""
+    if isinstance(jitters, bool) or not isinstance(jitters, (int, np.integer)) or not 1 <= jitters <= MAX_JITTERS:
+        raise ValueError(f"{name}={jitters!r} is not valid: set it to a whole number from 1 (the face chip alone) to "
+                         f"{MAX_JITTERS}; {DEFAULT_JITTERS} is the default (the chip and its mirror image).")
+    return int(jitters)
 
 
 _face_model_lock = threading.Lock()

@@ -8,9 +8,11 @@ starts this file as a script. As a script it imports dlib, numpy and PIL only: `
 
 Protocol on the child's stdin/stdout, no pickle (nothing read can run code): a frame is an 8-byte little-endian
 length, a JSON header, then the raw bytes of the uint8/float32 arrays the header lists.
-    parent -> child: {"kind": "faces"} + the (H, W, 3) uint8 pixels
-    child -> parent: {"kind": "ready", "pid"} once the models are loaded, then per image
+    parent -> child: {"kind": "faces"} + the (H, W, 3) uint8 pixels, or
+                     {"kind": "jitter", "jitters": n} + one face's (150, 150, 3) uint8 chip
+    child -> parent: {"kind": "ready", "pid"} once the models are loaded, then per request
                      {"kind": "faces", "faces": [{"box", "upsample"}, ...]} + each face's descriptor and chip,
+                     {"kind": "jitter"} + the (n - 1, 128) float32 descriptors of the chip's variants,
                      or {"kind": "error", "type": exception class name, "message"}
 The child exits when its stdin closes, so it never outlives the app.
 """
@@ -36,7 +38,17 @@ CHIP_PADDING = 0.25
 UPSAMPLE_MAX_SIDE = 1000  # upsample again only while the (upsampled) longer side is at most this
 MAX_UPSAMPLE = 2
 # Large photos are detected on a downscaled copy (faces in them are big); landmarks and chips use full resolution.
-DETECT_MAX_SIDE = 1600
+# The HOG detector's time grows with the pixels: a copy of at most 800 px costs ~40 ms, one of 1600 px ~120 ms,
+# which pays for a second CNN pass (TWINSIGHT_FACE_JITTERS). It finds faces down to ~80 px at that scale (a tenth of
+# the photo's longer side); when it finds none, the 1600 px copy is tried before giving up.
+DETECT_MAX_SIDES = (800, 1600)
+# dlib's own num_jitters draws from an RNG that lives on in its model object, so the same face got a different
+# descriptor on every call (0.01-0.03 apart). These are dlib's jitter ranges (dlib::jitter_image) drawn from a fixed
+# seed instead: the same chip always gets the same variants, in every process.
+JITTER_SEED = 0
+JITTER_SHIFT = 0.02  # of the face's width
+JITTER_SCALE = (0.97, 0.99999)
+JITTER_DEGREES = 3.0
 _LENGTH = struct.Struct("<Q")
 _ARRAY_TYPES = (np.dtype(np.uint8), np.dtype(np.float32))
 
@@ -89,11 +101,27 @@ class FaceDetector:
             for rect, chip, descriptor in zip(rects, chips, descriptors)
         ]
 
+    def jitter(self, chip: np.ndarray, jitters: int) -> np.ndarray:
+        """The (jitters - 1, 128) descriptors of `chip`'s variants (see `jittered_chips`), in one batched CNN call;
+        the face's descriptor at that setting is their mean with the chip's own."""
+        variants = jittered_chips(chip, jitters)[1:]
+        if not variants:
+            return np.zeros((0, 128), np.float32)
+        return np.asarray(self.encoder.compute_face_descriptor(variants), dtype=np.float32).reshape(-1, 128)
+
     def _detect(self, pixels: np.ndarray) -> tuple[int, list]:
-        """(upsampling used, face rectangles in full-resolution coordinates)."""
+        """(upsampling used, face rectangles in full-resolution coordinates), from the smallest copy that has any."""
+        side = max(pixels.shape[:2])
+        for limit in DETECT_MAX_SIDES:
+            scale = min(1.0, limit / side)
+            upsample, rects = self._detect_at(pixels, scale)
+            if rects or scale == 1.0:
+                break
+        return upsample, rects
+
+    def _detect_at(self, pixels: np.ndarray, scale: float) -> tuple[int, list]:
         dlib = self._dlib
         side = max(pixels.shape[:2])
-        scale = min(1.0, DETECT_MAX_SIDE / side)
         small = pixels
         if scale < 1.0:
             size = (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale))
@@ -107,6 +135,28 @@ class FaceDetector:
                 dlib.rectangle(*(round(v / scale) for v in (r.left(), r.top(), r.right(), r.bottom()))) for r in rects
             ]
         return upsample, list(rects)
+
+
+def jittered_chips(chip: np.ndarray, jitters: int) -> list[np.ndarray]:
+    """`jitters` versions of an aligned chip: itself, its mirror image, then dlib-style jitters (a small random shift,
+    zoom and rotation, mirrored half the time) from a fixed seed. The same chip always gives the same list."""
+    import dlib
+
+    chips = [np.ascontiguousarray(chip)]
+    if jitters >= 2:
+        chips.append(np.ascontiguousarray(chip[:, ::-1]))
+    rng = np.random.default_rng(JITTER_SEED)
+    side = chip.shape[0]
+    inner = side - 6  # dlib jitters the chip less 3 pixels a side
+    centre = (side - 1) / 2
+    while len(chips) < jitters:
+        dx, dy = rng.uniform(-JITTER_SHIFT, JITTER_SHIFT, 2) * inner
+        half = (int(inner / rng.uniform(*JITTER_SCALE)) - 1) / 2
+        angle = np.deg2rad(rng.uniform(-JITTER_DEGREES, JITTER_DEGREES))
+        box = dlib.drectangle(centre + dx - half, centre + dy - half, centre + dx + half, centre + dy + half)
+        variant = dlib.extract_image_chip(chip, dlib.chip_details(box, dlib.chip_dims(side, side), angle))
+        chips.append(np.ascontiguousarray(variant[:, ::-1] if rng.random() > 0.5 else variant))
+    return chips
 
 
 def send(stream: BinaryIO, header: dict, arrays: tuple[np.ndarray, ...] = ()) -> None:
@@ -140,7 +190,7 @@ def _read(stream: BinaryIO, size: int) -> bytearray:
 
 
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    """The child's loop: load the models, say ready, answer each image until stdin closes."""
+    """The child's loop: load the models, say ready, answer each request until stdin closes."""
     try:
         detector = FaceDetector()
     except Exception as exc:  # noqa: BLE001 - the parent re-raises it with the same message
@@ -149,10 +199,13 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
     send(replies, {"kind": "ready", "pid": os.getpid()})
     while True:
         try:
-            _, (pixels,) = receive(requests)
+            request, (pixels,) = receive(requests)
         except EOFError:
             return
         try:
+            if request["kind"] == "jitter":
+                send(replies, {"kind": "jitter"}, (detector.jitter(pixels, int(request["jitters"])),))
+                continue
             faces = detector.detect_and_embed(pixels)
         except Exception as exc:  # noqa: BLE001 - one bad image must not end the worker
             send(replies, {"kind": "error", "type": type(exc).__name__, "message": str(exc)})
