@@ -27,14 +27,15 @@ def _text(value: str) -> str:
 
 
 # Each parser raises ValueError(what a valid value is); from_environ adds the variable's name and value.
-def _whole(minimum: int) -> Callable[[str], int]:
+def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
             number = int(value.replace("_", ""))
         except ValueError:
             number = None
-        if number is None or number < minimum:
-            raise ValueError(f"a whole number of at least {minimum}")
+        if number is None or number < minimum or (maximum is not None and number > maximum):
+            raise ValueError(f"a whole number of at least {minimum}" if maximum is None
+                             else f"a whole number from {minimum} to {maximum}")
         return number
 
     return parse
@@ -116,6 +117,8 @@ class Settings:
     decode_budget_mb: int = _var("DECODE_BUDGET_MB", _whole(1), 1024, "decoded pixels alive at once, all requests together (MB)")
     face_timeout: float = _var("FACE_TIMEOUT", _number, 60.0, "seconds allowed per image in face mode", "60")
     face_worker: bool = _var("FACE_WORKER", _switch, True, "run dlib in a worker process (0: in the app's process)", "1")
+    face_jitters: int = _var("FACE_JITTERS", _whole(1, 32), 2, "CNN passes averaged per compared face: 1 the aligned "
+                             "chip alone, 2 adds its mirror image, more add seeded shifts and rotations")
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> "Settings":

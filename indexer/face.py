@@ -23,7 +23,7 @@ from PIL import Image
 
 from . import face_worker
 from .face_worker import FaceDetector, RawFace
-from .env import env_int
+from .config import Settings, settings
 from .images import ImageSource, load_image
 from .lru import LruCache
 
@@ -32,7 +32,7 @@ CACHE_SIZE = 64
 # CNN passes per compared face (TWINSIGHT_FACE_JITTERS): 1 is the aligned chip alone; 2 averages it with its mirror
 # image; more add dlib-style jitters from a fixed seed (indexer.face_worker.jittered_chips). Each pass costs one
 # chip's CNN time (~70 ms here), and only the face being compared pays it.
-DEFAULT_JITTERS = 2
+DEFAULT_JITTERS = Settings.face_jitters
 MAX_JITTERS = 32
 STARTUP_TIMEOUT = 120.0  # seconds for the worker to import dlib and load its models (~0.6 s here)
 
@@ -82,7 +82,7 @@ class FaceWorker:
 
     def __init__(self, script: str | os.PathLike = face_worker.__file__, timeout: float | None = None):
         self.script = str(script)  # the worker's code; tests pass stand-ins that fail in set ways
-        self.timeout = float(timeout if timeout is not None else env_int("TWINSIGHT_FACE_TIMEOUT", 60))
+        self.timeout = float(timeout if timeout is not None else settings().face_timeout)
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self.restarts = 0
@@ -207,10 +207,9 @@ class FaceModel:
     """
 
     def __init__(self, cache_size: int = CACHE_SIZE, in_process: bool | None = None, jitters: int | None = None):
-        self.jitters = check_jitters(jitters) if jitters is not None else check_jitters(
-            env_int("TWINSIGHT_FACE_JITTERS", DEFAULT_JITTERS), "TWINSIGHT_FACE_JITTERS")
+        self.jitters = check_jitters(jitters) if jitters is not None else settings().face_jitters
         if in_process is None:
-            in_process = os.environ.get("TWINSIGHT_FACE_WORKER", "1").strip() == "0"
+            in_process = not settings().face_worker
         self.detector: FaceDetector | FaceWorker = FaceDetector() if in_process else FaceWorker()
         self._detect_lock = threading.Lock()  # one image at a time through dlib
         self._cache: LruCache[str, list[Face]] = LruCache(cache_size)  # its own lock: cached answers never wait
