@@ -156,9 +156,9 @@ def test_gallery_search_by_image_text_and_click(small_gallery, gallery_folder):
     assert items[0][1].startswith(top.label) and "1.000" in items[0][1]
     _, _, by_text = gallery.search(None, "a cat", 3)
     assert len(by_text) == 3
-    clicked = gallery.select_result(shown, 4, None, gr.SelectData(None, {"index": 2, "value": None}))
+    clicked = gallery.select_result(shown, 4, None, None, gr.SelectData(None, {"index": 2, "value": None}))
     assert clicked[2][0]["id"] == shown[2]["id"] and len(clicked[2]) == 4
-    assert set(shown[0]) == {"id", "score", "label"}  # no server paths in what users receive
+    assert set(shown[0]) == {"id", "score", "label", "yours"}  # no server paths in what users receive
 
 
 def test_gallery_label_filter(small_gallery, gallery_folder):
@@ -222,14 +222,19 @@ def test_pairwise_several_faces_shows_the_faces_or_compares_the_largest(use_mode
     assert "✔ Match" in verdict and "compared the largest" in explanation and len(crops) == 2
 
 
-def test_gallery_sync_embeds_new_folder_files_with_progress(small_gallery, gallery_folder):
+def test_gallery_sync_embeds_new_folder_files_with_progress(small_gallery, gallery_folder, monkeypatch):
+    monkeypatch.setattr(runtime.settings, "shared_writes", True)
+    monkeypatch.setattr(runtime.settings, "write_token", "s3cret")
     make_gallery_images(1, seed=77)[0].save(gallery_folder / "Alphabet_0" / "character00" / "new.png")
     before = len(small_gallery)
     seen = []
-    message = gallery.sync_gallery(progress=lambda value, **kwargs: seen.append(value))
+    with pytest.raises(gr.Error, match="Wrong or missing write token"):
+        gallery.sync_gallery("guess", progress=lambda *a, **k: None)
+    assert len(small_gallery) == before
+    message = gallery.sync_gallery("s3cret", progress=lambda value, **kwargs: seen.append(value))
     assert len(small_gallery) == before + 1 and "1 new image" in message
     assert seen and seen[-1][0] == seen[-1][1]  # progress reached done == total
-    assert "1 new image" not in gallery.sync_gallery(progress=lambda *a, **k: None)  # nothing new the second time
+    assert "1 new image" not in gallery.sync_gallery("s3cret", progress=lambda *a, **k: None)  # nothing new the second time
 
 
 def test_gallery_results_are_decoded_once_per_item(small_gallery, gallery_folder, monkeypatch):
