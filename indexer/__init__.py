@@ -5,12 +5,15 @@ from .images import ImageError, load_image
 from .index import (EfTuning, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item, Metric, SearchHit,
                     open_index)
 from .models import CapabilityError, Embedder, Prediction, create_embedder, load_embedder
+from .verify import Mode, Reduce, Verification, Verifier
+from .compare import CompareResult, compare_images
 
 __all__ = [
     "BinaryCodec",
     "BuildReport",
     "CapabilityError",
     "CodeKind",
+    "CompareResult",
     "EfTuning",
     "Embedder",
     "GalleryIndex",
@@ -20,9 +23,14 @@ __all__ = [
     "IndexMismatchError",
     "Item",
     "Metric",
+    "Mode",
     "Prediction",
+    "Reduce",
     "SearchHit",
+    "Verification",
+    "Verifier",
     "build_index",
+    "compare_images",
     "create_embedder",
     "load_embedder",
     "load_image",
