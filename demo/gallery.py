@@ -26,7 +26,7 @@ THUMBNAIL_SIDE = 384
 # (index, item id) -> display file. Ids are never reused, so entries never go stale; bounded, so a large gallery
 # browsed for days does not grow the process without limit (each entry is a path string, the file is on disk).
 _thumbnails: LruCache[tuple, str] = LruCache(env_int("TWINSIGHT_THUMBNAIL_CACHE", 4096))
-BROWSE_COUNT = 12
+BROWSE_COUNT = 8  # as the results slider starts
 
 
 def _index_key(index: GalleryIndex):
@@ -131,7 +131,7 @@ def browse(label: str | None = None, count: int = BROWSE_COUNT, mine: GalleryInd
 
     Args:
         label: only items with this label (default: any label, a random sample).
-        count: how many items, 1 to 32 (default 12).
+        count: how many items, 1 to 32 (default 8).
     """
     count = runtime.bounded_int(count, 1, MAX_K, "The number of items")
     label = (label or "").strip() or None
@@ -266,10 +266,12 @@ def build() -> gr.Blocks:
                     max_length=MAX_QUERY, interactive=supports_text,
                 )
                 k = gr.Slider(1, MAX_K, value=8, step=1, label="Results (top-k)")
-                labels = gr.Dropdown(index.labels(), multiselect=True, label="Only these labels (optional)")
+                # Custom values: labels added since this page loaded (by the shared gallery's writers) are valid too.
+                labels = gr.Dropdown(index.labels(), multiselect=True, label="Only these labels (optional)", allow_custom_value=True)
                 button = gr.Button("Search", variant="primary")
                 with gr.Accordion("Browse the gallery", open=True):
-                    browse_label = gr.Dropdown(index.labels(), value=None, label="Label (optional; default: at random)")
+                    browse_label = gr.Dropdown(index.labels(), value=None, label="Label (optional; default: at random)",
+                                               allow_custom_value=True)
                     browse_button = gr.Button("Show gallery items")
                 with gr.Accordion("Add to gallery", open=False):
                     gr.Markdown(additions_notice())

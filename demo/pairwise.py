@@ -93,14 +93,14 @@ def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.v
         image_a, image_b, mode, _threshold(mode, threshold), _on_multiple(largest_face)))
 
 
-def enrol_and_compare(references: list[str] | None, questioned: str | None, mode: str = Mode.SIGNATURE.value,
+def enrol_and_compare(references: list[str] | None, questioned: str | None, mode: str = Mode.GENERAL.value,
                       reduce: str = Reduce.BEST.value, threshold: float | None = None, largest_face: bool = False):
     """Compare a questioned image against several enrolled references (score = closest or mean, as chosen).
 
     Args:
         references: the enrolled reference images (1 to 20).
         questioned: the image to check against them.
-        mode: "general", "face" or "signature" (default).
+        mode: "general" (default), "face" or "signature".
         reduce: "best" (the closest reference decides) or "mean" (the mean distance to all references).
         threshold: the distance at or below which it is a match (default: the mode's calibrated default).
         largest_face: face mode: when a photo shows several faces, compare the largest instead of refusing.
