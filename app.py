@@ -80,7 +80,7 @@ def mcp_available() -> bool:
 
 def launch(app: gr.Blocks, args: argparse.Namespace) -> None:
     app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=False,
-               mcp_server=bool(args.mcp))
+               mcp_server=bool(args.mcp), css=pairwise.CSS)
 
 
 def main(argv: list[str] | None = None) -> None:

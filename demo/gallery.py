@@ -290,7 +290,7 @@ def build() -> gr.Blocks:
         examples = runtime.example_files("cat-a.jpg", "coffee.jpg", "face-a.jpg")
         if examples:
             gr.Examples([[path] for path in examples], [image], outputs, fn=search, cache_examples=True,
-                        cache_mode="lazy", label="Examples (search with one click)")
+                        cache_mode="lazy", label="Examples: one click shows the answer")
         button.click(search, [image, text, k, labels, mine], outputs, api_name="search")
         text.submit(search, [image, text, k, labels, mine], outputs, api_name="search_text", api_visibility="undocumented")
         results.select(select_result, [shown, k, labels, mine], outputs, api_name="select_result", api_visibility="undocumented")

@@ -15,6 +15,12 @@ MODE_HELP = {
 }
 MODE_LABELS = {Mode.GENERAL: "General", Mode.FACE: "Face", Mode.SIGNATURE: "Signature"}
 REDUCE_LABELS = {Reduce.BEST: "Closest reference", Reduce.MEAN: "Mean over references"}
+# Each crop whole, side by side, at a readable size. Gradio's gallery stretches n items over the full width (two
+# face crops became 593 px squares) and clips them at its height, which showed only the eyes.
+CSS = """
+.whole-crops .grid-container { grid-template-columns: repeat(auto-fill, 224px) !important; }
+.whole-crops .grid-wrap, .whole-crops .gallery-container, .whole-crops.block { height: auto !important; max-height: none !important; }
+"""
 THRESHOLD_RANGE = {Mode.FACE: 1.2, Mode.GENERAL: 1.0, Mode.SIGNATURE: 1.0}
 MAX_REFERENCES = 20
 
@@ -137,7 +143,8 @@ def build() -> gr.Blocks:
             distance = gr.Number(label="Distance", precision=4)
         verdict = gr.Markdown()
         explanation = gr.Markdown()
-        crops = gr.Gallery(label="What was compared", columns=6, height=220, allow_preview=False, object_fit="contain")
+        crops = gr.Gallery(label="What was compared", columns=6, height="auto", allow_preview=False, object_fit="contain",
+                           elem_classes=["whole-crops"])
         outputs = [similarity, distance, verdict, explanation, crops]
         examples = runtime.pairwise_examples()
         if examples:  # answered on first click, then cached for everyone
