@@ -249,6 +249,49 @@ def test_gallery_results_are_decoded_once_per_item(small_gallery, gallery_folder
     assert max(Image.open(first[0][0]).size) <= gallery.THUMBNAIL_SIDE
 
 
+def test_thumbnail_cache_is_bounded(small_gallery, gallery_folder, monkeypatch):
+    from indexer.lru import LruCache
+
+    monkeypatch.setattr(gallery, "_thumbnails", LruCache(2))
+    items, _, _ = gallery.search(str(sorted(gallery_folder.rglob("*.png"))[0]), "", 5)
+    assert len(items) == 5 and len(gallery._thumbnails) == 2  # five shown, the two most recent kept
+
+
+def test_browse_shows_gallery_items_with_their_labels(small_gallery):
+    items, summary, data = gallery.browse(None, 5)
+    assert len(items) == len(data) == len({d["id"] for d in data}) == 5 and "at random" in summary
+    assert all(small_gallery.get(d["id"]).label == caption for d, (_, caption) in zip(data, items))
+    wanted = small_gallery.labels()[1]
+    items, summary, data = gallery.browse(wanted, 32)
+    assert data and {d["label"] for d in data} == {wanted} and len(data) == sum(
+        small_gallery.get(i).label == wanted for i in small_gallery.ids)
+
+
+def test_session_additions_are_searched_with_the_shared_gallery_and_never_written_to_it(small_gallery, image_files):
+    before = len(small_gallery)
+    message, labels, mine = gallery.add_to_gallery([image_files["rocket"]], "my rocket", None)
+    assert len(small_gallery) == before and len(mine) == 1 and "only you see them" in message
+    assert ("my rocket", "my rocket") in labels.choices
+    _, _, hits = gallery.search(image_files["rocket"], "", 3, None, mine)
+    assert hits[0] == {"id": 0, "score": pytest.approx(1.0, abs=1e-3), "label": "my rocket", "yours": True}
+    assert not any(hit["yours"] for hit in gallery.search(image_files["rocket"], "", 3)[2])  # another session
+    clicked = gallery.select_result(hits, 3, None, mine, gr.SelectData(None, {"index": 0, "value": None}))
+    assert clicked[2][0]["yours"] is True
+    with pytest.raises(gr.Error, match="shared gallery is off"):
+        gallery.add_to_gallery([image_files["rocket"]], "everyone", mine, True, "any")
+    assert len(small_gallery) == before
+
+
+def test_session_additions_are_bounded(small_gallery, image_files, monkeypatch):
+    from demo import session
+
+    monkeypatch.setattr(session, "MAX_SESSION_ITEMS", 2)
+    monkeypatch.setattr(gallery, "MAX_SESSION_ITEMS", 2)
+    _, _, mine = gallery.add_to_gallery([image_files["rocket"], image_files["coffee"]], "", None)
+    with pytest.raises(gr.Error, match="limited to 2 images per session"):
+        gallery.add_to_gallery([image_files["chelsea"]], "", mine)
+
+
 def test_callbacks_give_their_decoded_pixels_back(small_gallery, gallery_folder, image_files, tiny_clip_spec):
     import gc
 
