@@ -128,3 +128,14 @@ def test_shared_writes_need_the_setting_and_the_token(tmp_path):
         assert "to the shared gallery" in message
         _, _, hits = reader.predict(example("cat-b.jpg"), labels=["for all"], api_name="/search")
         assert hits[0]["label"] == "for all" and hits[0]["yours"] is False
+
+
+def test_heic_phone_photo_through_the_api(server, tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is in requirements.txt; install it")
+    from gradio_client import handle_file
+    from PIL import Image
+
+    heic = tmp_path / "iphone.heic"
+    pillow_heif.from_pillow(Image.open(EXAMPLES / "cat-a.jpg")).save(str(heic), quality=95)
+    similarity, _, verdict, _, _ = client_of(server).predict(handle_file(str(heic)), example("cat-a.jpg"), api_name="/compare")
+    assert "✔ Match" in verdict and similarity > 0.95

@@ -84,7 +84,7 @@ def test_browser_bad_upload_shows_a_clear_message(page, images, tmp_path):
     tab.locator("input[type=file]").nth(0).set_input_files(str(heic))
     tab.locator("input[type=file]").last.set_input_files(str(images["coffee"]))
     tab.get_by_role("button", name="Compare", exact=True).click()
-    page.get_by_text("a HEIC file, a format Twinsight cannot read").first.wait_for(timeout=60_000)
+    page.get_by_text("'iphone.heic' is a HEIC file").first.wait_for(timeout=60_000)
     assert "Traceback" not in page.content()
     page.screenshot(path=str(ARTIFACTS / "bad-upload.png"), full_page=True)
 
