@@ -13,7 +13,7 @@ from indexer.gallery import describe_gallery
 from indexer.lru import LruCache
 
 from . import runtime
-from .session import MAX_SESSION_ITEMS, Found, labels_of, new_session_index, room_left, search_both
+from .session import MAX_SESSION_ITEMS, SESSION_TTL_SECONDS, Found, labels_of, new_session_index, room_left, search_both
 
 MAX_QUERY = 500
 MAX_LABEL = 100
@@ -255,7 +255,9 @@ def build() -> gr.Blocks:
     writes = runtime.shared_writes_enabled()
     with gr.Blocks() as page:
         index_facts = gr.Markdown(facts())
-        mine = gr.State(None)  # this visitor's own additions (a small in-memory index); dropped with the session
+        # This visitor's own additions (a small in-memory index). Gradio drops it when the page is closed or
+        # reloaded; the time limit also frees those of API clients that never disconnect.
+        mine = gr.State(None, time_to_live=SESSION_TTL_SECONDS)
         with gr.Row():
             with gr.Column(scale=1):
                 image = runtime.image_input(label="Query image", sources=["upload", "clipboard", "webcam"])
