@@ -6,7 +6,7 @@ import random
 
 import gradio as gr
 
-from indexer import GalleryIndex, SearchHit, load_image
+from indexer import GalleryIndex, load_image
 from indexer.index import EXACT_SEARCH_BELOW
 from indexer.env import env_int
 from indexer.gallery import describe_gallery

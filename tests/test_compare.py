@@ -17,9 +17,11 @@ KEYS = ["verified", "distance", "threshold", "threshold_source", "similarity", "
 
 
 def test_top_level_names():
-    from indexer import Mode, Verifier, compare_images  # noqa: F401 what DeepFace users reach for first
+    import indexer
+    from indexer import Mode, Verifier, compare_images  # what DeepFace users reach for first
 
-    assert Mode("face") is Mode.FACE
+    assert {"Mode", "Verifier", "compare_images", "CompareResult"} <= set(indexer.__all__)
+    assert Mode("face") is Mode.FACE and Verifier.compare and compare_images.__module__ == "indexer.compare"
 
 
 def test_compare_prints_one_json_object_with_the_documented_keys(tiny_clip_spec, capsys):
