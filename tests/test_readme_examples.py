@@ -1,5 +1,6 @@
 """The README's Python examples, run exactly as written (only the app's address and the example files differ):
-the API blocks against the real app on the default offline model and on a tiny CLIP model, the library block in-process."""
+the API blocks against the real app on the default offline model and on a tiny CLIP model, the library block in-process;
+and docs/INDEX.md's Python block."""
 from __future__ import annotations
 
 import re
@@ -8,6 +9,7 @@ import shutil
 import pytest
 
 from app_server import ROOT
+from indexer import open_index
 from test_api import server  # noqa: F401 the same two apps: default offline model, tiny CLIP
 
 pytestmark = pytest.mark.e2e
@@ -60,3 +62,23 @@ def test_readme_library_example_runs(example_files, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # "auto" falls back to the offline model, as on a machine without the hub
     names = run_block(readme_blocks("library-example")[0])
     assert names["vectors"].shape[0] == 2 and names["model"].name == "effnet-lite0"
+
+
+def test_docs_index_example_runs(tmp_path, monkeypatch, tiny_clip_spec):
+    """docs/INDEX.md's Python block on a folder of the project's example photos, with the tiny CLIP model standing
+    in for "auto" (its text search needs a text tower)."""
+    [code] = re.findall(r"<!-- docs-example -->\n```python\n(.*?)```", (ROOT / "docs" / "INDEX.md").read_text(), flags=re.S)
+    for label, names in {"cats": ["cat-a.jpg", "cat-b.jpg"], "other": ["coffee.jpg", "face-a.jpg"]}.items():
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for name in names:
+            shutil.copy(EXAMPLES / name, tmp_path / "photos" / label / name)
+    shutil.copy(EXAMPLES / "cat-b.jpg", tmp_path / "photo.jpg")
+    shutil.copy(EXAMPLES / "face-b.jpg", tmp_path / "new.jpg")
+    monkeypatch.chdir(tmp_path)
+    assert code.count('model="auto"') == 1
+    names = run_block(code.replace('model="auto"', f'model="{tiny_clip_spec}"'))
+    index = names["index"]
+    first, second = names["ids"]
+    assert len(index) == 5 and first not in index and second in index  # 4 photos, 2 added, 1 of them deleted
+    assert open_index(tmp_path / "indexes" / "photos").ids == index.ids  # saved as it is
+    assert names["image"].size[0] > 0 and len(names["hits"]) == 5 and names["hits"][0].score == pytest.approx(1.0, abs=1e-4)
