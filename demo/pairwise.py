@@ -19,7 +19,8 @@ REDUCE_LABELS = {Reduce.BEST: "Closest reference", Reduce.MEAN: "Mean over refer
 # face crops became 593 px squares) and clips them at its height, which showed only the eyes.
 CSS = """
 .whole-crops .grid-container { grid-template-columns: repeat(auto-fill, 224px) !important; }
-.whole-crops .grid-wrap, .whole-crops .gallery-container, .whole-crops.block { height: auto !important; max-height: none !important; }
+.whole-crops .grid-wrap, .whole-crops .gallery-container, .whole-crops.block { height: auto !important; min-height: 0 !important;
+  max-height: none !important; }
 """
 THRESHOLD_RANGE = {Mode.FACE: 1.2, Mode.GENERAL: 1.0, Mode.SIGNATURE: 1.0}
 MAX_REFERENCES = 20

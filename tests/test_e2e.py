@@ -134,6 +134,7 @@ def test_browser_crops_are_shown_whole_side_by_side(page):
         assert box["y"] <= image["y"] and image["y"] + image["height"] <= box["y"] + box["height"] + 1
         assert 100 <= image["height"] <= 300 and abs(image["width"] - image["height"]) < 2  # square crops, unstretched
     assert abs(images[0]["y"] - images[1]["y"]) < 1 and images[0]["x"] < images[1]["x"]  # side by side
+    assert box["height"] < images[0]["height"] + 60  # the gallery fits its crops (no fixed-height empty box)
     crops.screenshot(path=str(ARTIFACTS / "crops-whole.png"))
 
 
