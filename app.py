@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 
@@ -21,8 +22,14 @@ MAX_UPLOAD = os.environ.get("TWINSIGHT_MAX_UPLOAD", "20mb")
 ANALYTICS_EVERY = os.environ.get("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
 
 
+# Gradio's temporary files (uploads, files it copies to serve): every 30 minutes, delete those over an hour old,
+# so a long-running public Space does not fill its disk.
+DELETE_CACHE = (1800, 3600)
+
+
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="Twinsight") as app:
+    runtime.use_examples_cache()
+    with gr.Blocks(title="Twinsight", delete_cache=DELETE_CACHE) as app:
         gr.Markdown("# Twinsight\nVisual similarity: classify an image, compare two, search a gallery.")
         gr.Markdown(runtime.status_markdown())
         with gr.Tabs():
@@ -41,7 +48,7 @@ def queued(app: gr.Blocks) -> gr.Blocks:
     return app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", help="model spec: auto (default), effnet-lite0, open_clip:ARCH/PRETRAINED, hf:ID_OR_PATH")
     parser.add_argument("--gallery", help="hub dataset id, saved dataset, parquet file or image folder to search")
@@ -51,18 +58,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head", action="append", help="Siamese head for the pairwise tab: folder or hub repo id (repeatable)")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 on Spaces)")
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--mcp", action="store_true", default=os.environ.get("TWINSIGHT_MCP", "") in ("1", "true"),
+                        help="also serve the public endpoints as an MCP server for agents (needs: pip install 'gradio[mcp]')")
     args = parser.parse_args(argv)
+    if args.mcp and not mcp_available():
+        parser.error("--mcp needs the MCP extra: pip install 'gradio[mcp]' (or leave out --mcp).")
+    return args
+
+
+def create_demo(args: argparse.Namespace) -> gr.Blocks:
+    """The configured, warmed-up app behind its queue."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtime.configure(model=args.model, gallery=args.gallery, heads=args.head, store=args.store, ef=args.ef)
     runtime.warm_up()
-    app = queued(build_app())
-    app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=False)
+    return queued(build_app())
+
+
+def mcp_available() -> bool:
+    return importlib.util.find_spec("mcp") is not None
+
+
+def launch(app: gr.Blocks, args: argparse.Namespace) -> None:
+    app.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD, show_error=False,
+               mcp_server=bool(args.mcp), css=pairwise.CSS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    launch(create_demo(args), args)
 
 
 # `twinsight COMMAND`: the app, or one of the library's commands (which never load gradio's UI code paths).
 LIBRARY_COMMANDS = {
     "build": ("indexer.__main__", "embed a dataset or image folder into an index"),
     "search": ("indexer.__main__", "search an index by image or text"),
+    "compare": ("indexer.__main__", "are two images the same person, writer or thing? (one JSON object)"),
     "train": ("indexer.siamese.__main__", "train a Siamese encoder or head"),
     "eval": ("indexer.siamese.__main__", "evaluate a mode on labelled pairs or one-shot runs"),
 }
@@ -71,7 +101,6 @@ LIBRARY_COMMANDS = {
 def cli(argv: list[str] | None = None) -> int:
     """The `twinsight` console command: `twinsight app [--model ...]`, or `twinsight build|search|train|eval ...`,
     the same as `python app.py ...`, `python -m indexer ...` and `python -m indexer.siamese ...`."""
-    import importlib
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -89,5 +118,9 @@ def cli(argv: list[str] | None = None) -> int:
     return int(module.main([command, *rest]) or 0)
 
 
+# A module-level `demo` for `gradio app.py` (hot reload): it re-runs this file under the module's own name and
+# takes `demo` from it. Built only when run (as a script or by Gradio's reloader), so `import app` stays light.
+demo = create_demo(parse_args()) if __name__ == "__main__" or os.environ.get("GRADIO_WATCH_DIRS") else None
+
 if __name__ == "__main__":
-    main()
+    launch(demo, parse_args())

@@ -18,9 +18,30 @@ MAX_TOP_K = 10
 
 
 class Source(str, enum.Enum):
-    ZERO_SHOT = "Zero-shot (CLIP text prompts)"
-    HEAD = "Model's own classifier"
-    GALLERY = "Gallery votes (nearest labelled images)"
+    """Where the labels come from. The values are what the API takes; the labels are what the page shows."""
+
+    ZERO_SHOT = "zero_shot"
+    HEAD = "head"
+    GALLERY = "gallery"
+
+    @property
+    def label(self) -> str:
+        return SOURCE_LABELS[self]
+
+    @classmethod
+    def parse(cls, value: str) -> "Source":
+        """A source from its value, or a clear error naming the values."""
+        for source in cls:
+            if value == source.value:
+                return source
+        raise ValueError(f"Unknown label source {str(value)[:40]!r}; use one of: {', '.join(s.value for s in cls)}.")
+
+
+SOURCE_LABELS = {
+    Source.ZERO_SHOT: "Zero-shot (CLIP text prompts)",
+    Source.HEAD: "Model's own classifier",
+    Source.GALLERY: "Gallery votes (nearest labelled images)",
+}
 
 NEIGHBOURS = 10
 
@@ -45,15 +66,26 @@ def parse_labels(text: str) -> list[str]:
     return labels
 
 
-def classify(image: str | None, source: str, labels: str, template: str, top_k: int = 5) -> tuple[dict[str, float], str]:
-    """Top-k labels for `image` as {label: confidence}, and which source answered."""
+def classify(image: str | None, source: str | None = None, labels: str | None = None, template: str | None = None,
+             top_k: int = 5) -> tuple[dict[str, float], str]:
+    """Top-k labels for an image as {label: confidence}, and which source answered.
+
+    Args:
+        image: the image to classify.
+        source: where the labels come from: "zero_shot" (CLIP text prompts), "head" (the model's own classifier)
+            or "gallery" (votes of the nearest labelled gallery images); default: the first the model offers.
+        labels: zero-shot only: candidate labels, comma-separated (default: a list of everyday things).
+        template: zero-shot only: the prompt, with {} where the label goes (default "a photo of a {}.").
+        top_k: how many labels to return, 1 to 10 (default 5).
+    """
     if len(template or "") > MAX_TEMPLATE:
         raise gr.Error(f"The prompt template is over {MAX_TEMPLATE} characters; shorten it.")
     top_k = runtime.bounded_int(top_k, 1, MAX_TOP_K, "Top-k")
     try:
         model = runtime.embedder()
-        source = Source(source) if source else Source(available_sources()[0])
+        source = Source.parse(source) if source else Source(available_sources()[0])
         if source is Source.ZERO_SHOT:
+            labels = DEFAULT_LABELS if labels is None else labels
             [predictions] = model.zero_shot([image], parse_labels(labels), template or DEFAULT_PROMPT_TEMPLATE, top_k)
         elif source is Source.HEAD:
             [predictions] = model.classify([image], top_k)
@@ -63,7 +95,7 @@ def classify(image: str | None, source: str, labels: str, template: str, top_k: 
                 raise ValueError("The gallery has no labelled images to vote; add labelled images or pick another source.")
     except runtime.FRIENDLY_ERRORS as exc:
         raise runtime.user_error(exc) from None
-    return {p.label: p.score for p in predictions}, f"Answered by: **{source.value}** with `{model.name}`"
+    return {p.label: p.score for p in predictions}, f"Answered by: **{source.label}** with `{model.name}`"
 
 
 def show_prompt_fields(source: str):
@@ -78,7 +110,7 @@ def build() -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 image = runtime.image_input(label="Image", sources=["upload", "clipboard", "webcam"])
-                source = gr.Radio(sources, value=sources[0], label="Label source")
+                source = gr.Radio([(Source(s).label, s) for s in sources], value=sources[0], label="Label source")
                 labels = gr.Textbox(DEFAULT_LABELS, label="Candidate labels (comma-separated)", visible=zero_shot, max_length=MAX_TEXT)
                 template = gr.Textbox(DEFAULT_PROMPT_TEMPLATE, label="Prompt template ({} is the label)", visible=zero_shot, max_length=MAX_TEMPLATE)
                 top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k")
@@ -87,6 +119,10 @@ def build() -> gr.Blocks:
                 result = gr.Label(label="Top labels", num_top_classes=10)
                 answered_by = gr.Markdown()
         inputs = [image, source, labels, template, top_k]
+        examples = runtime.example_files("coffee.jpg", "cat-a.jpg", "face-a.jpg")
+        if examples:  # answered on first click (with the default source), then cached for everyone
+            gr.Examples([[path] for path in examples], [image], [result, answered_by], fn=classify, cache_examples=True,
+                        cache_mode="lazy", label="Examples: one click shows the answer")
         button.click(classify, inputs, [result, answered_by], api_name="classify")
         image.upload(classify, inputs, [result, answered_by], api_name="classify_on_upload", api_visibility="undocumented")
         source.change(show_prompt_fields, source, [labels, template], api_name="show_prompt_fields", api_visibility="private")

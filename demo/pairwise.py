@@ -13,13 +13,30 @@ MODE_HELP = {
     Mode.FACE: "Face: detects, aligns and crops the face, then dlib's 128-d face descriptor (same person?).",
     Mode.SIGNATURE: "Signature: ink on paper is cleaned, cropped and centred before embedding (same writer?).",
 }
+MODE_LABELS = {Mode.GENERAL: "General", Mode.FACE: "Face", Mode.SIGNATURE: "Signature"}
+REDUCE_LABELS = {Reduce.BEST: "Closest reference", Reduce.MEAN: "Mean over references"}
+# Each crop whole, side by side, at a readable size. Gradio's gallery stretches n items over the full width (two
+# face crops became 593 px squares) and clips them at its height, which showed only the eyes.
+CSS = """
+.whole-crops .grid-container { grid-template-columns: repeat(auto-fill, 224px) !important; }
+.whole-crops .grid-wrap, .whole-crops .gallery-container, .whole-crops.block { height: auto !important; min-height: 0 !important;
+  max-height: none !important; }
+"""
 THRESHOLD_RANGE = {Mode.FACE: 1.2, Mode.GENERAL: 1.0, Mode.SIGNATURE: 1.0}
 MAX_REFERENCES = 20
 
 
+def _mode(value: str | None) -> Mode:
+    """The mode from its value ("general"), or a clear error naming the values."""
+    for mode in Mode:
+        if value == mode.value:
+            return mode
+    raise gr.Error(f"Unknown mode {str(value)[:40]!r}; use one of: {', '.join(m.value for m in Mode)}.")
+
+
 def threshold_slider(mode: str) -> gr.Slider:
     """The slider for `mode`, set to its default threshold and saying where that default comes from."""
-    mode = Mode(mode)
+    mode = _mode(mode)
     default = runtime.verifier().threshold(mode)
     return gr.Slider(
         minimum=0.0, maximum=THRESHOLD_RANGE[mode], value=round(default.value, 4), step=0.001,
@@ -66,31 +83,49 @@ def _answer(verify) -> tuple:
 
 def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.value, threshold: float | None = None,
             largest_face: bool = False):
-    """Similarity, distance, verdict, explanation and the crops compared. Symmetric in A and B."""
+    """Are two images the same thing, person or writer? Similarity, distance, verdict, explanation and the crops
+    compared. Symmetric in A and B.
+
+    Args:
+        image_a: the first image.
+        image_b: the second image.
+        mode: "general" (whole image), "face" (aligned face, dlib descriptor) or "signature" (cleaned ink).
+        threshold: the distance at or below which it is a match (default: the mode's calibrated default).
+        largest_face: face mode: when a photo shows several faces, compare the largest instead of refusing.
+    """
     if not image_a or not image_b:
         raise gr.Error("Drop an image in both boxes to compare them.")
-    mode = Mode(mode)
+    mode = _mode(mode)
     return _answer(lambda: runtime.verifier().compare(
         image_a, image_b, mode, _threshold(mode, threshold), _on_multiple(largest_face)))
 
 
-def enrol_and_compare(references: list[str] | None, questioned: str | None, mode: str = Mode.SIGNATURE.value,
+def enrol_and_compare(references: list[str] | None, questioned: str | None, mode: str = Mode.GENERAL.value,
                       reduce: str = Reduce.BEST.value, threshold: float | None = None, largest_face: bool = False):
-    """Compare a questioned image against several enrolled references (score = closest or mean, as chosen)."""
+    """Compare a questioned image against several enrolled references (score = closest or mean, as chosen).
+
+    Args:
+        references: the enrolled reference images (1 to 20).
+        questioned: the image to check against them.
+        mode: "general" (default), "face" or "signature".
+        reduce: "best" (the closest reference decides) or "mean" (the mean distance to all references).
+        threshold: the distance at or below which it is a match (default: the mode's calibrated default).
+        largest_face: face mode: when a photo shows several faces, compare the largest instead of refusing.
+    """
     if not references:
         raise gr.Error("Enrol at least one reference image.")
     if len(references) > MAX_REFERENCES:
         raise gr.Error(f"{len(references)} references given; use at most {MAX_REFERENCES}.")
     if not questioned:
         raise gr.Error("Drop the questioned image to compare against the references.")
-    mode = Mode(mode)
+    mode = _mode(mode)
     return _answer(lambda: runtime.verifier().enrol_and_compare(
-        references, questioned, mode, Reduce(reduce), _threshold(mode, threshold), _on_multiple(largest_face)))
+        references, questioned, mode, Reduce(reduce or Reduce.BEST.value), _threshold(mode, threshold), _on_multiple(largest_face)))
 
 
 def build() -> gr.Blocks:
     with gr.Blocks() as page:
-        mode = gr.Radio([m.value for m in Mode], value=Mode.GENERAL.value, label="Mode")
+        mode = gr.Radio([(MODE_LABELS[m], m.value) for m in Mode], value=Mode.GENERAL.value, label="Mode")
         mode_help = gr.Markdown(MODE_HELP[Mode.GENERAL])
         with gr.Row():
             image_a = runtime.image_input(label="Image A", sources=["upload", "clipboard", "webcam"])
@@ -101,7 +136,7 @@ def build() -> gr.Blocks:
         with gr.Accordion("Several references (writer- or person-dependent check)", open=False):
             references = gr.File(file_count="multiple", file_types=["image"], label="Enrolled references")
             questioned = runtime.image_input(label="Questioned image")
-            reduce = gr.Radio([r.value for r in Reduce], value=Reduce.BEST.value, label="Score",
+            reduce = gr.Radio([(REDUCE_LABELS[r], r.value) for r in Reduce], value=Reduce.BEST.value, label="Score",
                               info="best: the closest reference decides; mean: the mean distance to all references")
             enrol_button = gr.Button("Compare with references")
         with gr.Row():
@@ -109,11 +144,13 @@ def build() -> gr.Blocks:
             distance = gr.Number(label="Distance", precision=4)
         verdict = gr.Markdown()
         explanation = gr.Markdown()
-        crops = gr.Gallery(label="What was compared", columns=6, height=220, allow_preview=False, object_fit="contain")
-        examples = runtime.pairwise_examples()
-        if examples:
-            gr.Examples(examples, [image_a, image_b, mode], label="Examples (made by the project)")
+        crops = gr.Gallery(label="What was compared", columns=6, height="auto", allow_preview=False, object_fit="contain",
+                           elem_classes=["whole-crops"])
         outputs = [similarity, distance, verdict, explanation, crops]
+        examples = runtime.pairwise_examples()
+        if examples:  # answered on first click, then cached for everyone
+            gr.Examples(examples, [image_a, image_b, mode], outputs, fn=compare, cache_examples=True, cache_mode="lazy",
+                        label="Examples (made by the project): one click shows the answer")
         button.click(compare, [image_a, image_b, mode, threshold, largest_face], outputs, api_name="compare")
         enrol_button.click(enrol_and_compare, [references, questioned, mode, reduce, threshold, largest_face], outputs,
                            api_name="enrol_and_compare")

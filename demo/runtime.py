@@ -5,6 +5,7 @@ Per-user data never lives here; only the model and the gallery index, which all 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import logging
 import os
@@ -18,6 +19,7 @@ import gradio as gr
 
 from indexer import CapabilityError, Embedder, GalleryIndex, ImageError, load_embedder
 from indexer.atomic import write_atomically
+from indexer.build import PERSISTENT_DATA_DIR, default_index_root
 from indexer.env import env_int
 from indexer.face import load_face_model
 from indexer.gallery import describe_gallery, open_default_gallery
@@ -37,6 +39,10 @@ class Settings:
     store: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_STORE") or None)
     # Search-time hnsw candidate list (speed/recall dial): the index's own (96) unless set; ~512 for 1M items.
     ef: int | None = field(default_factory=lambda: env_int("TWINSIGHT_EF", None))
+    # Writing to the shared gallery (what every visitor sees) needs this setting AND the token; without both,
+    # a visitor's additions are their own (demo/session.py) and the sync button is hidden.
+    shared_writes: bool = field(default_factory=lambda: os.environ.get("TWINSIGHT_SHARED_WRITES", "") in ("1", "true", "yes"))
+    write_token: str = field(default_factory=lambda: os.environ.get("TWINSIGHT_WRITE_TOKEN", ""))
 
 
 settings = Settings()
@@ -58,6 +64,20 @@ def configure(model: str | None = None, gallery: str | None = None, heads: list[
         settings.store = store
     if ef:
         settings.ef = int(ef)
+
+
+def shared_writes_enabled() -> bool:
+    """True when the shared gallery may be written at all: the setting is on and a token is configured."""
+    return settings.shared_writes and bool(settings.write_token)
+
+
+def check_write_token(token: str | None) -> None:
+    """Refuse a write to the shared gallery unless writes are enabled and `token` is the configured one."""
+    if not shared_writes_enabled():
+        raise gr.Error("Writing to the shared gallery is off on this app; your additions are your own. The operator "
+                       "enables it with TWINSIGHT_SHARED_WRITES=1 and TWINSIGHT_WRITE_TOKEN.", title="Not allowed")
+    if not hmac.compare_digest((token or "").encode(), settings.write_token.encode()):
+        raise gr.Error("Wrong or missing write token for the shared gallery.", title="Not allowed")
 
 
 def embedder() -> Embedder:
@@ -106,6 +126,29 @@ def pairwise_examples() -> list[list[str]]:
         if (EXAMPLES_DIR / a).is_file() and (EXAMPLES_DIR / b).is_file():
             rows.append([str(EXAMPLES_DIR / a), str(EXAMPLES_DIR / b), mode.value])
     return rows
+
+
+def example_files(*names: str) -> list[str]:
+    """Paths of the project's own example files (assets/examples) that exist, in the order given."""
+    return [str(EXAMPLES_DIR / name) for name in names if (EXAMPLES_DIR / name).is_file()]
+
+
+def use_examples_cache() -> Path:
+    """Point Gradio's example cache at a directory of this model and gallery: its cache is keyed only by the
+    event's position in the page, so answers cached with another model would be shown as this one's."""
+    index = gallery()
+    key = hashlib.sha256(f"{embedder().name}|{index.path or index.source}".encode()).hexdigest()[:16]
+    path = default_index_root().parent / "examples" / key
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(path)
+    return path
+
+
+def gallery_is_persistent() -> bool:
+    """False on a Space whose gallery index lives outside its persistent storage (/data): lost on restart."""
+    index = _gallery
+    if not os.environ.get("SPACE_ID") or index is None or index.path is None:
+        return True
+    return PERSISTENT_DATA_DIR in index.path.resolve().parents
 
 
 def warm_up() -> None:

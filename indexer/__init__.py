@@ -16,6 +16,7 @@ _EXPORTS = {
     "BuildReport": ".build",
     "CapabilityError": ".models",
     "CodeKind": ".hamming",
+    "CompareResult": ".compare",
     "EfTuning": ".index",
     "Embedder": ".models",
     "Gallery": ".index",
@@ -27,9 +28,14 @@ _EXPORTS = {
     "Item": ".index",
     "Metric": ".index",
     "MilvusIndex": ".index",
+    "Mode": ".verify",
     "Prediction": ".models",
+    "Reduce": ".verify",
     "SearchHit": ".index",
+    "Verification": ".verify",
+    "Verifier": ".verify",
     "build_index": ".build",
+    "compare_images": ".compare",
     "create_embedder": ".models",
     "load_embedder": ".models",
     "load_image": ".images",
@@ -45,4 +51,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from .images import ImageError, load_image
     from .index import (EfTuning, Gallery, GalleryIndex, HnswParams, IndexFormatError, IndexMismatchError, Item,
                         Metric, MilvusIndex, SearchHit, open_index)
+    from .compare import CompareResult, compare_images
     from .models import CapabilityError, Embedder, Prediction, create_embedder, load_embedder
+    from .verify import Mode, Reduce, Verification, Verifier

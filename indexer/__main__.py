@@ -1,4 +1,4 @@
-"""Command line: `python -m indexer build ...` and `python -m indexer search ...`.
+"""Command line: `python -m indexer build ...`, `python -m indexer search ...`, `python -m indexer compare A B`.
 
 Subcommands register through COMMANDS: each entry is a function that adds one subparser and sets
 `func` (called with the parsed args, returns the exit code). Add new subcommands by appending to it.
@@ -110,7 +110,32 @@ def run_search(args) -> int:
     return 0
 
 
-COMMANDS: list[Callable] = [add_build, add_search]
+def add_compare(subparsers) -> None:
+    from .verify import Mode
+
+    p = subparsers.add_parser("compare", help="are two images the same thing, person or writer? prints one JSON object",
+                              description="Compare two images; prints {verified, distance, threshold, threshold_source, "
+                                          "similarity, model, mode, time}.")
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+    p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.GENERAL.value,
+                   help="general (whole image), face (aligned face, dlib descriptor), signature (cleaned ink)")
+    p.add_argument("--model", default="auto", help="embedding model for general and signature modes (default auto)")
+    p.add_argument("--threshold", type=float, help="match at or below this distance (default: the mode's calibrated one)")
+    p.add_argument("--head", action="append", default=[], help="Siamese head folder or hub repo id (repeatable)")
+    p.set_defaults(func=run_compare)
+
+
+def run_compare(args) -> int:
+    from .compare import compare_images
+
+    result = compare_images(args.image_a, args.image_b, args.mode, model=args.model, threshold=args.threshold,
+                            heads=args.head)
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
+COMMANDS: list[Callable] = [add_build, add_search, add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

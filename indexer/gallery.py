@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
-from .build import ProgressCallback, build_index
+from .build import ProgressCallback, build_index, default_index_root
+from .env import env_int
 from .index import Gallery
 from .sources import BUILTIN, SourceKind
+from .sources.stream import stream_head, stream_info
 
 log = logging.getLogger(__name__)
 
 GALLERY_ENV = "TWINSIGHT_GALLERY"
-# AI-Lab-Makerere/beans: MIT licence, 3 labels (angular_leaf_spot, bean_rust, healthy), parquet on the hub;
-# its validation split is 133 photos (18.5 MB), small enough to embed at first start on a CPU Space.
-DEFAULT_HUB_GALLERY = "AI-Lab-Makerere/beans"
-DEFAULT_HUB_SPLIT = "validation"
-DEFAULT_HUB_LICENSE = "MIT"
+# timm/oxford-iiit-pet: CC BY-SA 4.0 (its card), parquet on the hub, an Image column and a ClassLabel of 37 cat
+# and dog breeds: real photos in varied scenes, where visual search shows something (beans: 3 kinds of leaf). Its
+# first TWINSIGHT_GALLERY_SIZE rows of the train split are streamed (not the whole 378 MB split downloaded).
+DEFAULT_HUB_GALLERY = "timm/oxford-iiit-pet"
+DEFAULT_HUB_SPLIT = "train"
+DEFAULT_HUB_LICENSE = "CC BY-SA 4.0"
+GALLERY_SIZE_ENV = "TWINSIGHT_GALLERY_SIZE"
+DEFAULT_GALLERY_SIZE = 2000
+
 
 def resolve_gallery(source: str | os.PathLike | None = None) -> tuple[str, str | None]:
     """(dataset, split) the gallery should show: explicit source, $TWINSIGHT_GALLERY, hub default, built-in."""
@@ -54,6 +61,11 @@ def open_default_gallery(
     kwargs = dict(model=embedder, index_root=cache_root, progress=progress, limit=limit, show_progress=show_progress,
                   store=store)  # None: $TWINSIGHT_STORE, else hnswlib
     try:
+        if not explicit and dataset != BUILTIN:  # the default hub gallery: its first rows, streamed once
+            root = Path(cache_root) if cache_root else default_index_root()
+            size = env_int(GALLERY_SIZE_ENV, DEFAULT_GALLERY_SIZE)
+            head = stream_head(dataset, split or default_split, size, root / "_streams")
+            return build_index(head, **kwargs)
         return build_index(dataset, split=split or default_split, **kwargs)
     except Exception as exc:
         if explicit or dataset == BUILTIN:
@@ -63,13 +75,16 @@ def open_default_gallery(
 
 
 def describe_gallery(index: Gallery) -> str:
-    """One line for the UI, e.g. 'AI-Lab-Makerere/beans [validation] · 133 images · 3 labels · MIT'."""
+    """One line for the UI, e.g. 'timm/oxford-iiit-pet [train, first 2,000 rows] · 2000 images · 37 labels · CC BY-SA 4.0'."""
     source = index.source
+    streamed = stream_info(source.get("dataset")) if source.get("kind") == SourceKind.SAVED.value else None
     name = "built-in gallery (scikit-image photos)" if source.get("kind") == SourceKind.BUILTIN.value else str(
-        source.get("dataset") or "custom gallery")
-    if source.get("split"):
+        streamed.dataset if streamed else source.get("dataset") or "custom gallery")
+    if streamed:
+        name += f" [{streamed.split}, first {streamed.rows:,} rows]"
+    elif source.get("split"):
         name += f" [{source['split']}]"
     parts = [name, f"{len(index)} images", f"{len(index.labels())} labels"]
-    if source.get("dataset") == DEFAULT_HUB_GALLERY:
+    if name.startswith(DEFAULT_HUB_GALLERY + " "):
         parts.append(DEFAULT_HUB_LICENSE)
     return " · ".join(parts)

@@ -132,14 +132,7 @@ def _open(source: Union[str, os.PathLike, bytes], max_pixels: int, draft_side: i
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
-                image = Image.open(fp)
-            except UnidentifiedImageError:
-                fp.seek(0)
-                known = _sniff_unsupported(fp.read(512))
-                what = f"{known}, a format Twinsight cannot read" if known else "not an image format Twinsight can read"
-                raise ImageError(
-                    f"{name} is {what} (it reads JPEG, PNG, WebP, GIF, BMP, TIFF); convert it to PNG or JPEG and try again."
-                ) from None
+                image = _open_any(fp, name)
             except Image.DecompressionBombError as exc:
                 found = re.search(r"\((\d+) pixels\)", str(exc))
                 size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
@@ -166,6 +159,48 @@ def _open(source: Union[str, os.PathLike, bytes], max_pixels: int, draft_side: i
     finally:
         if not isinstance(source, (bytes, bytearray)):
             fp.close()
+
+
+def _open_any(fp, name: str) -> Image.Image:
+    """Image.open, and for a HEIC/HEIF phone photo Pillow cannot read, pillow-heif's opener (registered on first
+    need, when it is installed). Anything else unreadable is an ImageError naming the format and the fix."""
+    try:
+        return Image.open(fp)
+    except UnidentifiedImageError:
+        fp.seek(0)
+        known = _sniff_unsupported(fp.read(512))
+    if known in HEIF_KINDS and _register_heif_opener():
+        fp.seek(0)
+        try:
+            return Image.open(fp)
+        except (UnidentifiedImageError, OSError, ValueError, RuntimeError):  # their text names server paths
+            raise ImageError(f"{name} is {known} that could not be decoded (damaged or cut short); re-export it, or "
+                             "convert it to PNG or JPEG and try again.") from None
+    what = f"{known}, a format Twinsight cannot read" if known else "not an image format Twinsight can read"
+    fix = "install pillow-heif to read it, or " if known in HEIF_KINDS else ""
+    raise ImageError(
+        f"{name} is {what} (it reads JPEG, PNG, WebP, GIF, BMP, TIFF); {fix}convert it to PNG or JPEG and try again."
+    ) from None
+
+
+HEIF_KINDS = ("a HEIC file", "a HEIF file")
+_heif_lock = threading.Lock()
+_heif_registered: bool | None = None  # None: not tried yet
+
+
+def _register_heif_opener() -> bool:
+    """Teach Pillow HEIC/HEIF (iPhone photos) through pillow-heif, once; False when it is not installed."""
+    global _heif_registered
+    with _heif_lock:
+        if _heif_registered is None:
+            try:
+                import pillow_heif
+            except ImportError:
+                _heif_registered = False
+            else:
+                pillow_heif.register_heif_opener()
+                _heif_registered = True
+        return _heif_registered
 
 
 _UNSUPPORTED_BRANDS = {b"heic": "a HEIC", b"heix": "a HEIC", b"hevc": "a HEIC", b"heim": "a HEIC", b"heis": "a HEIC",

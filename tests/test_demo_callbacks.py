@@ -156,9 +156,9 @@ def test_gallery_search_by_image_text_and_click(small_gallery, gallery_folder):
     assert items[0][1].startswith(top.label) and "1.000" in items[0][1]
     _, _, by_text = gallery.search(None, "a cat", 3)
     assert len(by_text) == 3
-    clicked = gallery.select_result(shown, 4, None, gr.SelectData(None, {"index": 2, "value": None}))
+    clicked = gallery.select_result(shown, 4, None, None, gr.SelectData(None, {"index": 2, "value": None}))
     assert clicked[2][0]["id"] == shown[2]["id"] and len(clicked[2]) == 4
-    assert set(shown[0]) == {"id", "score", "label"}  # no server paths in what users receive
+    assert set(shown[0]) == {"id", "score", "label", "yours"}  # no server paths in what users receive
 
 
 def test_gallery_label_filter(small_gallery, gallery_folder):
@@ -222,14 +222,19 @@ def test_pairwise_several_faces_shows_the_faces_or_compares_the_largest(use_mode
     assert "✔ Match" in verdict and "compared the largest" in explanation and len(crops) == 2
 
 
-def test_gallery_sync_embeds_new_folder_files_with_progress(small_gallery, gallery_folder):
+def test_gallery_sync_embeds_new_folder_files_with_progress(small_gallery, gallery_folder, monkeypatch):
+    monkeypatch.setattr(runtime.settings, "shared_writes", True)
+    monkeypatch.setattr(runtime.settings, "write_token", "s3cret")
     make_gallery_images(1, seed=77)[0].save(gallery_folder / "Alphabet_0" / "character00" / "new.png")
     before = len(small_gallery)
     seen = []
-    message = gallery.sync_gallery(progress=lambda value, **kwargs: seen.append(value))
+    with pytest.raises(gr.Error, match="Wrong or missing write token"):
+        gallery.sync_gallery("guess", progress=lambda *a, **k: None)
+    assert len(small_gallery) == before
+    message = gallery.sync_gallery("s3cret", progress=lambda value, **kwargs: seen.append(value))
     assert len(small_gallery) == before + 1 and "1 new image" in message
     assert seen and seen[-1][0] == seen[-1][1]  # progress reached done == total
-    assert "1 new image" not in gallery.sync_gallery(progress=lambda *a, **k: None)  # nothing new the second time
+    assert "1 new image" not in gallery.sync_gallery("s3cret", progress=lambda *a, **k: None)  # nothing new the second time
 
 
 def test_gallery_results_are_decoded_once_per_item(small_gallery, gallery_folder, monkeypatch):
@@ -242,6 +247,49 @@ def test_gallery_results_are_decoded_once_per_item(small_gallery, gallery_folder
     assert [path for path, _ in first] == [path for path, _ in second]
     assert len(calls) == len(set(calls)) <= 4  # the second search reused the display files
     assert max(Image.open(first[0][0]).size) <= gallery.THUMBNAIL_SIDE
+
+
+def test_thumbnail_cache_is_bounded(small_gallery, gallery_folder, monkeypatch):
+    from indexer.lru import LruCache
+
+    monkeypatch.setattr(gallery, "_thumbnails", LruCache(2))
+    items, _, _ = gallery.search(str(sorted(gallery_folder.rglob("*.png"))[0]), "", 5)
+    assert len(items) == 5 and len(gallery._thumbnails) == 2  # five shown, the two most recent kept
+
+
+def test_browse_shows_gallery_items_with_their_labels(small_gallery):
+    items, summary, data = gallery.browse(None, 5)
+    assert len(items) == len(data) == len({d["id"] for d in data}) == 5 and "at random" in summary
+    assert all(small_gallery.get(d["id"]).label == caption for d, (_, caption) in zip(data, items))
+    wanted = small_gallery.labels()[1]
+    items, summary, data = gallery.browse(wanted, 32)
+    assert data and {d["label"] for d in data} == {wanted} and len(data) == sum(
+        small_gallery.get(i).label == wanted for i in small_gallery.ids)
+
+
+def test_session_additions_are_searched_with_the_shared_gallery_and_never_written_to_it(small_gallery, image_files):
+    before = len(small_gallery)
+    message, labels, mine = gallery.add_to_gallery([image_files["rocket"]], "my rocket", None)
+    assert len(small_gallery) == before and len(mine) == 1 and "only you see them" in message
+    assert ("my rocket", "my rocket") in labels.choices
+    _, _, hits = gallery.search(image_files["rocket"], "", 3, None, mine)
+    assert hits[0] == {"id": 0, "score": pytest.approx(1.0, abs=1e-3), "label": "my rocket", "yours": True}
+    assert not any(hit["yours"] for hit in gallery.search(image_files["rocket"], "", 3)[2])  # another session
+    clicked = gallery.select_result(hits, 3, None, mine, gr.SelectData(None, {"index": 0, "value": None}))
+    assert clicked[2][0]["yours"] is True
+    with pytest.raises(gr.Error, match="shared gallery is off"):
+        gallery.add_to_gallery([image_files["rocket"]], "everyone", mine, True, "any")
+    assert len(small_gallery) == before
+
+
+def test_session_additions_are_bounded(small_gallery, image_files, monkeypatch):
+    from demo import session
+
+    monkeypatch.setattr(session, "MAX_SESSION_ITEMS", 2)
+    monkeypatch.setattr(gallery, "MAX_SESSION_ITEMS", 2)
+    _, _, mine = gallery.add_to_gallery([image_files["rocket"], image_files["coffee"]], "", None)
+    with pytest.raises(gr.Error, match="limited to 2 images per session"):
+        gallery.add_to_gallery([image_files["chelsea"]], "", mine)
 
 
 def test_callbacks_give_their_decoded_pixels_back(small_gallery, gallery_folder, image_files, tiny_clip_spec):

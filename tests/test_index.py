@@ -552,38 +552,38 @@ def test_cli_build_and_search(tiny_clip, gallery_folder, tmp_path, capsys):
 
 
 def test_hub_dataset_default_gallery_and_fallback(tiny_clip, gallery_dataset, tmp_path, monkeypatch):
+    """The default hub gallery's first rows are streamed (here from a local parquet folder, which datasets streams
+    the same way), kept, and indexed; the next start streams nothing; a failing hub falls back to the built-in one."""
     import datasets
 
-    import indexer.sources.resolve as data
+    import indexer.gallery as gallery_module
     import indexer.models.registry as registry
-    from indexer.gallery import DEFAULT_HUB_GALLERY, DEFAULT_HUB_SPLIT, GALLERY_ENV, describe_gallery, open_default_gallery
+    from indexer.gallery import DEFAULT_HUB_SPLIT, GALLERY_ENV, describe_gallery, open_default_gallery
     from indexer.sources import BUILTIN_IMAGES
 
-    requests = []
-
-    def fake_load_dataset(name, config=None, split=None, revision=None):  # the hub, as datasets would return it
-        requests.append((name, config, split))
-        dsd = datasets.DatasetDict({"train": gallery_dataset, DEFAULT_HUB_SPLIT: gallery_dataset.select(range(6))})
-        return dsd[split] if split else dsd
-
+    hub = tmp_path / "hub" / "org-pets"
+    (hub / "data").mkdir(parents=True)
+    gallery_dataset.to_parquet(str(hub / "data" / f"{DEFAULT_HUB_SPLIT}-00000-of-00001.parquet"))
     monkeypatch.delenv(GALLERY_ENV, raising=False)
+    monkeypatch.setenv("TWINSIGHT_GALLERY_SIZE", "10")
     monkeypatch.setattr(registry, "hub_reachable", lambda *a, **k: True)
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    monkeypatch.setattr(data, "_hub_sha", lambda repo, revision: "abc123")
-    index = open_default_gallery(tiny_clip, cache_root=tmp_path)
-    assert requests[0] == (DEFAULT_HUB_GALLERY, None, DEFAULT_HUB_SPLIT) and len(index) == 6
-    assert index.source["kind"] == "hub" and index.source["revision_sha"] == "abc123"
-    assert describe_gallery(index) == f"{DEFAULT_HUB_GALLERY} [{DEFAULT_HUB_SPLIT}] · 6 images · 3 labels · MIT"
-    assert index.get(4).source == f"dataset:{DEFAULT_HUB_GALLERY}[{DEFAULT_HUB_SPLIT}]#4"
-    reopened = open_index(index.path)  # image() of a dataset row reopens the dataset from meta.json
+    monkeypatch.setattr(gallery_module, "DEFAULT_HUB_GALLERY", str(hub))
+    streamed = []
+    load_dataset = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: streamed.append(k.get("streaming")) or load_dataset(*a, **k))
+    index = open_default_gallery(tiny_clip, cache_root=tmp_path / "indexes")
+    assert streamed == [True] and len(index) == 10  # the first 10 of 24 rows
+    assert describe_gallery(index) == f"{hub} [{DEFAULT_HUB_SPLIT}, first 10 rows] · 10 images · 3 labels · CC BY-SA 4.0"
+    assert [index.get(i).label for i in range(10)] == [["red", "green", "blue"][i % 3] for i in range(10)]
+    reopened = open_index(index.path)  # image() of a row reads the kept rows, not the hub
     assert np.array_equal(np.asarray(reopened.image(4)), np.asarray(gallery_dataset[4]["image"].convert("RGB")))
-
-    other = build_index("org/other", model=tiny_clip, out=tmp_path / "other")  # no split: train is picked
-    assert other.source["split"] == "train" and len(other) == 24
+    again = open_default_gallery(tiny_clip, cache_root=tmp_path / "indexes")
+    assert streamed == [True] and again.path == index.path and len(again) == 10  # nothing streamed the second time
 
     def hub_down(*args, **kwargs):
         raise ConnectionError("hub unreachable")
 
     monkeypatch.setattr(datasets, "load_dataset", hub_down)
-    fallback = open_default_gallery(tiny_clip, cache_root=tmp_path)
+    monkeypatch.setenv("TWINSIGHT_GALLERY_SIZE", "11")  # not streamed yet: needs the (failing) hub
+    fallback = open_default_gallery(tiny_clip, cache_root=tmp_path / "indexes")
     assert fallback.source["kind"] == "builtin" and len(fallback) == len(BUILTIN_IMAGES)

@@ -194,7 +194,7 @@ def test_gallery_image_never_opens_a_path_outside_the_index(tmp_path, tiny_clip)
 
 
 def test_gallery_search_results_carry_no_server_paths(tmp_path, tiny_clip, monkeypatch):
-    """What the API returns for hits is id, score and label: never the server-side source path."""
+    """What the API returns for hits is id, score, label and whether it is yours: never the server-side source path."""
     from demo import gallery, runtime
     from indexer import GalleryIndex
 
@@ -208,5 +208,5 @@ def test_gallery_search_results_carry_no_server_paths(tmp_path, tiny_clip, monke
         items, _, hits = gallery.search(str(photo), "", 1)
     finally:
         runtime.use_gallery(None)
-    assert hits == [{"id": 0, "score": pytest.approx(1.0, abs=1e-4), "label": "p"}]
+    assert hits == [{"id": 0, "score": pytest.approx(1.0, abs=1e-4), "label": "p", "yours": False}]
     assert str(tmp_path) not in str(hits) and str(tmp_path) not in str(items)

@@ -12,8 +12,19 @@ from ..sources import SOURCE_IDENTITY, SourceKind
 DEFAULT_INDEX_ROOT_ENV = "TWINSIGHT_INDEX_DIR"
 
 
-def default_index_root() -> Path:
-    return Path(os.environ.get(DEFAULT_INDEX_ROOT_ENV) or Path.home() / ".cache" / "twinsight" / "indexes")
+# Hugging Face Spaces mount persistent storage here; everything else in a Space is lost on restart.
+PERSISTENT_DATA_DIR = Path("/data")
+
+
+def default_index_root(persistent_dir: Path | None = None) -> Path:
+    """$TWINSIGHT_INDEX_DIR; else /data/twinsight/indexes when /data (Spaces persistent storage) exists and is
+    writable; else ~/.cache/twinsight/indexes."""
+    if os.environ.get(DEFAULT_INDEX_ROOT_ENV):
+        return Path(os.environ[DEFAULT_INDEX_ROOT_ENV])
+    persistent_dir = PERSISTENT_DATA_DIR if persistent_dir is None else persistent_dir
+    if persistent_dir.is_dir() and os.access(persistent_dir, os.W_OK | os.X_OK):
+        return persistent_dir / "twinsight" / "indexes"
+    return Path.home() / ".cache" / "twinsight" / "indexes"
 
 
 def _slug(text: str) -> str:

@@ -118,16 +118,19 @@ class Gallery:
     # -- queries --------------------------------------------------------------------------------------------
     def embed_query(self, query: Any = None, *, image: ImageSource | None = None, text: str | None = None,
                     vector: np.ndarray | None = None) -> np.ndarray:
-        """The (dim,) query vector. A positional `query` is a vector if it is a 1-D float array,
-        text if it is a str, and an image otherwise (path objects, bytes, PIL, HxWxC arrays)."""
+        """The (dim,) query vector. A positional `query` is a vector if it is a 1-D float array, an image if it
+        is a str naming an existing file or anything else (Path, bytes, PIL, HxWxC arrays). A positional str
+        that names no file is refused: "photo.jpg" must not silently become a search for those words, so text
+        goes by `text=`."""
         given = [q is not None for q in (query, image, text, vector)]
         if sum(given) != 1:
             raise ValueError("Search with exactly one of: an image, a text, or a vector.")
         if query is not None:
             if isinstance(query, np.ndarray) and query.ndim == 1 and np.issubdtype(query.dtype, np.floating):
                 vector = query
-            elif isinstance(query, str):
-                text = query
+            elif isinstance(query, str) and not os.path.isfile(query):
+                raise ValueError(f"{query[:80]!r} is not an existing file. To search for these words, call "
+                                 f"search(text=...); for an image, pass image= a file that exists (or a Path).")
             else:
                 image = query
         if vector is not None:
