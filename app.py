@@ -9,14 +9,14 @@ import os
 import gradio as gr
 
 from demo import classification, gallery, pairwise, runtime
-from indexer.env import env_int
+from indexer.config import settings
 
 # Concurrent events per function. The model's coalescer can only batch requests that are inside their callbacks
 # at once, so this caps its batch: 16 gave ViT-B-32 ~1.2x the throughput of 8 at 16 clients (docs/BENCHMARKS.md, 4).
-CONCURRENCY = env_int("TWINSIGHT_CONCURRENCY", 16)
+CONCURRENCY = settings().concurrency
 # Requests waiting beyond this get Gradio's "queue is full" answer instead of piling up in memory.
-QUEUE_SIZE = env_int("TWINSIGHT_QUEUE_SIZE", 64)
-MAX_UPLOAD = os.environ.get("TWINSIGHT_MAX_UPLOAD", "20mb")
+QUEUE_SIZE = settings().queue_size
+MAX_UPLOAD = settings().max_upload
 # After every event Gradio rebuilds a pandas summary of up to 10,000 past events for its monitoring page: 3-9 ms of
 # CPU per request, growing with the events served (docs/BENCHMARKS.md, section 4). Every 100th event is enough.
 ANALYTICS_EVERY = os.environ.get("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--head", action="append", help="Siamese head for the pairwise tab: folder or hub repo id (repeatable)")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 on Spaces)")
     parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--mcp", action="store_true", default=os.environ.get("TWINSIGHT_MCP", "") in ("1", "true"),
+    parser.add_argument("--mcp", action="store_true", default=settings().mcp,
                         help="also serve the public endpoints as an MCP server for agents (needs: pip install 'gradio[mcp]')")
     args = parser.parse_args(argv)
     if args.mcp and not mcp_available():

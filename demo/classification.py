@@ -5,6 +5,7 @@ import enum
 
 import gradio as gr
 
+from indexer.errors import UserInputError
 from indexer.knn import vote
 from indexer.models.base import DEFAULT_PROMPT_TEMPLATE
 
@@ -34,7 +35,7 @@ class Source(str, enum.Enum):
         for source in cls:
             if value == source.value:
                 return source
-        raise ValueError(f"Unknown label source {str(value)[:40]!r}; use one of: {', '.join(s.value for s in cls)}.")
+        raise UserInputError(f"Unknown label source {str(value)[:40]!r}; use one of: {', '.join(s.value for s in cls)}.")
 
 
 SOURCE_LABELS = {
@@ -59,13 +60,14 @@ def available_sources() -> list[str]:
 
 def parse_labels(text: str) -> list[str]:
     if len(text or "") > MAX_TEXT:
-        raise ValueError(f"The label list is over {MAX_TEXT} characters; shorten it.")
+        raise UserInputError(f"The label list is over {MAX_TEXT} characters; shorten it.")
     labels = list(dict.fromkeys(part.strip() for part in (text or "").replace("\n", ",").split(",") if part.strip()))
     if len(labels) > MAX_LABELS:
-        raise ValueError(f"{len(labels)} labels given; use at most {MAX_LABELS}.")
+        raise UserInputError(f"{len(labels)} labels given; use at most {MAX_LABELS}.")
     return labels
 
 
+@runtime.answers
 def classify(image: str | None, source: str | None = None, labels: str | None = None, template: str | None = None,
              top_k: int = 5) -> tuple[dict[str, float], str]:
     """Top-k labels for an image as {label: confidence}, and which source answered.
@@ -81,20 +83,17 @@ def classify(image: str | None, source: str | None = None, labels: str | None = 
     if len(template or "") > MAX_TEMPLATE:
         raise gr.Error(f"The prompt template is over {MAX_TEMPLATE} characters; shorten it.")
     top_k = runtime.bounded_int(top_k, 1, MAX_TOP_K, "Top-k")
-    try:
-        model = runtime.embedder()
-        source = Source.parse(source) if source else Source(available_sources()[0])
-        if source is Source.ZERO_SHOT:
-            labels = DEFAULT_LABELS if labels is None else labels
-            [predictions] = model.zero_shot([image], parse_labels(labels), template or DEFAULT_PROMPT_TEMPLATE, top_k)
-        elif source is Source.HEAD:
-            [predictions] = model.classify([image], top_k)
-        else:
-            predictions = vote(runtime.gallery().search(image=image, k=NEIGHBOURS), top_k)
-            if not predictions:
-                raise ValueError("The gallery has no labelled images to vote; add labelled images or pick another source.")
-    except runtime.FRIENDLY_ERRORS as exc:
-        raise runtime.user_error(exc) from None
+    model = runtime.embedder()
+    source = Source.parse(source) if source else Source(available_sources()[0])
+    if source is Source.ZERO_SHOT:
+        labels = DEFAULT_LABELS if labels is None else labels
+        [predictions] = model.zero_shot([image], parse_labels(labels), template or DEFAULT_PROMPT_TEMPLATE, top_k)
+    elif source is Source.HEAD:
+        [predictions] = model.classify([image], top_k)
+    else:
+        predictions = vote(runtime.gallery().search(image=image, k=NEIGHBOURS), top_k)
+        if not predictions:
+            raise UserInputError("The gallery has no labelled images to vote; add labelled images or pick another source.")
     return {p.label: p.score for p in predictions}, f"Answered by: **{source.label}** with `{model.name}`"
 
 

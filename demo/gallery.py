@@ -7,7 +7,7 @@ import random
 import gradio as gr
 
 from indexer import GalleryIndex, load_image, sync_index
-from indexer.env import env_int
+from indexer.config import settings
 from indexer.index import EXACT_SEARCH_BELOW, MILVUS
 from indexer.gallery import describe_gallery
 from indexer.lru import LruCache
@@ -25,7 +25,7 @@ MAX_FILTER_LABELS = 100
 THUMBNAIL_SIDE = 384
 # (index, item id) -> display file. Ids are never reused, so entries never go stale; bounded, so a large gallery
 # browsed for days does not grow the process without limit (each entry is a path string, the file is on disk).
-_thumbnails: LruCache[tuple, str] = LruCache(env_int("TWINSIGHT_THUMBNAIL_CACHE", 4096))
+_thumbnails: LruCache[tuple, str] = LruCache(settings().thumbnail_cache)
 BROWSE_COUNT = 8  # as the results slider starts
 
 
@@ -68,6 +68,7 @@ def _filter(labels: list[str] | None) -> list[str] | None:
     return [str(label) for label in labels]
 
 
+@runtime.answers
 def search(image: str | None = None, text: str | None = None, k: int = 8, labels: list[str] | None = None,
            mine: GalleryIndex | None = None) -> tuple[list[tuple], str, list[dict]]:
     """The gallery images most similar to an image (preferred when both are given) or to a text query.
@@ -84,11 +85,8 @@ def search(image: str | None = None, text: str | None = None, k: int = 8, labels
     if len(text) > MAX_QUERY:
         raise gr.Error(f"The text query is over {MAX_QUERY} characters; shorten it.")
     k, label_filter = runtime.bounded_int(k, 1, MAX_K, "The number of results"), _filter(labels)
-    try:
-        query = {"image": image} if image else {"text": text}
-        found = search_both(runtime.gallery(), mine, k, label_filter, **query)
-    except runtime.FRIENDLY_ERRORS as exc:
-        raise runtime.user_error(exc) from None
+    query = {"image": image} if image else {"text": text}
+    found = search_both(runtime.gallery(), mine, k, label_filter, **query)
     return _results(found, "the image" if image else f"“{text}”")
 
 
@@ -102,6 +100,7 @@ def _similar(item_id, k, labels, mine: GalleryIndex | None, yours: bool) -> list
     return search_both(shared, mine, k, label_filter, vector=owner.vectors([item_id])[0])
 
 
+@runtime.answers
 def similar(item_id: int, k: int = 8, labels: list[str] | None = None) -> tuple[str, list[dict]]:
     """Search the shared gallery with one of its items (an id from a search's hits) as the query.
 
@@ -117,6 +116,7 @@ def similar(item_id: int, k: int = 8, labels: list[str] | None = None) -> tuple[
     return f"{len(found)} nearest to gallery item {int(item_id)}.", [f.as_data() for f in found]
 
 
+@runtime.answers
 def select_result(shown: list[dict] | None, k: int, labels: list[str] | None, mine: GalleryIndex | None,
                   event: gr.SelectData):
     """A click on a result searches with that result (one of the shared gallery's, or one of yours)."""
@@ -126,6 +126,7 @@ def select_result(shown: list[dict] | None, k: int, labels: list[str] | None, mi
     return _results(_similar(hit["id"], k, labels, mine, bool(hit.get("yours"))), f"gallery item {hit['id']}")
 
 
+@runtime.answers
 def browse(label: str | None = None, count: int = BROWSE_COUNT, mine: GalleryIndex | None = None):
     """A page of gallery items before any search: a random sample, or items with one label.
 
@@ -200,6 +201,7 @@ def add_to_session(files: list[str] | None, label: str | None, mine: GalleryInde
     return message, gr.Dropdown(choices=labels_of(shared, mine)), mine
 
 
+@runtime.answers
 def add_to_gallery(files: list[str] | None, label: str | None = None, mine: GalleryIndex | None = None,
                    shared: bool = False, token: str | None = None):
     """Add images to the gallery: to your own additions (default), or to the shared gallery with the write token.
@@ -217,15 +219,13 @@ def add_to_gallery(files: list[str] | None, label: str | None = None, mine: Gall
     return add_to_session(files, label, mine)
 
 
+@runtime.answers
 def sync_gallery(token: str | None = None, progress=gr.Progress()) -> str:
     """Embed what the gallery's dataset or folder gained since it was indexed (resumable, saved at the end).
     A write to the shared gallery: needs the write token."""
     runtime.check_write_token(token)
     index = runtime.gallery()
-    try:
-        sync_index(index, progress=lambda done, total: progress((done, total), desc="Embedding new images", unit="images"))
-    except runtime.FRIENDLY_ERRORS as exc:
-        raise runtime.user_error(exc) from None
+    sync_index(index, progress=lambda done, total: progress((done, total), desc="Embedding new images", unit="images"))
     report = index.build_report
     return f"Synced: {report.embedded} new image(s) embedded, {report.skipped} unreadable skipped. {facts()}"
 

@@ -70,17 +70,16 @@ def _face_problem(exc: FaceError) -> tuple:
 
 
 def _answer(verify) -> tuple:
-    """Run a verification; library errors become friendly page errors, several faces an explained no-verdict."""
+    """Run a verification; several faces give an explained no-verdict (other errors: runtime.answers)."""
     try:
         return _outputs(verify())
     except FaceError as exc:
         if exc.crops:
             return _face_problem(exc)
-        raise runtime.user_error(exc) from None
-    except runtime.FRIENDLY_ERRORS as exc:
-        raise runtime.user_error(exc) from None
+        raise  # shown by runtime.answers
 
 
+@runtime.answers
 def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.value, threshold: float | None = None,
             largest_face: bool = False):
     """Are two images the same thing, person or writer? Similarity, distance, verdict, explanation and the crops
@@ -100,6 +99,7 @@ def compare(image_a: str | None, image_b: str | None, mode: str = Mode.GENERAL.v
         image_a, image_b, mode, _threshold(mode, threshold), _on_multiple(largest_face)))
 
 
+@runtime.answers
 def enrol_and_compare(references: list[str] | None, questioned: str | None, mode: str = Mode.GENERAL.value,
                       reduce: str = Reduce.BEST.value, threshold: float | None = None, largest_face: bool = False):
     """Compare a questioned image against several enrolled references (score = closest or mean, as chosen).

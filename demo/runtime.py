@@ -4,6 +4,7 @@ Per-user data never lives here; only the model and the gallery index, which all 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
@@ -12,15 +13,17 @@ import os
 import stat
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 from dataclasses import dataclass, field
 
 import gradio as gr
 
-from indexer import CapabilityError, Embedder, GalleryIndex, ImageError, load_embedder
+from indexer import config
+from indexer import Embedder, GalleryIndex, load_embedder
 from indexer.atomic import write_atomically
 from indexer.build import PERSISTENT_DATA_DIR, default_index_root
-from indexer.env import env_int
+from indexer.errors import USER_FACING, ServiceError
 from indexer.face import load_face_model
 from indexer.gallery import describe_gallery, open_default_gallery
 from indexer.siamese import load_head
@@ -29,20 +32,23 @@ from indexer.verify import Mode, Verifier
 log = logging.getLogger(__name__)
 
 
+def _configured(name: str):
+    return field(default_factory=lambda: getattr(config.settings(), name))
+
+
 @dataclass
 class Settings:
-    model: str = field(default_factory=lambda: os.environ.get("TWINSIGHT_MODEL", "auto"))
-    gallery: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_GALLERY") or None)
-    # Siamese heads (paths or hub repo ids), comma-separated in TWINSIGHT_HEADS.
-    heads: list[str] = field(default_factory=lambda: [h for h in os.environ.get("TWINSIGHT_HEADS", "").split(",") if h])
-    # Where the gallery's vectors live: hnsw (default) or milvus:URI (indexer/index/store.py).
-    store: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_STORE") or None)
-    # Search-time hnsw candidate list (speed/recall dial): the index's own (96) unless set; ~512 for 1M items.
-    ef: int | None = field(default_factory=lambda: env_int("TWINSIGHT_EF", None))
+    """The app's choices: the TWINSIGHT_* settings (indexer/config.py), which the command line may override."""
+
+    model: str = _configured("model")
+    gallery: str | None = _configured("gallery")
+    heads: list[str] = field(default_factory=lambda: list(config.settings().heads))  # Siamese heads: folders or hub ids
+    store: str | None = _configured("store")  # hnsw (default) or milvus:URI (indexer/index/store.py)
+    ef: int | None = _configured("ef")  # search-time candidate list: the index's own unless set
     # Writing to the shared gallery (what every visitor sees) needs this setting AND the token; without both,
     # a visitor's additions are their own (demo/session.py) and the sync button is hidden.
-    shared_writes: bool = field(default_factory=lambda: os.environ.get("TWINSIGHT_SHARED_WRITES", "") in ("1", "true", "yes"))
-    write_token: str = field(default_factory=lambda: os.environ.get("TWINSIGHT_WRITE_TOKEN", ""))
+    shared_writes: bool = _configured("shared_writes")
+    write_token: str = field(default_factory=lambda: config.settings().write_token or "")
 
 
 settings = Settings()
@@ -268,6 +274,32 @@ def user_error(exc: Exception) -> gr.Error:
     return gr.Error(str(exc), title="Cannot do that")
 
 
+def internal_error(exc: BaseException) -> gr.Error:
+    """Our failure, never presented as the user's mistake: logged with a reference the page shows. A ServiceError's
+    message is written for users (a worker stopped on this image, say), so it is shown; anything else (a bug) is not."""
+    reference = uuid.uuid4().hex[:8]
+    log.error("internal error, reference %s", reference, exc_info=exc)
+    told = str(exc) if isinstance(exc, ServiceError) else "Something went wrong on our side and was logged."
+    return gr.Error(f"{told} Try again; if it keeps happening, report reference {reference}.", title="Internal error")
+
+
+def answers(callback):
+    """Wrap a page or API callback: errors of the caller's input (indexer.errors.USER_FACING) are shown as they are,
+    gr.Error passes through, anything else becomes `internal_error`."""
+    @functools.wraps(callback)  # Gradio reads the signature and docstring (API inputs, gr.Progress) through it
+    def run(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except gr.Error:
+            raise
+        except FRIENDLY_ERRORS as exc:
+            raise user_error(exc) from None
+        except Exception as exc:
+            raise internal_error(exc) from None
+
+    return run
+
+
 def bounded_int(value, low: int, high: int, what: str) -> int:
     """An integer input from the page or the API, refused with a clear message outside [low, high]."""
     try:
@@ -279,4 +311,4 @@ def bounded_int(value, low: int, high: int, what: str) -> int:
     return number
 
 
-FRIENDLY_ERRORS = (ImageError, CapabilityError, ValueError)
+FRIENDLY_ERRORS = USER_FACING  # shown to the user as they are; everything else is `internal_error`

@@ -10,12 +10,12 @@ import uuid
 from dataclasses import dataclass
 
 from indexer import GalleryIndex, SearchHit
-from indexer.env import env_int
+from indexer.config import settings
 
 # A session's additions stay in memory, each with a display copy of at most 384x384 px (~0.44 MB decoded):
 # this bounds what one visitor holds (~22 MB), and the time limit how long after their last addition.
-MAX_SESSION_ITEMS = env_int("TWINSIGHT_SESSION_ITEMS", 50)
-SESSION_TTL_SECONDS = env_int("TWINSIGHT_SESSION_TTL", 2 * 3600)
+MAX_SESSION_ITEMS = settings().session_items
+SESSION_TTL_SECONDS = settings().session_ttl
 
 
 @dataclass(frozen=True)

@@ -10,20 +10,22 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import UserInputError
+
 
 def _as_arrays(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels).astype(bool).ravel()
     if scores.shape != labels.shape:
-        raise ValueError(f"{scores.size} scores but {labels.size} labels; give one label per scored pair.")
+        raise UserInputError(f"{scores.size} scores but {labels.size} labels; give one label per scored pair.")
     if not np.all(np.isfinite(scores)):
-        raise ValueError("Scores contain NaN or infinity; drop the pairs that failed before calibrating.")
+        raise UserInputError("Scores contain NaN or infinity; drop the pairs that failed before calibrating.")
     return scores, labels
 
 
 def _require_both_classes(labels: np.ndarray) -> None:
     if labels.all() or not labels.any():
-        raise ValueError(
+        raise UserInputError(
             "Calibration needs both same-identity and different-identity pairs; "
             f"got {int(labels.sum())} same and {int((~labels).sum())} different."
         )
@@ -57,7 +59,7 @@ def accuracy_at(scores: Sequence[float], labels: Sequence[int], threshold: float
     """Fraction of pairs decided correctly at ``threshold``."""
     scores, labels = _as_arrays(scores, labels)
     if scores.size == 0:
-        raise ValueError("No scored pairs to measure accuracy on.")
+        raise UserInputError("No scored pairs to measure accuracy on.")
     return float(((scores >= threshold) == labels).mean())
 
 
@@ -128,7 +130,7 @@ def calibrate(scores: Sequence[float], labels: Sequence[int], criterion: str = "
     elif criterion == "accuracy":
         threshold = best_accuracy_threshold(scores, labels)[1]
     else:
-        raise ValueError(f"Unknown calibration criterion {criterion!r}; use 'eer' or 'accuracy'.")
+        raise UserInputError(f"Unknown calibration criterion {criterion!r}; use 'eer' or 'accuracy'.")
     return Calibration(
         threshold=float(threshold),
         criterion=criterion,

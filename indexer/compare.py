@@ -43,8 +43,9 @@ def compare_images(image_a: ImageSource, image_b: ImageSource, mode: Mode | str 
     started = time.perf_counter()
     mode = Mode(mode)
     if verifier is None:
+        # Loaded only when no verifier is given: a face comparison needs neither torch model.
         from .models import load_embedder
-        from .siamese import load_head
+        from .siamese.head import load_head
 
         embedder = None if mode is Mode.FACE else load_embedder(model)
         verifier = Verifier(embedder, heads=[load_head(head) for head in heads])

@@ -94,7 +94,19 @@ class Settings:
     ef: int | None = _var("EF", _whole(1), None, "hnsw search candidate list: higher = better recall, slower",
                           "the index's tuned ef (recall@10 0.98, at least 96)")
     index_dir: str | None = _var("INDEX_DIR", _text, None, "where built indexes and calibrations are cached",
+                                 "/data/twinsight/indexes where /data is writable (Spaces storage), else "
                                  "~/.cache/twinsight/indexes")
+    gallery_size: int = _var("GALLERY_SIZE", _whole(1), 2000, "rows of the default hub gallery streamed and indexed")
+    thumbnail_cache: int = _var("THUMBNAIL_CACHE", _whole(1), 4096, "gallery thumbnails kept in memory (least recently "
+                                "used dropped first)")
+    session_items: int = _var("SESSION_ITEMS", _whole(1), 50, "images one visitor may add to their own additions")
+    session_ttl: int = _var("SESSION_TTL", _whole(1), 7200, "seconds a visitor's additions are kept after their last "
+                            "one when the page is never closed")
+    shared_writes: bool = _var("SHARED_WRITES", _switch, False, "allow writes to the shared gallery (with the token "
+                               "below); otherwise additions are each visitor's own", "0")
+    write_token: str | None = _var("WRITE_TOKEN", _text, None, "the token shared-gallery writes and /sync_gallery "
+                                   "must give", "none: shared writes refused")
+    mcp: bool = _var("MCP", _switch, False, "also serve the endpoints as an MCP server (`pip install 'gradio[mcp]'`)", "0")
     concurrency: int = _var("CONCURRENCY", _whole(1), 16, "concurrent events per app function")
     queue_size: int = _var("QUEUE_SIZE", _whole(1), 64, "requests waiting beyond this get 'queue is full'")
     max_upload: str = _var("MAX_UPLOAD", _text, "20mb", "largest upload Gradio accepts")

@@ -26,6 +26,7 @@ from .face_worker import FaceDetector, RawFace
 from .config import Settings, settings
 from .images import ImageSource, load_image
 from .lru import LruCache
+from .errors import ServiceError, UserInputError
 
 DLIB_THRESHOLD = 0.6  # dlib's documented same-person distance for dlib_face_recognition_resnet_model_v1
 CACHE_SIZE = 64
@@ -37,7 +38,7 @@ MAX_JITTERS = 32
 STARTUP_TIMEOUT = 120.0  # seconds for the worker to import dlib and load its models (~0.6 s here)
 
 
-class FaceError(ValueError):
+class FaceError(UserInputError):
     """Face mode could not compare an image. The message names the problem and the fix."""
 
     def __init__(self, message: str, crops: list[Image.Image] | None = None):
@@ -67,8 +68,9 @@ class Face:
         return max(0, right - left) * max(0, bottom - top)
 
 
-class FaceWorkerError(FaceError):
-    """The face worker process could not load its models, failed on an image, or stopped."""
+class FaceWorkerError(ServiceError):
+    """The face worker process could not load its models, failed on an image, or stopped: our side, not the
+    image's fault (the app shows it as an internal error with a reference)."""
 
 
 class FaceWorker:
@@ -277,7 +279,7 @@ class FaceModel:
             if on_multiple == "largest":
                 return self.describe(found[0]), f"{len(found)} faces in {name}; compared the largest."
             if on_multiple != "error":
-                raise ValueError(f"on_multiple must be 'error' or 'largest', not {on_multiple!r}.")
+                raise UserInputError(f"on_multiple must be 'error' or 'largest', not {on_multiple!r}.")
             raise MultipleFacesError(
                 f"{len(found)} faces found in {name}; crop it to the one person you mean, "
                 "or choose to compare the largest face (the pairwise tab's 'compare the largest' option).",
@@ -290,7 +292,7 @@ class FaceModel:
 def check_jitters(jitters: int, name: str = "jitters") -> int:
     """`jitters` if it is a whole number from 1 to MAX_JITTERS; otherwise a ValueError naming `name` and the fix."""
     if isinstance(jitters, bool) or not isinstance(jitters, (int, np.integer)) or not 1 <= jitters <= MAX_JITTERS:
-        raise ValueError(f"{name}={jitters!r} is not valid: set it to a whole number from 1 (the face chip alone) to "
+        raise UserInputError(f"{name}={jitters!r} is not valid: set it to a whole number from 1 (the face chip alone) to "
                          f"{MAX_JITTERS}; {DEFAULT_JITTERS} is the default (the chip and its mirror image).")
     return int(jitters)
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .build import ProgressCallback, build_index, default_index_root
-from .env import env_int
+from .config import settings
 from .index import Gallery
 from .sources import BUILTIN, SourceKind
 from .sources.stream import stream_head, stream_info
@@ -33,7 +33,7 @@ def resolve_gallery(source: str | os.PathLike | None = None) -> tuple[str, str |
     """(dataset, split) the gallery should show: explicit source, $TWINSIGHT_GALLERY, hub default, built-in."""
     from .models.registry import hub_reachable  # heavy (torch): only when the gallery is chosen
 
-    chosen = str(source) if source else os.environ.get(GALLERY_ENV, "").strip()
+    chosen = str(source) if source else (settings().gallery or "")
     if chosen:
         return chosen, DEFAULT_HUB_SPLIT if chosen == DEFAULT_HUB_GALLERY else None
     if hub_reachable():
@@ -57,13 +57,13 @@ def open_default_gallery(
     gallery; an explicitly chosen source that fails raises its error (the user asked for it).
     """
     dataset, default_split = resolve_gallery(source)
-    explicit = bool(source) or bool(os.environ.get(GALLERY_ENV, "").strip())
+    explicit = bool(source) or bool(settings().gallery)
     kwargs = dict(model=embedder, index_root=cache_root, progress=progress, limit=limit, show_progress=show_progress,
                   store=store)  # None: $TWINSIGHT_STORE, else hnswlib
     try:
         if not explicit and dataset != BUILTIN:  # the default hub gallery: its first rows, streamed once
             root = Path(cache_root) if cache_root else default_index_root()
-            size = env_int(GALLERY_SIZE_ENV, DEFAULT_GALLERY_SIZE)
+            size = settings().gallery_size
             head = stream_head(dataset, split or default_split, size, root / "_streams")
             return build_index(head, **kwargs)
         return build_index(dataset, split=split or default_split, **kwargs)

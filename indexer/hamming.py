@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UserInputError
+
 WORD_BITS = 64
 ITQ_DEFAULT_BITS = 128  # the fit is O(dim^2 * bits) per iteration: 128 learned bits fit in seconds to a minute
 
@@ -43,11 +45,11 @@ class BinaryCodec:
         if kind is CodeKind.SIGN:
             bits = bits or dim
             if bits != dim:
-                raise ValueError(f"sign codes have one bit per dimension ({dim}); use kind='itq' for {bits} bits.")
+                raise UserInputError(f"sign codes have one bit per dimension ({dim}); use kind='itq' for {bits} bits.")
             return cls(kind, bits)
         bits = bits or min(dim, ITQ_DEFAULT_BITS)
         if bits > dim or len(vectors) < bits:
-            raise ValueError(f"ITQ with {bits} bits needs bits <= dim ({dim}) and at least {bits} vectors (got {len(vectors)}).")
+            raise UserInputError(f"ITQ with {bits} bits needs bits <= dim ({dim}) and at least {bits} vectors (got {len(vectors)}).")
         rng = np.random.default_rng(seed)
         if len(vectors) > sample:  # the projection is learned from a random sample: fitting cost stays bounded
             vectors = vectors[rng.choice(len(vectors), sample, replace=False)]

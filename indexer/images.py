@@ -14,12 +14,12 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .env import env_int
+from .config import settings
 from .errors import UserInputError
 
 # Decompression-bomb guard. 64 MP covers every camera photo; a 30000x30000 image (900 MP) is refused
 # before its pixels are decoded. Raise it with TWINSIGHT_MAX_PIXELS for huge scans.
-MAX_PIXELS = env_int("TWINSIGHT_MAX_PIXELS", 64_000_000)
+MAX_PIXELS = settings().max_pixels
 
 ORIENTATION_TAG = 0x0112  # EXIF: how a camera held sideways wants the pixels turned
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -79,7 +79,7 @@ class DecodeBudget:
 
 
 # 1 GB: four 64 MP images at once; most photos are a few MB decoded, and JPEGs bound for a model decode reduced.
-DECODE_BUDGET = DecodeBudget(env_int("TWINSIGHT_DECODE_BUDGET_MB", 1024) * 2**20)
+DECODE_BUDGET = DecodeBudget(settings().decode_budget_mb * 2**20)
 
 
 def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, draft_side: int | None = None) -> Image.Image:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .errors import UserInputError
 from .images import ImageSource, load_image
 
 OUTPUT_SIZE = 224
@@ -16,7 +17,7 @@ MARGIN = 0.08  # padding around the ink, as a fraction of its longer side
 MIN_INK_PIXELS = 8
 
 
-class SignatureError(ValueError):
+class SignatureError(UserInputError):
     """The image holds no usable ink. The message names the problem and the fix."""
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 from .atomic import write_atomically
 from .calibration import Calibration, calibrate
+from .config import settings
 from .face import DLIB_THRESHOLD, FaceModel, load_face_model
 from .images import ImageSource, load_image
 from .models.base import Embedder
@@ -131,7 +132,7 @@ def _calibration_cache_file(embedder: Embedder | None, mode: Mode) -> Path | Non
     """Where a self-calibration is kept between runs (start-up embeds the generated pairs once per model, not
     once per start): keyed by the model's weights and precision, so other weights never reuse it."""
     model = getattr(embedder, "model", None)
-    if not isinstance(model, torch.nn.Module) or os.environ.get("TWINSIGHT_CALIBRATION_CACHE", "1") == "0":
+    if not isinstance(model, torch.nn.Module) or not settings().calibration_cache:
         return None
     from .build import default_index_root
 

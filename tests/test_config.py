@@ -60,3 +60,12 @@ def test_readme_table_lists_every_variable_as_the_code_does():
     assert markdown_table() in text, "README's settings table differs: paste indexer.config.markdown_table()"
     documented = set(re.findall(r"`(TWINSIGHT_[A-Z_]+)`", text))
     assert documented >= {f.metadata["env"] for f in dataclasses.fields(Settings)}
+
+
+def test_the_code_reads_no_variable_that_settings_does_not_declare():
+    root = README.parent
+    declared = {f.metadata["env"] for f in dataclasses.fields(Settings)}
+    used = set()
+    for path in [root / "app.py", *(root / "indexer").rglob("*.py"), *(root / "demo").rglob("*.py")]:
+        used |= set(re.findall(r"TWINSIGHT_[A-Z_]*[A-Z]", path.read_text(encoding="utf-8")))
+    assert used - declared == set()

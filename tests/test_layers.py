@@ -16,7 +16,7 @@ PACKAGES = ("indexer", "demo")
 # Lowest first. A module is in the layer of the longest prefix that names it; a module imports only from its own
 # layer or lower ones. A new module needs a place here (test_every_module_has_a_layer).
 LAYERS: list[tuple[str, ...]] = [
-    ("indexer._lazy", "indexer.env", "indexer.errors", "indexer.config", "indexer.atomic", "indexer.lru", "indexer.images",
+    ("indexer._lazy", "indexer.errors", "indexer.config", "indexer.atomic", "indexer.lru", "indexer.images",
      "indexer.device", "indexer.brute", "indexer.hamming", "indexer.calibration", "indexer.augment",
      "indexer.signature", "indexer.face_worker"),
     ("indexer.models", "indexer.siamese.head", "indexer.siamese.losses"),  # the embedding models and their heads

@@ -233,14 +233,14 @@ def test_a_bad_numeric_setting_names_the_variable_and_the_fix(monkeypatch, tiny_
 
 
 def test_numeric_settings_default_when_unset_or_empty_and_read_digits(monkeypatch):
-    from indexer.env import env_int
+    from indexer.config import settings
 
-    monkeypatch.delenv("TWINSIGHT_TEST_NUMBER", raising=False)
-    assert env_int("TWINSIGHT_TEST_NUMBER", 7) == 7
-    monkeypatch.setenv("TWINSIGHT_TEST_NUMBER", " ")
-    assert env_int("TWINSIGHT_TEST_NUMBER", None) is None
-    monkeypatch.setenv("TWINSIGHT_TEST_NUMBER", "64_000")
-    assert env_int("TWINSIGHT_TEST_NUMBER", 7) == 64000
+    monkeypatch.delenv("TWINSIGHT_DECODE_BUDGET_MB", raising=False)
+    assert settings().decode_budget_mb == 1024
+    monkeypatch.setenv("TWINSIGHT_DECODE_BUDGET_MB", " ")
+    assert settings().decode_budget_mb == 1024
+    monkeypatch.setenv("TWINSIGHT_DECODE_BUDGET_MB", "64_000")
+    assert settings().decode_budget_mb == 64000
 
 
 @pytest.mark.parametrize("which", ["effnet", "open_clip", "hf_vit", "hf_clip", "hf_classifier"])

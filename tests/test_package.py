@@ -18,7 +18,7 @@ def _python(code: str) -> str:
 
 
 def test_import_indexer_loads_no_heavy_library():
-    loaded = json.loads(_python(f"import sys, json, indexer, indexer.env, indexer.models, indexer.siamese; "
+    loaded = json.loads(_python(f"import sys, json, indexer, indexer.config, indexer.errors, indexer.models, indexer.siamese; "
                                 f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"))
     assert loaded == []
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -100,8 +101,15 @@ def test_gradio_hot_reload_finds_the_module_level_demo(tmp_path):
         while "Watching demo:" not in log.read_text():
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=10) as response:
-            assert response.status == 200
+        # The reloader prints the line while the server may still be starting: wait for it to answer.
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=10) as response:
+                    assert response.status == 200
+                break
+            except urllib.error.URLError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
         text = log.read_text()
         assert "Watching demo: demo" in text and "not found" not in text and "is not the launched demo" not in text
     finally:

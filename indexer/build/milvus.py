@@ -9,6 +9,7 @@ from ..index import META_FILE, MILVUS, HnswParams, IndexMismatchError, MilvusInd
 from ..index.milvus_client import index_params_for
 from ..index.types import mismatch_message
 from ..sources import SOURCE_IDENTITY
+from ..errors import UserInputError
 
 
 def open_or_create_milvus(out: Path, embedder, described: dict, params: HnswParams, resume: bool, store: StoreSpec,
@@ -22,13 +23,13 @@ def open_or_create_milvus(out: Path, embedder, described: dict, params: HnswPara
     if meta is not None:
         theirs = meta.get("store") or {"kind": "hnsw"}
         if theirs.get("kind") != MILVUS:
-            raise ValueError(f"{out} holds an hnswlib index: choose another --out for the Milvus store.")
+            raise UserInputError(f"{out} holds an hnswlib index: choose another --out for the Milvus store.")
         if (theirs["uri"], theirs["collection"]) != (store.uri, store.collection or theirs["collection"]):
-            raise ValueError(f"{out} points at collection {theirs['collection']!r} at {theirs['uri']}, not at {store}: "
+            raise UserInputError(f"{out} points at collection {theirs['collection']!r} at {theirs['uri']}, not at {store}: "
                              "choose another --out.")
         store = StoreSpec(MILVUS, store.uri, theirs["collection"])
         if {k: meta["source"].get(k) for k in SOURCE_IDENTITY} != {k: described.get(k) for k in SOURCE_IDENTITY}:
-            raise ValueError(f"{out} holds an index of another source: choose another --out.")
+            raise UserInputError(f"{out} holds an index of another source: choose another --out.")
         if meta["model"] != embedder.name or meta["dim"] != embedder.dim:
             raise IndexMismatchError(mismatch_message(out, meta["model"], meta["dim"], embedder))
     index = MilvusIndex(embedder.dim, embedder.name, params, store=store, embedder=embedder, source=dict(described),

@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+from ..config import settings
 from ..index import HNSW, StoreSpec
 from ..sources import SOURCE_IDENTITY, SourceKind
 
@@ -19,8 +20,8 @@ PERSISTENT_DATA_DIR = Path("/data")
 def default_index_root(persistent_dir: Path | None = None) -> Path:
     """$TWINSIGHT_INDEX_DIR; else /data/twinsight/indexes when /data (Spaces persistent storage) exists and is
     writable; else ~/.cache/twinsight/indexes."""
-    if os.environ.get(DEFAULT_INDEX_ROOT_ENV):
-        return Path(os.environ[DEFAULT_INDEX_ROOT_ENV])
+    if settings().index_dir:
+        return Path(settings().index_dir)
     persistent_dir = PERSISTENT_DATA_DIR if persistent_dir is None else persistent_dir
     if persistent_dir.is_dir() and os.access(persistent_dir, os.W_OK | os.X_OK):
         return persistent_dir / "twinsight" / "indexes"

@@ -28,6 +28,7 @@ from ..index import (DEFAULT_TARGET_RECALL, EXACT_SEARCH_BELOW, HNSW, JOURNAL_LI
 from ..sources import AUTO, SOURCE_IDENTITY, GallerySource, Record, SourceKind, open_source
 from .milvus import open_or_create_milvus
 from .paths import index_dir_for
+from ..errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +233,9 @@ def build_index(
 def _check_shards(num_shards: int, shard_index: int, store: StoreSpec | None) -> str:
     """The shard tag "I/N" of this worker; sharded builds need a store all workers write to."""
     if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard-index {shard_index} of --num-shards {num_shards}: need 0 <= index < shards.")
+        raise UserInputError(f"--shard-index {shard_index} of --num-shards {num_shards}: need 0 <= index < shards.")
     if num_shards > 1 and (store is None or store.kind == HNSW):
-        raise ValueError("Sharded builds write into one shared collection: add --store milvus:URI "
+        raise UserInputError("Sharded builds write into one shared collection: add --store milvus:URI "
                          "(the hnswlib store is one local directory).")
     return f"{shard_index}/{num_shards}"
 
@@ -255,7 +256,7 @@ def _open_or_create(out: Path, embedder, described: dict, params: HnswParams, re
         theirs = {key: index.source.get(key) for key in SOURCE_IDENTITY}
         ours = {key: described.get(key) for key in SOURCE_IDENTITY}
         if theirs != ours:
-            raise ValueError(f"{out} holds an index of {theirs}, not of {ours}: choose another --out, "
+            raise UserInputError(f"{out} holds an index of {theirs}, not of {ours}: choose another --out, "
                              "or pass --no-resume to overwrite it.")
         start = 0 if index.source.get("kind") == SourceKind.FOLDER.value else int(index.source.get("next_row", 0))
         return index, start

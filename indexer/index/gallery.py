@@ -20,6 +20,7 @@ from ..images import ImageSource, load_image
 from .item_images import ItemImages
 from .store import StoreSpec, VectorStore
 from .types import DEFAULT_TARGET_RECALL, EfTuning, HnswParams, Item, Metric, SearchHit, check_embedder
+from ..errors import UserInputError
 
 if TYPE_CHECKING:
     from ..models import Embedder
@@ -124,19 +125,19 @@ class Gallery:
         goes by `text=`."""
         given = [q is not None for q in (query, image, text, vector)]
         if sum(given) != 1:
-            raise ValueError("Search with exactly one of: an image, a text, or a vector.")
+            raise UserInputError("Search with exactly one of: an image, a text, or a vector.")
         if query is not None:
             if isinstance(query, np.ndarray) and query.ndim == 1 and np.issubdtype(query.dtype, np.floating):
                 vector = query
             elif isinstance(query, str) and not os.path.isfile(query):
-                raise ValueError(f"{query[:80]!r} is not an existing file. To search for these words, call "
+                raise UserInputError(f"{query[:80]!r} is not an existing file. To search for these words, call "
                                  f"search(text=...); for an image, pass image= a file that exists (or a Path).")
             else:
                 image = query
         if vector is not None:
             vector = np.asarray(vector, dtype=np.float32).reshape(-1)
             if vector.shape[0] != self.dim:
-                raise ValueError(f"The query vector has dimension {vector.shape[0]}; this index holds {self.dim}-d vectors of {self.model}.")
+                raise UserInputError(f"The query vector has dimension {vector.shape[0]}; this index holds {self.dim}-d vectors of {self.model}.")
             return normalize(vector)[0]
         embedder = self.require_embedder()
         if text is not None:
@@ -188,7 +189,7 @@ class Gallery:
 
     def require_embedder(self) -> "Embedder":
         if self.embedder is None:
-            raise ValueError(f"This index has no model attached; open it with open_index(path) or pass "
+            raise UserInputError(f"This index has no model attached; open it with open_index(path) or pass "
                              f"embedder=load_embedder({self.model!r}).")
         return self.embedder
 

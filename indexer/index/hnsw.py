@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..hamming import BinaryCodec, CodeKind
+from ..errors import UserInputError
 from .hnsw_files import HnswFiles, load_hnsw
 from .locks import RWLock
 from .scan import choose_ef, exact_top_k, hamming_top_k
@@ -108,11 +109,11 @@ class HnswStore:
         estimated on `queries` probes against exact search (scan.choose_ef says how, and what it costs); searches
         running meanwhile may use a larger ef than usual."""
         if not 0 < target_recall <= 1:
-            raise ValueError(f"target_recall must be in (0, 1], got {target_recall}.")
+            raise UserInputError(f"target_recall must be in (0, 1], got {target_recall}.")
         with self._lock.read():
             n = self._table.count
             if n <= k:
-                raise ValueError(f"tune_ef needs more than k={k} items; this index has {n}.")
+                raise UserInputError(f"tune_ef needs more than k={k} items; this index has {n}.")
             rng = np.random.default_rng(seed)
             items = self._float32(rng.choice(n, min(queries, n), replace=False))
             ef, recall, probes, tried = choose_ef(self._hnsw, self._table.position, lambda q, k: self._exact(q, k)[0], items,

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import fsync_path, write_atomically
 from ..hamming import BinaryCodec, CodeKind
+from ..errors import UserInputError
 from . import directory, journal
 from .journal import JOURNAL_FILE
 from .scan import SCAN_DTYPE
@@ -58,7 +59,7 @@ class HnswFiles:
         the journal folded in."""
         target = Path(path or self.store.path or "")
         if not str(target):
-            raise ValueError("Where should the index go? Pass save(path).")
+            raise UserInputError("Where should the index go? Pass save(path).")
         target = target.absolute()
         with self._save_lock, directory.writer_lock(target):
             return self._save(target)
@@ -100,7 +101,7 @@ class HnswFiles:
         or when something the journal does not record changed (ef, Hamming codes), this is a full save()
         instead. Returns the index directory."""
         if self.store.path is None:
-            raise ValueError("This index was never saved: save(path) it once, then commit() changes.")
+            raise UserInputError("This index was never saved: save(path) it once, then commit() changes.")
         limit = self.store.journal_limit if journal_limit is None else journal_limit
         with self._save_lock, directory.writer_lock(self.store.path):
             with self.store._lock.read():

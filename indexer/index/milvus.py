@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import write_atomically
+from ..errors import UserInputError
 from .directory import library_versions, meta_header
 from .milvus_client import (BATCH, MAX_LABEL, MAX_SOURCE, collection_name, connect, create_collection, disconnect,
                             expr_strings, id_for, index_params_for, milvus_versions, open_collection)
@@ -198,10 +199,10 @@ class MilvusStore:
         self._labels_changed()
 
     def enable_hamming(self, kind=None, bits: int = 0):
-        raise ValueError("Hamming mode is only available on the hnswlib store (build without --store milvus:...).")
+        raise UserInputError("Hamming mode is only available on the hnswlib store (build without --store milvus:...).")
 
     def tune_ef(self, *args, **kwargs):
-        raise ValueError("tune_ef measures the hnswlib graph; a Milvus collection's search ef is set with --ef.")
+        raise UserInputError("tune_ef measures the hnswlib graph; a Milvus collection's search ef is set with --ef.")
 
     @property
     def hamming(self) -> None:
@@ -221,9 +222,9 @@ class MilvusStore:
         """The k most similar items by Milvus's index (HNSW: ef = max(ef, k); IVF: nprobe), best first.
         label_filter runs inside Milvus as `label in [...]`."""
         if Metric(metric) is not Metric.COSINE:
-            raise ValueError("Hamming search is only available on the hnswlib store.")
+            raise UserInputError("Hamming search is only available on the hnswlib store.")
         if exact:
-            raise ValueError("Exact (brute force) search is not available on the Milvus store; raise ef instead.")
+            raise UserInputError("Exact (brute force) search is not available on the Milvus store; raise ef instead.")
         q = query
         if k <= 0:
             return []
@@ -246,7 +247,7 @@ class MilvusStore:
         safe when several shard workers write the same directory)."""
         target = Path(path or self.path or "")
         if not str(target):
-            raise ValueError("Where should the index go? Pass save(path).")
+            raise UserInputError("Where should the index go? Pass save(path).")
         target = target.absolute()
         (target / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
         with self._save_lock:

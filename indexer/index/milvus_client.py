@@ -15,6 +15,7 @@ from typing import Iterable
 from ..sources import SOURCE_IDENTITY
 from .store import StoreSpec
 from .types import HnswParams, IndexFormatError, IndexMismatchError
+from ..errors import UserInputError
 
 INSTALL_HINT = "pip install 'twinsight[milvus]', or pip install pymilvus milvus-lite  (milvus-lite runs Milvus embedded from a local file)"
 UNROWED_ID_BASE = 1 << 48  # ids of folder files and added images; dataset rows use their row number
@@ -93,7 +94,7 @@ def index_params_for(expected: int, params: HnswParams, index_type: str = "auto"
     if index_type == "IVF_FLAT":
         nlist = int(min(65536, max(64, 4 * math.sqrt(max(expected, 1)))))
         return {"index_type": "IVF_FLAT", "params": {"nlist": nlist}, "nprobe": max(8, nlist // 16)}
-    raise ValueError(f"Milvus index type {index_type!r}: use auto, hnsw or ivf_flat.")
+    raise UserInputError(f"Milvus index type {index_type!r}: use auto, hnsw or ivf_flat.")
 
 
 def expr_strings(values: Iterable[str]) -> str:

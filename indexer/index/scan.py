@@ -13,6 +13,7 @@ import numpy as np
 from ..brute import normalize, recall_at_k, top_k
 from ..hamming import BinaryCodec, hamming_search
 from .types import EF_STEPS
+from ..errors import UserInputError
 
 SCAN_DTYPE = np.float16
 SCAN_MARGIN = 2e-3
@@ -47,7 +48,7 @@ def hamming_top_k(codec: BinaryCodec | None, codes: np.ndarray, vectors: np.ndar
                   q: np.ndarray, k: int, allowed: np.ndarray | None, rerank: int) -> tuple[np.ndarray, np.ndarray]:
     """The `rerank` nearest codes by Hamming distance (of the allowed positions), re-ranked by cosine."""
     if codec is None:
-        raise ValueError("Hamming mode is off for this index: call index.enable_hamming() first "
+        raise UserInputError("Hamming mode is off for this index: call index.enable_hamming() first "
                          "(or build with --hamming).")
     candidates = hamming_search(codec.encode(q)[0], codes if allowed is None else codes[allowed], max(k, rerank))
     if allowed is not None:

@@ -26,6 +26,9 @@ from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from ..config import settings
+from ..errors import UserInputError
+
 STORE_ENV = "TWINSIGHT_STORE"
 HNSW, MILVUS = "hnsw", "milvus"
 REMOTE_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
@@ -87,19 +90,19 @@ def parse_store(spec: "str | StoreSpec | None") -> StoreSpec:
     """'hnsw' | 'milvus:URI[#COLLECTION]' (None or '' -> $TWINSIGHT_STORE, else hnsw)."""
     if isinstance(spec, StoreSpec):
         return spec
-    spec = (spec if spec else os.environ.get(STORE_ENV, "")).strip()
+    spec = (spec if spec else settings().store or "").strip()
     if not spec or spec == HNSW:
         return StoreSpec()
     kind, _, rest = spec.partition(":")
     if kind != MILVUS or not rest:
-        raise ValueError(f"Unknown store {spec!r}: use 'hnsw', 'milvus:PATH' (Milvus Lite) or "
+        raise UserInputError(f"Unknown store {spec!r}: use 'hnsw', 'milvus:PATH' (Milvus Lite) or "
                          "'milvus:http://HOST:19530' (optionally '#COLLECTION').")
     uri, _, collection = rest.partition("#")
     if collection and not _COLLECTION_NAME.match(collection):
-        raise ValueError(f"Milvus collection name {collection!r}: letters, digits and underscores, "
+        raise UserInputError(f"Milvus collection name {collection!r}: letters, digits and underscores, "
                          "not starting with a digit.")
     if not uri.startswith(REMOTE_SCHEMES):
         if not uri.endswith(".db"):  # pymilvus runs Milvus Lite only for paths ending in .db
-            raise ValueError(f"Milvus Lite paths end in .db (got {uri!r}); servers are http://HOST:19530.")
+            raise UserInputError(f"Milvus Lite paths end in .db (got {uri!r}); servers are http://HOST:19530.")
         uri = str(Path(uri).expanduser().absolute())  # meta.json must work from any working directory
     return StoreSpec(MILVUS, uri, collection or None)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..brute import normalize
-from ..errors import StoredIndexError
+from ..errors import StoredIndexError, UserInputError
 
 if TYPE_CHECKING:
     from ..models import Embedder
@@ -57,7 +57,7 @@ class HnswParams:
 
     def __post_init__(self):
         if self.M < 2 or self.ef_construction < 1 or self.ef < 1:
-            raise ValueError(f"Invalid hnsw parameters {self}: need M >= 2, ef_construction >= 1, ef >= 1.")
+            raise UserInputError(f"Invalid hnsw parameters {self}: need M >= 2, ef_construction >= 1, ef >= 1.")
 
     @classmethod
     def from_meta(cls, hnsw_meta: dict, ef: int | None = None) -> "HnswParams":
@@ -133,10 +133,10 @@ def check_added(dim: int, model: str, vectors, labels, sources, rows) -> tuple[n
     vectors = normalize(vectors)
     n = len(vectors)
     if vectors.shape[1] != dim:
-        raise ValueError(f"Vectors have dimension {vectors.shape[1]}; this index holds {dim}-d vectors of {model}.")
+        raise UserInputError(f"Vectors have dimension {vectors.shape[1]}; this index holds {dim}-d vectors of {model}.")
     labels = list(labels) if labels is not None else [None] * n
     sources = list(sources) if sources is not None else [""] * n
     rows = list(rows) if rows is not None else [None] * n
     if not len(labels) == len(sources) == len(rows) == n:
-        raise ValueError(f"{n} vectors but {len(labels)} labels, {len(sources)} sources, {len(rows)} rows.")
+        raise UserInputError(f"{n} vectors but {len(labels)} labels, {len(sources)} sources, {len(rows)} rows.")
     return vectors, labels, sources, rows

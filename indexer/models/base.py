@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ..config import settings
-from ..errors import CapabilityError
+from ..errors import CapabilityError, UserInputError
 from ..images import ImageSource, load_image
 from ..lru import LruCache
 from .execution import ModelStreams, threads_for
@@ -214,7 +214,7 @@ class Embedder(ABC):
                 f"{', '.join(FINE_TUNE_BACKBONES)}. Use --fine-tune-blocks 0 to train only the head."
             )
         if not 1 <= cut_blocks <= self.fine_tune_max_blocks:
-            raise ValueError(f"{self.name} can fine-tune 1 to {self.fine_tune_max_blocks} blocks, not {cut_blocks}.")
+            raise UserInputError(f"{self.name} can fine-tune 1 to {self.fine_tune_max_blocks} blocks, not {cut_blocks}.")
 
     fine_tune_max_blocks: int = 0  # > 0: `_trunk_forward` and `_top_copy` split the model before its last blocks
 
@@ -279,9 +279,9 @@ class Embedder(ABC):
         """CLIP zero-shot: softmax over the similarity of each image to `template.format(label)`."""
         labels = [label.strip() for label in labels if label and label.strip()]
         if not labels:
-            raise ValueError("Zero-shot classification needs at least one label, e.g. 'cat, dog, car'.")
+            raise UserInputError("Zero-shot classification needs at least one label, e.g. 'cat, dog, car'.")
         if "{}" not in template:
-            raise ValueError("The prompt template must contain {} where the label goes, e.g. 'a photo of a {}.'")
+            raise UserInputError("The prompt template must contain {} where the label goes, e.g. 'a photo of a {}.'")
         text = torch.from_numpy(self.encode_texts([template.format(label) for label in labels]))
         image = torch.from_numpy(self.encode_images(images))
         probs = (self.logit_scale * image @ text.T).softmax(-1)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from ..errors import UserInputError
+
 
 class Backend(str, enum.Enum):
     AUTO = "auto"
@@ -44,7 +46,7 @@ class ModelSpec:
             return cls(Backend(spec))
         prefix, sep, rest = spec.partition(":")
         if not sep or not rest or prefix not in (Backend.OPEN_CLIP.value, Backend.HF.value):
-            raise ValueError(
+            raise UserInputError(
                 f"Unknown model spec {spec!r}; use 'auto', 'effnet-lite0', 'open_clip:ARCH/PRETRAINED' "
                 "(e.g. open_clip:ViT-B-32/laion2b_s34b_b79k) or 'hf:MODEL_ID_OR_PATH'."
             )

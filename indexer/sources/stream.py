@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .dataset import detect_image_column
+from ..errors import UserInputError
 
 STREAM_FILE = "stream.json"
 
@@ -44,7 +45,7 @@ def stream_head(dataset: str, split: str, count: int, cache_dir: str | os.PathLi
     import datasets  # heavy: only when a gallery is streamed
 
     if count < 1:
-        raise ValueError(f"The gallery size must be at least 1; got {count} (TWINSIGHT_GALLERY_SIZE).")
+        raise UserInputError(f"The gallery size must be at least 1; got {count} (TWINSIGHT_GALLERY_SIZE).")
     target = stream_dir(cache_dir, dataset, split, count, config)
     if (target / STREAM_FILE).is_file():
         return target
