@@ -1,3 +1,4 @@
+import atexit
 import os
 import shutil
 import sys
@@ -20,8 +21,14 @@ os.environ["TMPDIR"] = SESSION_TMP
 tempfile.tempdir = None  # gettempdir() re-reads TMPDIR
 
 
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+def _remove_session_tmp(owner: int = os.getpid()) -> None:
+    # At exit, not at session end: a process may run several sessions (mutmut does, and forks workers that
+    # share the directory), and only the process that made it removes it.
+    if os.getpid() == owner:
+        shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
+
+atexit.register(_remove_session_tmp)
 
 from tiny_models import make_gallery_images, register_tiny_open_clip, save_tiny_hf_clip, save_tiny_vit  # noqa: E402
 
