@@ -36,7 +36,10 @@ class Target:
 
 
 TARGETS = {
-    "verify": Target(("indexer/verify.py",), ("tests/test_verify.py",)),
+    # The verdict and the thresholds behind it (not the self-calibration's disk cache or face / signature preparation).
+    "verify": Target(("indexer/verify.py",), ("tests/test_verify.py",),
+                     tuple(f"indexer.verify.xǁVerifierǁ{name}__mutmut_*" for name in
+                           ("_verdict", "compare", "enrol_and_compare", "threshold", "calibrate", "_distances", "distance"))),
     "calibration": Target(("indexer/calibration.py",), ("tests/test_calibration.py",)),
     "journal": Target(("indexer/journal.py",), ("tests/test_journal.py",)),
     # The index's add / delete / save / load and the helpers they call, not its search, ef tuning or Hamming code.
