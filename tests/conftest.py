@@ -35,6 +35,17 @@ from tiny_models import make_gallery_images, register_tiny_open_clip, save_tiny_
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.shared_data("faces-dev/pairs.csv")`: skipped, saying what is missing, where the dev data is not."""
+    for item in items:
+        marker = item.get_closest_marker("shared_data")
+        if marker is None:
+            continue
+        needed = SHARED_DATA.joinpath(*marker.args)
+        if not needed.exists():
+            item.add_marker(pytest.mark.skip(reason=f"needs the dev data {needed} (../shared/data), not present here"))
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_spec() -> str:
     return register_tiny_open_clip()
