@@ -40,7 +40,7 @@ TARGETS = {
     "verify": Target(("indexer/verify.py",), ("tests/test_verify.py",),
                      tuple(f"indexer.verify.xǁVerifierǁ{name}__mutmut_*" for name in
                            ("_verdict", "compare", "enrol_and_compare", "threshold", "calibrate", "_distances", "distance"))),
-    "calibration": Target(("indexer/calibration.py",), ("tests/test_calibration.py",)),
+    "calibration": Target(("indexer/calibration.py",), ("tests/test_calibration.py", "tests/test_calibration_properties.py")),
     "journal": Target(("indexer/journal.py",), ("tests/test_journal.py",)),
     # The index's add / delete / save / load and the helpers they call, not its search, ef tuning or Hamming code.
     "index": Target(("indexer/index.py",), ("tests/test_index.py", "tests/test_journal.py"),
