@@ -62,6 +62,8 @@ def _config(target: Target) -> str:
     lines += ["pytest_add_cli_args_test_selection ="] + [f"    {test}" for test in target.tests]
     lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -x", "    -q"]
     lines += ["also_copy =", "    assets", "    app.py", "    README.md", "    benchmarks"]
+    # mutmut's CPU-time limit counts only the tests' own time, not their fixtures' (a model load): allow for it.
+    lines += ["timeout_constant = 20"]
     return "\n".join(lines) + "\n"
 
 
@@ -80,7 +82,8 @@ def _scratch(name: str, target: Target, base: Path) -> Path:
 
 
 def _mutmut(where: Path, *args: str, check: bool = True) -> str:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # One torch thread per mutant: the runs go side by side (--children) and CPU limits stay meaningful.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=where, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if check and done.returncode != 0:
@@ -107,7 +110,9 @@ def run(name: str, target: Target, base: Path, children: int) -> Counter:
     killed = statuses["killed"] + statuses.get("timeout", 0)
     print(f"   {dict(statuses)}; score {killed}/{tested} = {killed / max(tested, 1):.1%}", flush=True)
     for survivor in survivors:
-        print(_mutmut(where, "show", survivor, check=False), flush=True)
+        shown = _mutmut(where, "show", survivor, check=False).splitlines()
+        changed = [line for line in shown if line[:1] in "+-" and line[:3] not in ("---", "+++")]
+        print(f"   survived {survivor}:\n" + "\n".join(f"      {line}" for line in changed), flush=True)
     return statuses
 
 

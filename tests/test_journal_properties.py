@@ -1,0 +1,83 @@
+"""Any sequence of add / delete / commit / save / kill-and-reload gives, on disk, what the same operations give
+in memory: random sequences (seeded), checked against a plain dict model after every step.
+
+"Kill" drops the index object without saving (as a killed process would) and loads the directory again:
+what comes back must be exactly the state at the last commit or save, and nothing after it.
+"""
+import numpy as np
+import pytest
+
+from indexer import GalleryIndex
+
+DIM = 8
+SEQUENCES = 25
+STEPS = 14
+
+
+def unit(rng, n):
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def state(index: GalleryIndex) -> dict[int, tuple]:
+    """Everything an item is: id -> (label, source, row, vector)."""
+    return {i: (index.get(i).label, index.get(i).source, index.get(i).row, index.vectors([i])[0]) for i in index.ids}
+
+
+def assert_state(index: GalleryIndex, model: dict[int, tuple], where: str):
+    got = state(index)
+    assert sorted(got) == sorted(model), where
+    for i, (label, source, row, vector) in model.items():
+        assert got[i][:3] == (label, source, row), (where, i)
+        np.testing.assert_allclose(got[i][3], vector, rtol=0, atol=1e-6, err_msg=f"{where}: item {i}")
+    if model:  # every item is searchable after a replay, and is its own nearest neighbour
+        probe = next(iter(model))
+        assert index.search(vector=model[probe][3], k=1, exact=True)[0].id == probe, where
+
+
+@pytest.mark.parametrize("seed", range(SEQUENCES))
+def test_random_operation_sequences_match_the_in_memory_model(seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    index = GalleryIndex(DIM, "test-model")
+    index.journal_limit = int(rng.choice([2, 5, 1000]))  # small limits fold the journal into full saves often
+    model: dict[int, tuple] = {}
+    for k in range(int(rng.integers(1, 6))):
+        vector = unit(rng, 1)
+        [item_id] = index.add_vectors(vector, [f"start {k}"], [f"s/{k}.png"], [k])
+        model[item_id] = (f"start {k}", f"s/{k}.png", k, vector[0])
+    path = index.save(tmp_path / "ix")
+    durable = dict(model)
+    log = []
+    for step in range(STEPS):
+        op = rng.choice(["add", "add", "delete", "commit", "commit", "save", "kill"])
+        log.append(str(op))
+        where = f"seed {seed}, ops {log}"
+        if op == "add":
+            n = int(rng.integers(1, 4))
+            vectors = unit(rng, n)
+            labels = [str(rng.choice(["a", "b", None])) for _ in range(n)]
+            labels = [None if label == "None" else label for label in labels]
+            sources = [f"p/{step}-{j}.png" for j in range(n)]
+            rows = [None] * n
+            ids = index.add_vectors(vectors, labels, sources, rows)
+            assert len(set(ids) | set(model)) == len(ids) + len(model), where  # ids are never reused
+            for item_id, vector, label, source in zip(ids, vectors, labels, sources):
+                model[item_id] = (label, source, None, vector)
+        elif op == "delete" and model:
+            victims = [int(i) for i in rng.choice(sorted(model), size=int(rng.integers(1, min(3, len(model)) + 1)), replace=False)]
+            assert index.delete(victims) == len(victims), where
+            for victim in victims:
+                del model[victim]
+        elif op == "commit":
+            index.commit()
+            durable = dict(model)
+        elif op == "save":
+            index.save()
+            durable = dict(model)
+        elif op == "kill":
+            index = GalleryIndex.load(path)  # the old object is dropped unsaved
+            index.journal_limit = int(rng.choice([2, 5, 1000]))
+            model = dict(durable)
+        assert_state(index, model, where)
+    index.commit()
+    assert_state(GalleryIndex.load(path), model, f"seed {seed}, final reload after {log}")
