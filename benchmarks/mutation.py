@@ -41,9 +41,9 @@ TARGETS = {
                      tuple(f"indexer.verify.xǁVerifierǁ{name}__mutmut_*" for name in
                            ("_verdict", "compare", "enrol_and_compare", "threshold", "calibrate", "_distances", "distance"))),
     "calibration": Target(("indexer/calibration.py",), ("tests/test_calibration.py", "tests/test_calibration_properties.py")),
-    "journal": Target(("indexer/journal.py",), ("tests/test_journal.py",)),
+    "journal": Target(("indexer/journal.py",), ("tests/test_journal.py", "tests/test_journal_properties.py")),
     # The index's add / delete / save / load and the helpers they call, not its search, ef tuning or Hamming code.
-    "index": Target(("indexer/index.py",), ("tests/test_index.py", "tests/test_journal.py"),
+    "index": Target(("indexer/index.py",), ("tests/test_index.py", "tests/test_journal.py", "tests/test_journal_properties.py"),
                     tuple(f"indexer.index.xǁGalleryIndexǁ{name}__mutmut_*" for name in
                           ("add_vectors", "_insert", "_check_added", "add", "delete", "_remove", "save", "_save",
                            "_write_state", "load")) + ("indexer.index.x_read_meta__mutmut_*", "indexer.index.x__seal__mutmut_*")),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from indexer.calibration import (
+    Calibration,
     accuracy_at,
     best_accuracy_threshold,
     calibrate,
@@ -83,7 +84,8 @@ def test_against_brute_force_references(seed):
         assert cal.eer == pytest.approx(eer) and cal.auc == pytest.approx(brute_auc(scores, labels))
         assert cal.accuracy == pytest.approx(accuracy_at(scores, labels, expected))
         assert (cal.n_same, cal.n_different) == (int(labels.sum()), int((labels == 0).sum()))
-    assert calibrate(scores, labels).criterion == "eer"  # the default
+    default = calibrate(scores, labels)
+    assert default.criterion == "eer" and Calibration(**default.to_dict()) == default  # what a cache file keeps
 
 
 def test_a_score_equal_to_the_threshold_is_accepted():
