@@ -47,7 +47,8 @@ TARGETS = {
                     tuple(f"indexer.index.xǁGalleryIndexǁ{name}__mutmut_*" for name in
                           ("add_vectors", "_insert", "_check_added", "add", "delete", "_remove", "save", "_save",
                            "_write_state", "load")) + ("indexer.index.x_read_meta__mutmut_*", "indexer.index.x__seal__mutmut_*")),
-    "demo": Target(("demo/gallery.py", "demo/pairwise.py", "demo/classification.py"), ("tests/test_reliability_inputs.py",),
+    "demo": Target(("demo/gallery.py", "demo/pairwise.py", "demo/classification.py"),
+                   ("tests/test_reliability_inputs.py", "tests/test_demo_callbacks.py"),
                    tuple(f"demo.{name}__mutmut_*" for name in
                          ("gallery.x_search", "gallery.x_similar", "gallery.x_add_images", "gallery.x__filter",
                           "pairwise.x_enrol_and_compare", "pairwise.x_compare", "classification.x_classify",
@@ -64,6 +65,9 @@ def _config(target: Target) -> str:
     lines += ["also_copy =", "    assets", "    app.py", "    README.md", "    benchmarks"]
     # mutmut's CPU-time limit counts only the tests' own time, not their fixtures' (a model load): allow for it.
     lines += ["timeout_constant = 20"]
+    # Workers fork from a server that only collected the tests: the stats run leaves model threads behind in
+    # mutmut's own process, and a fork of it waits for them forever.
+    lines += ["process_isolation = forkserver"]
     return "\n".join(lines) + "\n"
 
 
