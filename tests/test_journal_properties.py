@@ -97,3 +97,17 @@ def test_an_id_added_and_deleted_before_a_commit_is_not_reused_after_a_reload(tm
     index.delete([gone])
     index.commit()
     assert GalleryIndex.load(path).add_vectors(unit(rng, 1))[0] > gone
+
+
+def test_records_keep_arrays_of_either_byte_order(tmp_path):
+    """The file is little-endian whatever the arrays given: a big-endian array reads back with its values."""
+    from indexer import journal
+
+    arrays = {"big": np.arange(4, dtype=">f4"), "little": np.arange(3, dtype="<i8"), "native": np.ones((2, 2), np.float32)}
+    path = tmp_path / journal.JOURNAL_FILE
+    end = journal.append(path, journal.encode({"kind": "test"}, arrays), 0)
+    [record], read_end = journal.read(path)
+    assert read_end == end == path.stat().st_size and record.header["kind"] == "test"
+    for key, array in arrays.items():
+        np.testing.assert_array_equal(record.array(key), array)
+        assert record.array(key).dtype.byteorder in "<|=" and record.header[key]["dtype"].startswith("<")
