@@ -111,3 +111,22 @@ def test_records_keep_arrays_of_either_byte_order(tmp_path):
     for key, array in arrays.items():
         np.testing.assert_array_equal(record.array(key), array)
         assert record.array(key).dtype.byteorder in "<|=" and record.header[key]["dtype"].startswith("<")
+
+
+def test_a_damaged_magic_before_the_last_record_is_reported_not_taken_for_a_torn_tail(tmp_path):
+    """Taking it for a torn tail would drop the acknowledged records after it, and the next commit would cut
+    them off for good. A zero-filled tail (a crash that grew the file before its data landed) is still torn."""
+    from indexer import journal
+
+    path = tmp_path / journal.JOURNAL_FILE
+    ends = [0]
+    for k in range(3):
+        ends.append(journal.append(path, journal.encode({"k": k}, {"a": np.arange(3)}), ends[-1]))
+    data = bytearray(path.read_bytes())
+    data[ends[1]:ends[1] + 4] = b"XXXX"  # the second record's magic
+    path.write_bytes(bytes(data))
+    with pytest.raises(journal.JournalError, match=rf"damaged at byte {ends[1]} of {ends[3]}"):
+        journal.read(path)
+    path.write_bytes(bytes(data[:ends[1]]) + bytes(40))  # first record, then zeros
+    records, end = journal.read(path)
+    assert [r.header["k"] for r in records] == [0] and end == ends[1]
