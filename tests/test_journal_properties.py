@@ -127,6 +127,27 @@ def test_a_damaged_magic_before_the_last_record_is_reported_not_taken_for_a_torn
     path.write_bytes(bytes(data))
     with pytest.raises(journal.JournalError, match=rf"damaged at byte {ends[1]} of {ends[3]}"):
         journal.read(path)
-    path.write_bytes(bytes(data[:ends[1]]) + bytes(40))  # first record, then zeros
+    path.write_bytes(bytes(data[:ends[1]]) + bytes(100))  # first record, then zeros (longer than a record's frame)
     records, end = journal.read(path)
     assert [r.header["k"] for r in records] == [0] and end == ends[1]
+
+
+def test_the_journal_file_is_created_durably_and_rw_r_r(tmp_path, monkeypatch):
+    """A new journal's directory entry is fsynced (else a crash can lose the whole file after its commit was
+    acknowledged); later appends do not pay for that again. The file is rw-r--r--, whatever the umask."""
+    import os
+    import stat
+
+    from indexer import journal
+
+    synced = []
+    monkeypatch.setattr(journal, "fsync_path", lambda path: synced.append(path))
+    path = tmp_path / journal.JOURNAL_FILE
+    old_umask = os.umask(0)
+    try:
+        end = journal.append(path, journal.encode({"k": 0}, {}), 0)
+    finally:
+        os.umask(old_umask)
+    assert synced == [tmp_path] and stat.S_IMODE(path.stat().st_mode) == 0o644
+    journal.append(path, journal.encode({"k": 1}, {}), end)
+    assert synced == [tmp_path]
