@@ -68,8 +68,13 @@ def test_distances(verifier):
     assert verifier.distance(a, a, "general") == pytest.approx(0.0)
     assert verifier.distance(a, b, "signature") == pytest.approx(1.0)
     assert verifier.distance(a, -a, "general") == pytest.approx(2.0)
-    assert verifier.distance(a, a * 1.0000001, "general") == 0.0  # rounding above 1 is clipped, never negative
+    # Rounding past the ends of [0, 2] is clipped: never negative, never above 2.
+    assert verifier.distance(a, a * 1.0000001, "general") == 0.0
+    assert verifier.distance(a, -a * 1.0000001, "general") == 2.0
     assert verifier.distance(a * 3, b * 4, "face") == pytest.approx(5.0)  # euclidean, not cosine
+    assert verifier.distance(a * 3, a, "face") == pytest.approx(2.0)
     many = Verifier._distances(np.stack([a, a]), np.stack([b, -a]), Mode.GENERAL)
     assert many.shape == (2,) and many == pytest.approx([1.0, 2.0])
+    faces = Verifier._distances(np.stack([a * 3, a]), np.stack([a, a]), Mode.FACE)  # one distance per row
+    assert faces.shape == (2,) and faces == pytest.approx([2.0, 0.0])
     assert isinstance(verifier.distance(a, b, Mode.FACE), float)
