@@ -151,3 +151,12 @@ def test_the_journal_file_is_created_durably_and_rw_r_r(tmp_path, monkeypatch):
     assert synced == [tmp_path] and stat.S_IMODE(path.stat().st_mode) == 0o644
     journal.append(path, journal.encode({"k": 1}, {}), end)
     assert synced == [tmp_path]
+
+
+def test_deleting_a_missing_id_deletes_nothing_unless_asked_to_skip_it(tmp_path):
+    index = GalleryIndex(DIM, "test-model")
+    ids = index.add_vectors(unit(np.random.default_rng(0), 3))
+    with pytest.raises(KeyError, match=r"No items with ids \[99\] in this index; nothing was deleted"):
+        index.delete([ids[0], 99])
+    assert sorted(index.ids) == sorted(ids)
+    assert index.delete([ids[0], 99], missing_ok=True) == 1 and sorted(index.ids) == sorted(ids[1:])

@@ -58,6 +58,8 @@ def test_notes_and_enrolment_details_are_kept(verifier):
     assert result.explanation.endswith("(set by you). Note: 2 faces in image B; compared the largest.")
     assert result.reference_distances == (0.1, 0.4) and result.reduce is Reduce.BEST
     assert result.crops == CROPS and result.model == "no image model" and result.mode is Mode.GENERAL
+    both = verdict(verifier, "general", 0.1, 0.2, notes=("Upsampled A.", "Upsampled B."))
+    assert both.explanation.endswith("Note: Upsampled A. Upsampled B.")
     summary = result.to_dict()
     assert summary["match"] is True and summary["reduce"] == "best" and summary["reference_distances"] == [0.1, 0.4]
 
