@@ -160,3 +160,19 @@ def test_deleting_a_missing_id_deletes_nothing_unless_asked_to_skip_it(tmp_path)
         index.delete([ids[0], 99])
     assert sorted(index.ids) == sorted(ids)
     assert index.delete([ids[0], 99], missing_ok=True) == 1 and sorted(index.ids) == sorted(ids[1:])
+
+
+def test_deleting_keeps_every_other_items_hamming_code_with_it(tmp_path):
+    """Deletion moves the last item into the hole: its binary code must move with it (and survive a reload)."""
+    from indexer.hamming import CodeKind
+
+    index = GalleryIndex(DIM, "test-model")
+    vectors = unit(np.random.default_rng(1), 40)
+    ids = index.add_vectors(vectors)
+    index.enable_hamming(CodeKind.SIGN)
+    index.delete(ids[:5])  # the last items move into positions 0-4
+    path = index.save(tmp_path / "ix")
+    for current in (index, GalleryIndex.load(path)):
+        for i in range(5, 40):
+            hits = current.search(vector=vectors[i], k=1, metric="hamming")
+            assert hits[0].id == ids[i] and hits[0].score == pytest.approx(1.0, abs=1e-5), i
