@@ -9,15 +9,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from indexer.calibration import (
-    Calibration,
-    accuracy_at,
-    best_accuracy_threshold,
-    calibrate,
-    equal_error_rate,
-    error_rates,
-    roc_auc,
-)
+from indexer.calibration import (Calibration, accuracy_at, best_accuracy_threshold, calibrate, equal_error_rate,
+                                 error_rates, roc_auc)
 
 CASES = 150
 
