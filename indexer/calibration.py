@@ -87,7 +87,8 @@ def equal_error_rate(scores: Sequence[float], labels: Sequence[int]) -> tuple[fl
     _require_both_classes(labels)
     thresholds = _candidate_thresholds(scores)
     far, frr = _rates_at(scores, labels, thresholds)
-    gap, mean = np.abs(far - frr), (far + frr) / 2.0
+    # Rounded: equal gaps (1/2 - 3/7 and 4/7 - 1/2) differ in the last bits, and the tie must go to the lower error.
+    gap, mean = np.round(np.abs(far - frr), 12), np.round((far + frr) / 2.0, 12)
     index = np.lexsort((mean, gap))[0]  # smallest gap, then lowest mean error
     return float(mean[index]), float(thresholds[index])
 

@@ -1,3 +1,4 @@
+import atexit
 import os
 import shutil
 import sys
@@ -20,12 +21,29 @@ os.environ["TMPDIR"] = SESSION_TMP
 tempfile.tempdir = None  # gettempdir() re-reads TMPDIR
 
 
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+def _remove_session_tmp(owner: int = os.getpid()) -> None:
+    # At exit, not at session end: a process may run several sessions (mutmut does, and forks workers that
+    # share the directory), and only the process that made it removes it.
+    if os.getpid() == owner:
+        shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
+
+atexit.register(_remove_session_tmp)
 
 from tiny_models import make_gallery_images, register_tiny_open_clip, save_tiny_hf_clip, save_tiny_vit  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.shared_data("faces-dev/pairs.csv")`: skipped, saying what is missing, where the dev data is not."""
+    for item in items:
+        marker = item.get_closest_marker("shared_data")
+        if marker is None:
+            continue
+        needed = SHARED_DATA.joinpath(*marker.args)
+        if not needed.exists():
+            item.add_marker(pytest.mark.skip(reason=f"needs the dev data {needed} (../shared/data), not present here"))
 
 
 @pytest.fixture(scope="session")

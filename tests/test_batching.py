@@ -87,28 +87,42 @@ def test_small_batches_run_side_by_side_on_free_lanes_and_big_ones_take_them_all
 
 
 def test_errors_reach_every_waiter_and_the_coalescer_recovers():
+    forwards = []  # the requests' values in each forward, in order
+    values = [-1.0, 1.0, 2.0, 3.0, 4.0]
+
     def fail_on_negative(x):
-        time.sleep(0.02)
+        forwards.append(sorted(x.flatten().tolist()))
+        if len(forwards) == 1:  # the first forward (the value 100 alone) holds the model until all others queue
+            deadline = time.monotonic() + 10
+            while len(coalescer._queue) < len(values) and time.monotonic() < deadline:
+                time.sleep(0.005)
         if (x < 0).any():
             raise ValueError("negative")
-        return x
+        return x * 10
 
     coalescer = Coalescer(fail_on_negative)
-    errors = []
+    outcomes: dict[float, object] = {}
 
     def worker(value):
         try:
-            coalescer(torch.full((1, 1), value))
+            outcomes[value] = coalescer(torch.full((1, 1), value))
         except ValueError as exc:
-            errors.append(exc)
+            outcomes[value] = exc
 
-    threads = [threading.Thread(target=worker, args=(-1.0 if i == 0 else 1.0,)) for i in range(4)]
-    for thread in threads:
+    threads = [threading.Thread(target=worker, args=(100.0,))]
+    threads[0].start()
+    while not forwards:
+        time.sleep(0.005)
+    threads += [threading.Thread(target=worker, args=(value,)) for value in values]
+    for thread in threads[1:]:
         thread.start()
     for thread in threads:
-        thread.join()
-    assert errors  # the failing request (and any batched with it) got the error; nobody hung
-    assert torch.equal(coalescer(torch.ones(1, 1)), torch.ones(1, 1))
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads)  # nobody hung
+    assert forwards == [[100.0], sorted(values)]  # the failing request shared a forward with four others
+    assert torch.equal(outcomes[100.0], torch.full((1, 1), 1000.0))  # the forward before it: its own result
+    assert all(isinstance(outcomes[value], ValueError) for value in values)  # every waiter of the failed forward
+    assert torch.equal(coalescer(torch.ones(1, 1)), torch.full((1, 1), 10.0))  # and the next request is served
 
 
 def test_every_model_call_runs_on_the_models_own_thread(tiny_clip, photos):

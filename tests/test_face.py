@@ -4,9 +4,10 @@ from PIL import Image
 from skimage import data
 
 from indexer.face import DLIB_THRESHOLD, MultipleFacesError, NoFaceError, face_distance, load_face_model
-from verify_support import DEV_DATA
+from conftest import SHARED_DATA
+from face_fixture import write_face_pairs
 
-FACES_DEV = DEV_DATA / "faces-dev"
+FACES_DEV = SHARED_DATA / "faces-dev"
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,21 @@ def test_detections_are_cached_per_image_content(model, astronaut):
     assert model.faces(astronaut.rotate(3)) is not first
 
 
-@pytest.mark.skipif(not (FACES_DEV / "pairs.csv").is_file(), reason="dev faces (../shared/data/faces-dev) not present")
+def test_shipped_face_pairs_at_the_documented_threshold(tmp_path):
+    """The accuracy check that runs in every clone: pairs made from faces that ship with scikit-image
+    (tests/fixtures/faces), through the same evaluation as the dev faces below."""
+    from indexer.siamese.evaluate import eval_pairs
+    from indexer.verify import Mode, Verifier
+
+    pairs = write_face_pairs(tmp_path / "faces")
+    result = eval_pairs(Verifier(embedder=None), Mode.FACE, pairs, pairs.parent)
+    assert result["pairs_skipped"] == 0 and result["pairs_scored"] == 56
+    assert (result["same_pairs"], result["different_pairs"]) == (26, 30)
+    assert result["threshold"] == DLIB_THRESHOLD and "dlib" in result["threshold_source"]
+    assert result["accuracy"] >= 0.9 and result["roc_auc"] >= 0.95
+
+
+@pytest.mark.shared_data("faces-dev", "pairs.csv")
 def test_dev_faces_pairs_at_the_documented_threshold():
     from indexer.siamese.evaluate import eval_pairs
     from indexer.verify import Mode, Verifier

@@ -130,16 +130,27 @@ def test_the_journal_folds_into_a_full_save_at_its_limit(saved):
 @pytest.mark.parametrize("change", ["ef", "hamming"])
 def test_changes_the_journal_does_not_record_make_commit_a_full_save(saved, change):
     index, path = saved
-    index.add_vectors(unit(np.random.default_rng(4), 2))
+    new = index.add_vectors(unit(np.random.default_rng(4), 2))
     if change == "ef":
         index.ef = 200
     else:
         index.enable_hamming(CodeKind.SIGN)
     index.commit()
     assert not (path / JOURNAL_FILE).exists()
-    meta = read_meta(path)
-    assert meta["count"] == 2002
-    assert meta["hnsw"]["ef"] == 200 if change == "ef" else meta["hamming"] is not None
+    assert read_meta(path)["count"] == 2002
+    reloaded = GalleryIndex.load(path)
+    assert_same_index(index, reloaded)
+    if change == "ef":
+        assert reloaded.ef == 200
+        return
+    # The codes were saved, not just a flag: every item, old and new, is found by Hamming search on reload,
+    # with the same scores as before the save.
+    assert reloaded.hamming.kind is CodeKind.SIGN and reloaded.hamming.bits == index.hamming.bits
+    for item_id in new + [0, 1999]:
+        query = index.vectors([item_id])[0]
+        before = [(h.id, round(h.score, 5)) for h in index.search(vector=query, k=3, metric="hamming")]
+        after = [(h.id, round(h.score, 5)) for h in reloaded.search(vector=query, k=3, metric="hamming")]
+        assert after == before and after[0][0] == item_id
 
 
 @pytest.mark.parametrize("with_items", [True, False])

@@ -126,27 +126,68 @@ def test_mixed_batch_adds_the_good_and_names_the_bad(app_state, corpus):
     assert len(open_index(app_state.path, app_state.embedder)) == before + 3
 
 
-@pytest.mark.parametrize("call", [
-    lambda: classification.classify(None, ZERO_SHOT, "cat", "a {}", 3),
-    lambda: classification.classify("x.png", ZERO_SHOT, "cat," * 1000, "a {}", 3),
-    lambda: classification.classify("x.png", ZERO_SHOT, "cat", "a {} " * 100, 3),
-    lambda: gallery.search(None, "q" * 501, 3),
-    lambda: gallery.add_images(["x.png"] * 51, ""),
-    lambda: gallery.add_images(["x.png"], "l" * 101),
-    lambda: pairwise.enrol_and_compare(["x.png"] * 21, "y.png"),
-    lambda: gallery.similar(float("inf"), 3),
-    lambda: gallery.similar(2**70, 3),
-    lambda: gallery.search(None, "cat", 10_000),
-    lambda: gallery.search(None, "cat", 3, [f"label {i}" for i in range(1000)]),
-    lambda: classification.classify("x.png", ZERO_SHOT, "cat", "a {}", 10_000),
-], ids=["no-image", "too-many-label-chars", "long-template", "long-query", "too-many-files", "long-label",
-        "too-many-references", "infinite-item-id", "huge-item-id", "absurd-k", "too-many-filter-labels",
-        "absurd-top-k"])
-def test_text_and_count_inputs_are_bounded(app_state, call):
+@pytest.fixture
+def photo(corpus) -> str:
+    """A readable image, so that a bound is the only thing that can refuse a call."""
+    return str(next(c for c in corpus if c.name == "control-jpeg").path)
+
+
+def _labels(n: int) -> str:
+    return ", ".join(f"l{i}" for i in range(n))
+
+
+# (call, the limit's own message). Each call is valid but for the one bound it breaks, on a readable image, so
+# removing that bound makes the call succeed (or fail with another message) and the test fail.
+BOUNDED = {
+    "no-image": (lambda p: classification.classify(None, ZERO_SHOT, "cat", "a {}", 3), r"No image given"),
+    "too-many-label-chars": (lambda p: classification.classify(p, ZERO_SHOT, "cat," * 600, "a {}", 3),
+                             r"label list is over 2000 characters"),
+    "too-many-labels": (lambda p: classification.classify(p, ZERO_SHOT, _labels(101), "a {}", 3),
+                        r"101 labels given; use at most 100"),
+    "long-template": (lambda p: classification.classify(p, ZERO_SHOT, "cat", "a photo of a {}" + "." * 190, 3),
+                      r"prompt template is over 200 characters"),
+    "absurd-top-k": (lambda p: classification.classify(p, ZERO_SHOT, "cat", "a {}", 10_000), r"Top-k must be from 1 to 10"),
+    "zero-top-k": (lambda p: classification.classify(p, ZERO_SHOT, "cat", "a {}", 0), r"Top-k must be from 1 to 10"),
+    "long-query": (lambda p: gallery.search(None, "q" * 501, 3), r"text query is over 500 characters"),
+    "too-many-files": (lambda p: gallery.add_images([p] * 51, ""), r"51 files chosen; add at most 50"),
+    "long-label": (lambda p: gallery.add_images([p], "l" * 101), r"label is over 100 characters"),
+    "too-many-references": (lambda p: pairwise.enrol_and_compare([p] * 21, p, "general"),
+                            r"21 references given; use at most 20"),
+    "infinite-item-id": (lambda p: gallery.similar(float("inf"), 3), r"gallery item id must be a whole number"),
+    "huge-item-id": (lambda p: gallery.similar(2**70, 3), r"gallery item id must be from 0 to"),
+    "negative-item-id": (lambda p: gallery.similar(-1, 3), r"gallery item id must be from 0 to"),
+    "absurd-k": (lambda p: gallery.search(p, "", 10_000), r"number of results must be from 1 to 32"),
+    "zero-k": (lambda p: gallery.similar(0, 0), r"number of results must be from 1 to 32"),
+    "too-many-filter-labels": (lambda p: gallery.search(p, "", 3, [f"label {i}" for i in range(101)]),
+                               r"Filter on at most 100 labels"),
+    "long-filter-label": (lambda p: gallery.search(p, "", 3, ["f" * 101]), r"Filter on at most 100 labels of at most 100"),
+}
+
+
+@pytest.mark.parametrize("case", list(BOUNDED))
+def test_text_and_count_inputs_are_bounded(app_state, photo, case):
     """API callers bypass the page's max_length: the callbacks bound every text and count themselves."""
+    call, message = BOUNDED[case]
+    before = len(app_state)
     with pytest.raises(gr.Error) as raised:
-        call()
+        call(photo)
+    assert re.search(message, str(raised.value.message)), raised.value.message
     assert "Traceback" not in str(raised.value.message)
+    assert len(app_state) == before  # a refused addition adds nothing
+
+
+def test_inputs_at_their_limits_are_accepted(app_state, photo):
+    """Each bound is inclusive: the largest allowed value gives a result, not a refusal."""
+    scores, _ = classification.classify(photo, ZERO_SHOT, _labels(100), "a photo of a {}" + "." * 185, 10)
+    assert len(scores) == 10
+    assert len(classification.classify(photo, ZERO_SHOT, "cat," * 499 + "c", "a {}", 1)[0]) == 1  # 1,996 chars
+    assert len(gallery.search(None, "q" * 500, 32)[2]) == 12  # k above the gallery's size: all of it
+    assert len(gallery.search(photo, "", 1, [f"l{i}" for i in range(99)] + ["f" * 100])[2]) == 0  # no such labels
+    message, _ = gallery.add_images([photo] * 50, "l" * 100)
+    assert message.startswith("Added 50") and len(app_state) == 62
+    result = pairwise.enrol_and_compare([photo] * 20, photo, "general")
+    assert result[1] == pytest.approx(0.0, abs=1e-3)
+    assert len(gallery.similar(61, 1)[2]) == 1
 
 
 # -- library-level bad inputs -------------------------------------------------------------------------------

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from indexer.calibration import accuracy_at, calibrate, equal_error_rate, roc_auc
 from indexer.siamese.__main__ import main
 from indexer.siamese.data import image_folder, load_labelled
 from indexer.siamese.head import load_head
 from indexer.siamese.losses import SiameseLoss
 from indexer.siamese.train import TrainConfig, split_identities, train
+from indexer.verify import Verifier
 from verify_support import identity_image, tiny_embedder, write_identity_folder
 
 
@@ -59,11 +61,27 @@ def test_training_lowers_the_loss_and_separates_unseen_identities(kind, folder, 
     card = json.loads((tmp_path / kind / "card.json").read_text())
     assert card["loss"] == kind and card["backbone"] == embedder.name
     assert card["data"]["val_identities"] == 4 and card["data"]["train_identities"] == 12
-    assert 0.0 < card["threshold"]["value"] < 2.0 and "not seen in training" in card["threshold"]["how"]
+    assert "not seen in training" in card["threshold"]["how"]
     # the saved head reproduces the trained one
     loaded = load_head(tmp_path / kind)
     features = embedder.encode_images([identity_image(0, 0), identity_image(1, 0)])
     np.testing.assert_allclose(loaded.project(features), result.head.project(features), atol=1e-6)
+    # The card's threshold is the equal-error-rate threshold of the held-out identities' pairs, as the app
+    # scores them (the head's cosine distance): recomputed here from the images, not read back from the card.
+    data = load_labelled(str(folder))
+    _, val_ids, _ = split_identities(data.identities, config.val_fraction, config.seed)
+    held_out = [k for k, identity in enumerate(data.identities) if identity in val_ids]
+    verifier = Verifier(embedder, heads=[loaded])
+    vectors = [r.vector for r in verifier.represent_many([data.images[k] for k in held_out], loaded.mode)]
+    pairs = [(a, b) for a in range(len(held_out)) for b in range(a + 1, len(held_out))]
+    distances = np.array([verifier.distance(vectors[a], vectors[b], loaded.mode) for a, b in pairs])
+    same = [data.identities[held_out[a]] == data.identities[held_out[b]] for a, b in pairs]
+    expected = calibrate(-distances, same)
+    assert card["threshold"]["value"] == pytest.approx(-expected.threshold, abs=1e-4)
+    assert loaded.threshold == pytest.approx(card["threshold"]["value"])
+    assert metrics["val_auc"] == pytest.approx(expected.auc, abs=1e-4)
+    assert metrics["val_eer"] == pytest.approx(expected.eer, abs=1e-6)
+    assert metrics["val_accuracy_at_threshold"] == pytest.approx(expected.accuracy, abs=1e-6)
 
 
 def test_cli_train_then_eval_pairs_uses_the_card_threshold(folder, embedder, tmp_path, capsys):
@@ -83,7 +101,15 @@ def test_cli_train_then_eval_pairs_uses_the_card_threshold(folder, embedder, tmp
     assert "head's card" in result["threshold_source"]
     assert result["pairs_scored"] == 3 and result["pairs_skipped"] == 1
     assert "missing.png" in result["skipped"][0]["reason"]
-    assert {"accuracy", "roc_auc", "eer"} <= set(result)
+    # The figures are those of the three readable pairs, scored as the app scores them with this head.
+    verifier = Verifier(embedder, heads=[load_head(out)])
+    scored = [(folder / a, folder / b, same == "1") for a, b, same in (row.split(",") for row in rows[1:4])]
+    distances = np.array([verifier.compare(a, b, "general").distance for a, b, _ in scored])
+    same = [label for _, _, label in scored]
+    assert (result["same_pairs"], result["different_pairs"]) == (2, 1)
+    assert result["accuracy"] == pytest.approx(accuracy_at(-distances, same, -result["threshold"]))
+    assert result["roc_auc"] == pytest.approx(roc_auc(-distances, same))
+    assert result["eer"] == pytest.approx(equal_error_rate(-distances, same)[0])
 
 
 def test_oneshot_eval_reads_the_standard_layout(tmp_path, embedder):

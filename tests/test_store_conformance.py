@@ -1,16 +1,19 @@
 """One conformance suite, run against both stores: hnswlib (GalleryIndex) and Milvus (MilvusIndex via Milvus Lite).
 
-add, delete, search, label filter, reload (after save and after commit), concurrent search and add, recall against brute force.
+add, delete, search, label filter, reload (after save and after commit), concurrent search and add, recall against brute force,
+and refusal of another model's vectors (at open, at creation, and when a build would continue another index).
 """
 from __future__ import annotations
 
+import copy
 import json
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from indexer import GalleryIndex, open_index
+from indexer import GalleryIndex, IndexMismatchError, build_index, open_index
 from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k
 from indexer.index import MilvusIndex, VectorStore, parse_store
 
@@ -163,3 +166,108 @@ def test_builds_tune_ef_on_the_hnswlib_store_only(tmp_path):
     finally:
         hnsw.close()
         milvus.close()
+
+
+# -- refusing another model's vectors ----------------------------------------------------------------------
+@dataclass
+class OtherModel:
+    """What the stores check of an embedder: its name and dimension (no weights needed to be refused)."""
+
+    name: str
+    dim: int
+
+
+OTHERS = {"another-model": OtherModel("another-model", DIM), "another-dim": OtherModel(MODEL, 64),
+          "both": OtherModel("another-model", 64)}
+
+
+@pytest.mark.parametrize("other", list(OTHERS))
+def test_opening_with_another_model_or_dimension_is_refused(store, other):
+    _fill(store, n=10)
+    path = store.save()
+    store.close()
+    embedder = OTHERS[other]
+    with pytest.raises(IndexMismatchError, match=rf"built with model {MODEL} \(dim {DIM}\).*loaded model "
+                                                  rf"{embedder.name} \(dim {embedder.dim}\).*rebuild"):
+        open_index(path, embedder)
+    kind = type(store)
+    with pytest.raises(IndexMismatchError, match=rf"built with model {MODEL} \(dim {DIM}\)"):
+        kind.load(path, embedder)
+    same = open_index(path, OtherModel(MODEL, DIM))  # the index's own model is accepted, items intact
+    try:
+        assert type(same) is kind and len(same) == 10
+    finally:
+        same.close()
+    # The refusal is decided from meta.json alone, before any vector file is read (or checksummed): the user is
+    # told to switch model, not that the index is damaged.
+    for file in path.iterdir():
+        if file.is_file() and file.name != "meta.json":
+            file.unlink()
+    with pytest.raises(IndexMismatchError):
+        open_index(path, embedder)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "milvus"])
+def test_creating_a_store_for_another_models_vectors_is_refused(kind, tmp_path):
+    with pytest.raises(IndexMismatchError, match=r"built with model vectors-only \(dim 32\).*loaded model another-model"):
+        if kind == "hnsw":
+            GalleryIndex(DIM, MODEL, embedder=OtherModel("another-model", DIM))
+        else:
+            MilvusIndex(DIM, MODEL, store=parse_store(f"milvus:{tmp_path / 'm.db'}"), embedder=OtherModel("another-model", DIM))
+
+
+def test_a_milvus_collection_of_another_dimension_is_refused(tmp_path):
+    first = make_store("milvus", tmp_path)
+    _fill(first, n=10)
+    collection = first.collection
+    first.close()
+    with pytest.raises(IndexMismatchError, match=rf"collection '{collection}'.*holds 32-d vectors, not 64-d.*another collection"):
+        make_store("milvus", tmp_path, dim=64)
+    again = make_store("milvus", tmp_path)  # the collection itself is untouched
+    try:
+        assert len(again) == 10
+    finally:
+        again.close()
+
+
+STORES = {"hnsw": lambda tmp_path: "hnsw", "milvus": lambda tmp_path: f"milvus:{tmp_path / 'build.db'}"}
+
+
+def _renamed(embedder, name: str):
+    """The same weights under another name: a different model as far as an index is concerned."""
+    other = copy.copy(embedder)
+    other.name = name
+    return other
+
+
+@pytest.mark.parametrize("kind", list(STORES))
+def test_build_refuses_an_out_holding_another_sources_index(kind, tiny_clip, gallery_folder, tmp_path):
+    store = STORES[kind](tmp_path)
+    first = build_index(gallery_folder, model=tiny_clip, out=tmp_path / "ix", store=store)
+    first.close()
+    other_folder = tmp_path / "other"
+    (other_folder / "x" / "y").mkdir(parents=True)
+    next(gallery_folder.rglob("*.png")).rename(other_folder / "x" / "y" / "a.png")
+    with pytest.raises(ValueError, match=r"holds an index of .*choose another --out"):
+        build_index(other_folder, model=tiny_clip, out=tmp_path / "ix", store=store)
+    kept = open_index(tmp_path / "ix", tiny_clip)
+    try:
+        assert len(kept) == 12 and kept.source["dataset"] == first.source["dataset"]  # nothing overwritten
+    finally:
+        kept.close()
+
+
+@pytest.mark.parametrize("kind", list(STORES))
+def test_build_refuses_an_out_holding_another_models_index(kind, tiny_clip, gallery_folder, tmp_path):
+    store = STORES[kind](tmp_path)
+    build_index(gallery_folder, model=tiny_clip, out=tmp_path / "ix", store=store).close()
+    with pytest.raises(IndexMismatchError, match=rf"built with model {tiny_clip.name} \(dim 32\).*loaded model another-model"):
+        build_index(gallery_folder, model=_renamed(tiny_clip, "another-model"), out=tmp_path / "ix", store=store)
+
+
+def test_build_into_an_open_index_of_another_model_is_refused(tiny_clip, gallery_folder):
+    for into in (GalleryIndex(tiny_clip.dim, "another-model"), GalleryIndex(64, tiny_clip.name)):
+        with pytest.raises(IndexMismatchError, match=rf"cannot add {tiny_clip.name} \(dim 32\) embeddings to an index of "
+                                                     rf"{into.model} \(dim {into.dim}\)"):
+            build_index(gallery_folder, model=tiny_clip, into=into)
+        assert len(into) == 0

@@ -54,6 +54,22 @@ def test_explicit_threshold_overrides_and_says_so(verifier):
     assert not refused.match and refused.threshold_source == "set by you" and "Different" in refused.explanation
 
 
+def test_a_distance_equal_to_the_threshold_is_a_match(verifier):
+    """The README's rule is `distance <= threshold`: the boundary itself is a match, a hair below it is not."""
+    a, b = identity_image(3, 0), identity_image(4, 0)
+    distance = verifier.compare(a, b, Mode.GENERAL).distance
+    assert distance > 0
+    at = verifier.compare(a, b, Mode.GENERAL, threshold=distance)
+    assert at.distance == distance and at.match and "at or below" in at.explanation and "Same thing" in at.explanation
+    below = verifier.compare(a, b, Mode.GENERAL, threshold=float(np.nextafter(distance, -np.inf)))
+    assert not below.match and "above the threshold" in below.explanation and "Different things" in below.explanation
+    references = [identity_image(3, 0), identity_image(3, 1)]
+    enrolled = verifier.enrol_and_compare(references, b, Mode.GENERAL, reduce="mean")
+    assert verifier.enrol_and_compare(references, b, Mode.GENERAL, "mean", threshold=enrolled.distance).match
+    assert not verifier.enrol_and_compare(references, b, Mode.GENERAL, "mean",
+                                          threshold=float(np.nextafter(enrolled.distance, -np.inf))).match
+
+
 def test_calibrate_on_own_pairs_sets_the_mode_threshold(verifier):
     images = [identity_image(k, j) for k in range(4) for j in range(2)]
     pairs = [(images[i], images[j], i // 2 == j // 2) for i in range(8) for j in range(i + 1, 8)]

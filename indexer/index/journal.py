@@ -95,6 +95,11 @@ def _records(data: bytes) -> Iterator[tuple[Record | None, int]]:
             return
         magic, head_size, payload_size = _PREFIX.unpack_from(data, offset)
         end = offset + _PREFIX.size + head_size + payload_size + _DIGEST
+        if magic != MAGIC and any(data[offset:]):
+            # An append writes the magic first, so a torn one keeps it (or leaves zeros, where a crash grew the
+            # file before its data landed): a wrong magic followed by data is damage, not a torn tail.
+            yield None, offset
+            return
         if magic != MAGIC or end > len(data):
             yield None, len(data)  # a torn length field can point anywhere: nothing after it can be trusted
             return
