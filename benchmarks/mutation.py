@@ -41,12 +41,14 @@ TARGETS = {
     "verify": Target(("indexer/verify.py",), ("tests/test_verdict.py",),
                      tuple(f"indexer.verify.xǁVerifierǁ{name}__mutmut_*" for name in ("_verdict", "_distances", "distance"))),
     "calibration": Target(("indexer/calibration.py",), ("tests/test_calibration.py", "tests/test_calibration_properties.py")),
-    "journal": Target(("indexer/journal.py",), ("tests/test_journal.py", "tests/test_journal_properties.py")),
-    # The index's add / delete / save themselves, against the journal tests (which add, delete, save, commit
-    # and reload in every combination); test_index.py's model-backed tests make each mutant too slow to run.
-    "index": Target(("indexer/index.py",), ("tests/test_journal.py", "tests/test_journal_properties.py"),
-                    tuple(f"indexer.index.xǁGalleryIndexǁ{name}__mutmut_*" for name in
-                          ("add_vectors", "add", "delete", "_remove", "save"))),
+    "journal": Target(("indexer/index/journal.py",), ("tests/test_journal.py", "tests/test_journal_properties.py")),
+    # The hnswlib store's add / delete / save themselves, against the journal tests (which add, delete, save,
+    # commit and reload in every combination); test_index.py's model-backed tests make each mutant too slow to run.
+    "index": Target(("indexer/index/hnsw.py", "indexer/index/table.py"),
+                    ("tests/test_journal.py", "tests/test_journal_properties.py"),
+                    tuple(f"indexer.index.hnsw.xǁHnswStoreǁ{name}__mutmut_*" for name in
+                          ("add_vectors", "delete", "_remove", "save"))
+                    + ("indexer.index.table.xǁItemTableǁremove__mutmut_*",)),
     "demo": Target(("demo/gallery.py", "demo/pairwise.py", "demo/classification.py"),
                    ("tests/test_reliability_inputs.py", "tests/test_demo_callbacks.py"),
                    tuple(f"demo.{name}__mutmut_*" for name in
