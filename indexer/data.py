@@ -11,7 +11,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from PIL import Image
 
@@ -65,6 +65,24 @@ class GallerySource(ABC):
         """JSON-able description for meta.json; its open_source keys reopen the same source."""
 
 
+def image_files(root: Path) -> list[Path]:
+    """Every image file under `root`, sorted, following symlinked folders (Path.rglob does not on Python 3.11,
+    so a folder of symlinked sub-folders looked empty); hidden files and folders are skipped, and a symlink
+    loop is walked once."""
+    root = Path(root)
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink back up the tree
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        files += [Path(folder) / name for name in names
+                  if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, name))]
+    return sorted(files)
+
+
 class FolderSource(GallerySource):
     """Every image file under `root` (recursively, sorted). Label: the parent folder relative to root."""
 
@@ -72,11 +90,7 @@ class FolderSource(GallerySource):
 
     def __init__(self, root: Path, label_column: str | None = AUTO):
         self.root = root.resolve()
-        self.files = sorted(
-            p for p in self.root.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
-        )
+        self.files = image_files(self.root)
         if not self.files:
             raise SourceError(f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {self.root}.")
         self.with_labels = label_column != NONE
@@ -261,3 +275,81 @@ def _hub_sha(repo_id: str, revision: str | None) -> str | None:
         return HfApi().dataset_info(repo_id, revision=revision, timeout=5).sha
     except Exception:  # revision is informative only
         return None
+
+
+# -- identity-labelled images (Siamese training) -------------------------------------------------------------
+@dataclass
+class LabelledImages:
+    images: Sequence[Any]  # paths, or PIL images decoded lazily from a dataset
+    identities: list[str]
+    description: str
+
+    def __len__(self) -> int:
+        return len(self.identities)
+
+
+class _Column(Sequence):
+    """Lazy view of one column of a `datasets.Dataset` (images are decoded on access)."""
+
+    def __init__(self, dataset, column: str):
+        self.dataset, self.column = dataset, column
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[int(index)][self.column]
+
+
+def image_folder(root: str | Path, dedupe: bool = True) -> LabelledImages:
+    """Identity of an image = its folder path relative to `root` (Omniglot's ALPHABET/characterNN works as it
+    is). dedupe: a file whose bytes another file already has is used once (Omniglot's two background sets
+    share Greek and Latin), and an identity left without images disappears."""
+    import hashlib
+
+    root = Path(root)
+    files = [p for p in image_files(root) if p.parent != root]
+    if not files:
+        raise ValueError(f"No images in sub-folders of {root}; put each identity's images in its own folder.")
+    kept, seen = [], set()
+    for path in files:
+        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest() if dedupe else path
+        if digest not in seen:
+            seen.add(digest)
+            kept.append(path)
+    identities = [p.parent.relative_to(root).as_posix() for p in kept]
+    duplicates = f", {len(files) - len(kept)} duplicate files skipped" if len(kept) < len(files) else ""
+    return LabelledImages([str(p) for p in kept], identities, f"image folder {root}{duplicates}")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in SAVED_DATASET_MARKERS)
+
+
+def load_labelled(dataset: str, identity_column: str | None = None, image_column: str | None = None, split: str = "train") -> LabelledImages:
+    """Open `dataset` (folder, saved dataset, parquet file/folder, or hub id) as identity-labelled images."""
+    path = Path(dataset)
+    if path.is_dir() and not _is_saved_dataset(path) and not any(path.glob("*.parquet")):
+        return image_folder(path)
+    import datasets
+
+    if _is_saved_dataset(path):
+        ds = datasets.load_from_disk(str(path))
+    elif path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
+        files = [str(path)] if path.is_file() else sorted(str(p) for p in path.glob("*.parquet"))
+        ds = datasets.load_dataset("parquet", data_files=files)
+    else:
+        ds = datasets.load_dataset(dataset)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds[split] if split in ds else ds[next(iter(ds))]
+    features = ds.features
+    if image_column is None:
+        image_column = next((name for name, f in features.items() if isinstance(f, datasets.Image)), None)
+        if image_column is None:
+            raise ValueError(f"No image column in {dataset} (columns: {list(features)}); pass --image-column.")
+    if identity_column is None or identity_column not in features:
+        raise ValueError(
+            f"Pass --identity-column: one of {[c for c in features if c != image_column]} names who/what each image shows."
+        )
+    identities = [str(v) for v in ds[identity_column]]
+    return LabelledImages(_Column(ds, image_column), identities, f"dataset {dataset} ({identity_column})")
