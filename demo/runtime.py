@@ -22,6 +22,7 @@ from indexer.env import env_int
 from indexer.face import load_face_model
 from indexer.gallery import describe_gallery, open_default_gallery
 from indexer.siamese import load_head
+from indexer.siamese.shipped import with_defaults
 from indexer.verify import Mode, Verifier
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 class Settings:
     model: str = field(default_factory=lambda: os.environ.get("TWINSIGHT_MODEL", "auto"))
     gallery: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_GALLERY") or None)
-    # Siamese heads (paths or hub repo ids), comma-separated in TWINSIGHT_HEADS.
+    # Siamese heads or encoders (paths or hub repo ids), comma-separated in TWINSIGHT_HEADS. A mode none of them
+    # serves uses its shipped default (signature mode: assets/models/signature-encoder; indexer.siamese.shipped).
     heads: list[str] = field(default_factory=lambda: [h for h in os.environ.get("TWINSIGHT_HEADS", "").split(",") if h])
     # Where the gallery's vectors live: hnsw (default) or milvus:URI (indexer/store.py).
     store: str | None = field(default_factory=lambda: os.environ.get("TWINSIGHT_STORE") or None)
@@ -89,7 +91,7 @@ def verifier() -> Verifier:
     global _verifier
     with _lock:
         if _verifier is None or _verifier.embedder is not embedder():
-            _verifier = Verifier(embedder(), heads=[load_head(head) for head in settings.heads])
+            _verifier = Verifier(embedder(), heads=with_defaults([load_head(head) for head in settings.heads]))
         return _verifier
 
 

@@ -68,16 +68,15 @@ class GallerySource(ABC):
 def image_files(root: Path) -> list[Path]:
     """Every image file under `root`, sorted, following symlinked folders (Path.rglob does not on Python 3.11,
     so a folder of symlinked sub-folders looked empty); hidden files and folders are skipped, and a symlink
-    loop is walked once."""
+    back to a folder above is not followed (a loop)."""
     root = Path(root)
-    files, seen = [], set()
+    files = []
+    above: dict[str, set[str]] = {str(root): set()}  # real paths of each walked folder and the folders above it
     for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:  # a symlink back up the tree
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        chain = above.pop(folder) | {os.path.realpath(folder)}
+        subfolders[:] = sorted(name for name in subfolders
+                               if not name.startswith(".") and os.path.realpath(os.path.join(folder, name)) not in chain)
+        above.update({os.path.join(folder, name): chain for name in subfolders})
         files += [Path(folder) / name for name in names
                   if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, name))]
     return sorted(files)

@@ -146,6 +146,21 @@ class SiameseEncoder:
             return np.zeros((0, self.module.dim), np.float32)
         return self.embed(np.stack([self.pixels(image) for image in images]))
 
+    def try_encode(self, images: Sequence[ImageSource]) -> list[tuple[np.ndarray, Image.Image] | ValueError]:
+        """(vector, the ink the encoder saw) per image, or the image's error (SignatureError, ImageError) in its
+        place, so one bad image does not stop the batch."""
+        results: list = [None] * len(images)
+        pixels: dict[int, np.ndarray] = {}
+        for k, image in enumerate(images):
+            try:
+                pixels[k] = self.pixels(image)
+            except ValueError as exc:
+                results[k] = exc
+        if pixels:
+            for (k, ink), vector in zip(pixels.items(), self.embed(np.stack(list(pixels.values())))):
+                results[k] = (vector, preview(ink))
+        return results
+
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
 

@@ -16,10 +16,14 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .encoder import SiameseEncoder
 
 WEIGHTS_FILE = "head.safetensors"
 CARD_FILE = "card.json"
@@ -144,8 +148,9 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def load_head(path_or_repo: str | Path) -> SiameseHead:
-    """Load a head from a folder, or from a hub repo id (downloaded once into the hub cache)."""
+def load_head(path_or_repo: str | Path) -> "SiameseHead | SiameseEncoder":
+    """Load a head, or an end-to-end trained encoder (indexer.siamese.encoder; told apart by its card's format),
+    from a folder or a hub repo id (downloaded once into the hub cache)."""
     from safetensors.torch import load_file
 
     folder = Path(path_or_repo)
@@ -156,19 +161,25 @@ def load_head(path_or_repo: str | Path) -> SiameseHead:
         from huggingface_hub import snapshot_download
 
         try:
-            folder = Path(snapshot_download(text, allow_patterns=[WEIGHTS_FILE, CARD_FILE]))
+            folder = Path(snapshot_download(text, allow_patterns=[WEIGHTS_FILE, CARD_FILE, "encoder.safetensors"]))
         except Exception as exc:
             raise FileNotFoundError(f"Could not download the Siamese head {text!r} from the hub: {exc}") from exc
     card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
-    if not card_path.is_file() or not weights_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a Siamese head: it needs {WEIGHTS_FILE} and {CARD_FILE}.")
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a Siamese head or encoder: it needs {CARD_FILE} beside its weights.")
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{card_path} is not valid JSON ({exc}); retrain or re-download the head.") from None
+    from .encoder import ENCODER_FORMAT, load_encoder
+
+    if isinstance(card, dict) and card.get("format") == ENCODER_FORMAT:
+        return load_encoder(folder, card, str(path_or_repo))
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         found = card.get("format") if isinstance(card, dict) else type(card).__name__
-        raise ValueError(f"{card_path} is not a Twinsight head card (format {found!r}, expected {CARD_FORMAT}).")
+        raise ValueError(f"{card_path} is not a Twinsight head card (format {found!r}, expected {CARD_FORMAT} or {ENCODER_FORMAT}).")
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a Siamese head: it needs {WEIGHTS_FILE} and {CARD_FILE}.")
     try:
         # safetensors only: a pickle (torch.save) under this name is refused unread, never unpickled.
         state = load_file(str(weights_path))
