@@ -46,7 +46,7 @@ def _train_encoder(args, architecture: str | None) -> int:
         dataset=args.dataset, out=args.out, architecture=architecture, loss=args.loss or defaults.loss,
         steps=args.steps or defaults.steps, ways=args.ways or defaults.ways, per_class=args.per_class or defaults.per_class,
         lr=args.lr or defaults.lr, margin=args.margin, rotations=args.rotations, val_fraction=args.val_fraction or defaults.val_fraction,
-        patience=args.patience or defaults.patience, seed=args.seed, threads=args.threads, progress=not args.quiet,
+        patience=args.patience or defaults.patience, seed=args.seed, threads=args.threads or defaults.threads, progress=not args.quiet,
         command="python -m indexer.siamese " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     if args.identity_column or args.image_column:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     strokes.add_argument("--per-class", type=int, help=f"images per identity per step (default {EncoderConfig.per_class})")
     strokes.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=None,
                          help="each 90-degree rotation is a class of its own (default: on for square inputs)")
-    strokes.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    strokes.add_argument("--threads", type=int, help="torch threads (default 1: robust on a shared machine)")
     t.add_argument("--batch-identities", type=int, default=16)
     t.add_argument("--per-identity", type=int, default=4)
     t.add_argument("--lr", type=float, help="learning rate (default 2e-3 for strokes, 1e-3 for heads)")
