@@ -169,3 +169,28 @@ def test_architectures_build_and_keep_a_few_megabytes():
         out = model(torch.rand(2, 1, 2 * height, 2 * width))
         assert out.shape == (2, model.dim) and torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
         assert sum(p.numel() for p in model.parameters()) * 4 < 8e6, name
+
+
+def test_cli_trains_an_encoder_in_signature_mode_and_evaluates_it(strokes, tmp_path, capsys):
+    from indexer.siamese.__main__ import main
+
+    data = tmp_path / "data"
+    for k, (image, identity) in enumerate(zip(strokes.images, strokes.identities)):
+        (data / identity).mkdir(parents=True, exist_ok=True)
+        image.save(data / identity / f"{k}.png")
+    out = tmp_path / "model"
+    assert main(["train", "--dataset", str(data), "--mode", "signature", "--out", str(out), "--steps", "6",
+                 "--ways", "4", "--per-class", "3", "--quiet"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["architecture"] == "conv4-sig" and trained["steps_run"] == 6  # wide ink: the signature net
+    card = json.loads((out / "card.json").read_text())
+    assert card["format"] == "twinsight-siamese-encoder/1" and "--steps 6" in card["training"]["command"]
+    files = sorted((data / "group0").glob("*/*.png"))
+    rows = [f"{files[0].relative_to(data)},{files[1].relative_to(data)},1",
+            f"{files[0].relative_to(data)},{files[-1].relative_to(data)},0"]
+    (tmp_path / "pairs.csv").write_text("image_a,image_b,same\n" + "\n".join(rows) + "\n")
+    assert main(["eval", "--mode", "signature", "--head", str(out), "--pairs", str(tmp_path / "pairs.csv"),
+                 "--images", str(data)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pairs_scored"] == 2 and "trained end to end" in result["model"]
+    assert result["threshold"] == pytest.approx(card["threshold"]["value"])
