@@ -47,7 +47,7 @@ def _train_encoder(args, architecture: str | None) -> int:
         steps=args.steps or defaults.steps, ways=args.ways or defaults.ways, per_class=args.per_class or defaults.per_class,
         lr=args.lr or defaults.lr, margin=args.margin, rotations=args.rotations, val_fraction=args.val_fraction or defaults.val_fraction,
         patience=args.patience or defaults.patience, seed=args.seed, threads=args.threads or defaults.threads, progress=not args.quiet,
-        command="python -m indexer.siamese " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command="python -m indexer.siamese " + " ".join(shlex.quote(a) for a in args.argv),
     )
     if args.identity_column or args.image_column:
         print("--backbone strokes trains on image folders (identity = sub-folder).", file=sys.stderr)
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=_eval)
 
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, for the trained model's card
     if args.command == "eval" and args.pairs and not args.images:
         parser.error("--pairs needs --images (the folder the CSV's file names are relative to)")
     return args.func(args)
