@@ -44,7 +44,7 @@ def _train_encoder(args, architecture: str | None) -> int:
     defaults = EncoderConfig()
     config = EncoderConfig(
         dataset=args.dataset, out=args.out, architecture=architecture, loss=args.loss or defaults.loss,
-        steps=args.steps or defaults.steps, ways=args.ways or defaults.ways, per_class=args.per_class or defaults.per_class,
+        steps=args.steps, ways=args.ways, per_class=args.per_class,
         lr=args.lr or defaults.lr, margin=args.margin, rotations=args.rotations, val_fraction=args.val_fraction or defaults.val_fraction,
         patience=args.patience or defaults.patience, seed=args.seed, threads=args.threads or defaults.threads, progress=not args.quiet,
         command="python -m indexer.siamese " + " ".join(shlex.quote(a) for a in args.argv),
@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--epochs", type=int, default=40, help="heads only")
     t.add_argument("--patience", type=int, help="validations without gain before stopping (default 6 for strokes, 5 for heads)")
     strokes = t.add_argument_group("ink encoders (--backbone strokes)")
-    strokes.add_argument("--steps", type=int, help=f"training steps (default {EncoderConfig.steps})")
-    strokes.add_argument("--ways", type=int, help=f"identities per step (default {EncoderConfig.ways})")
-    strokes.add_argument("--per-class", type=int, help=f"images per identity per step (default {EncoderConfig.per_class})")
+    strokes.add_argument("--steps", type=int, help="training steps (default: the architecture's, e.g. 1800 for conv4-28)")
+    strokes.add_argument("--ways", type=int, help="identities per step (default: the architecture's, e.g. 60)")
+    strokes.add_argument("--per-class", type=int, help="images per identity per step (default: the architecture's, e.g. 6)")
     strokes.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=None,
                          help="each 90-degree rotation is a class of its own (default: on for square inputs)")
     strokes.add_argument("--threads", type=int, help="torch threads (default 1: robust on a shared machine)")

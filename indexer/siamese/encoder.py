@@ -28,18 +28,21 @@ ENCODER_WEIGHTS_FILE = "encoder.safetensors"
 SUPERSAMPLE = 2  # images are prepared at this multiple of the working size (finer augmentation)
 
 # blocks: [out_channels, kernel, max-pool after?]; "same" padding keeps the size through a convolution.
+# train: the trainer's defaults for the architecture (steps, identities x images per step, validation interval).
 ARCHITECTURES: dict[str, dict] = {
     # Conv-4 (Vinyals et al., Snell et al.): 4 x (3x3 conv 64, BN, ReLU, 2x2 max-pool) on 28x28 -> 64-d.
-    "conv4-28": {"size": [28, 28], "blocks": [[64, 3, True]] * 4, "padding": "same", "embed_dim": None},
+    "conv4-28": {"size": [28, 28], "blocks": [[64, 3, True]] * 4, "padding": "same", "embed_dim": None,
+                 "train": {"steps": 1800, "ways": 60, "per_class": 6, "val_every": 250}},
     # The same blocks on 40x40 with a linear embedding (more detail per character, ~4x the compute).
-    "conv4-40": {"size": [40, 40], "blocks": [[64, 3, True]] * 4, "padding": "same", "embed_dim": 128},
+    "conv4-40": {"size": [40, 40], "blocks": [[64, 3, True]] * 4, "padding": "same", "embed_dim": 128,
+                 "train": {"steps": 1200, "ways": 40, "per_class": 6, "val_every": 200}},
     # Koch et al.'s layout (10x10, 7x7, 4x4, 4x4 convolutions on 105x105) at a quarter of its widths, so it ships
     # in a few MB; their 4096-d fully connected layer alone would be 150 MB.
     "koch-105": {"size": [105, 105], "blocks": [[32, 10, True], [64, 7, True], [64, 4, True], [128, 4, False]],
-                 "padding": "valid", "embed_dim": 256},
+                 "padding": "valid", "embed_dim": 256, "train": {"steps": 1500, "ways": 20, "per_class": 4, "val_every": 250}},
     # Signatures are wide: Conv-4 on a 48x112 canvas (width / height 7 / 3), a linear embedding on top.
     "conv4-sig": {"size": [48, 112], "blocks": [[32, 3, True], [64, 3, True], [64, 3, True], [128, 3, True]],
-                  "padding": "same", "embed_dim": 128},
+                  "padding": "same", "embed_dim": 128, "train": {"steps": 400, "ways": 30, "per_class": 4, "val_every": 50}},
 }
 DEFAULT_ARCHITECTURE = {"signature": "conv4-sig", "strokes": "conv4-28"}
 

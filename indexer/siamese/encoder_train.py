@@ -19,7 +19,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +45,18 @@ class EncoderConfig:
     out: str | None = None
     architecture: str | None = None  # None: conv4-sig for wide ink (signatures), conv4-28 for characters
     loss: str = "proto"
-    ways: int = 60  # P: identities per step
-    per_class: int = 6  # K: images per identity per step (proto: 1 support + 5 queries)
-    steps: int = 1800
+    # None: the architecture's own defaults (ARCHITECTURES[...]["train"]; Conv-4 on characters: 1800 steps of
+    # 60 identities x 6 images, proto's 1 support + 5 queries)
+    ways: int | None = None  # P: identities per step
+    per_class: int | None = None  # K: images per identity per step
+    steps: int | None = None
     lr: float = 2e-3
     weight_decay: float = 5e-4
     margin: float | None = None
     rotations: bool | None = None  # None: on for square (character) inputs, off for signatures
     thickness: bool = True
     val_fraction: float = 0.15  # of identities, by whole groups
-    val_every: int = 250
+    val_every: int | None = None
     patience: int = 6  # validations without gain before stopping
     val_ways: int = 20
     seed: int = 0
@@ -206,7 +208,9 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
     torch.manual_seed(config.seed)
     data = data or load_labelled(config.dataset)
     name = choose_architecture(data.images, config.architecture)
+    config = replace(config, architecture=name)
     arch = ARCHITECTURES[name]
+    config = replace(config, **{k: v for k, v in arch["train"].items() if getattr(config, k) is None})
     size = arch["size"]
     rotations = (size[0] == size[1]) if config.rotations is None else config.rotations
     if rotations and size[0] != size[1]:
@@ -231,7 +235,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
                                   weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     sampler = EpisodeSampler(y_train, config.ways, config.per_class, rotations, generator)
-    checkpoint = Checkpoint(Path(config.out) / "checkpoint" if config.out else None, _resumable(config, name))
+    checkpoint = Checkpoint(Path(config.out) / "checkpoint" if config.out else None, _resumable(config))
     state = checkpoint.load(model, criterion, optimizer, generator)
     resumed_from = state["step"]
 
@@ -325,7 +329,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
     return EncoderResult(encoder, state["history"], out, resumed_from)
 
 
-def _resumable(config: EncoderConfig, name: str) -> str:
+def _resumable(config: EncoderConfig) -> str:
     """What must match for a checkpoint to be resumed: everything that changes the run's course."""
     keep = {k: v for k, v in asdict(config).items() if k not in ("progress", "out", "command", "checkpoint_seconds", "threads")}
-    return json.dumps([keep, name], sort_keys=True)
+    return json.dumps(keep, sort_keys=True)
