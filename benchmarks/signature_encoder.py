@@ -135,17 +135,25 @@ def main() -> None:
         if args.steps:
             config.steps = args.steps
         load, started = os.getloadavg()[0], time.perf_counter()
-        encoder = train_encoder(config).encoder
-        minutes = (time.perf_counter() - started) / 60
+        trained = Path(config.out) / "card.json"
+        if trained.is_file():  # trained by an earlier run of this script: score it again (e.g. beside new baselines)
+            encoder = load_head(config.out)
+            minutes = encoder.card["training"]["seconds_total"] / 60
+        else:
+            encoder = train_encoder(config).encoder
+            minutes = (time.perf_counter() - started) / 60
         models = {"stroke encoder, trained on signatures": Verifier(None, heads=[encoder])}
-        if args.handwriting:
+        if args.handwriting and (args.handwriting / "card.json").is_file():
             models["stroke encoder, trained on Omniglot only"] = Verifier(None, heads=[load_head(args.handwriting)])
+        elif args.handwriting:
+            print(f"no encoder in {args.handwriting} yet: run again later to add it (trained folds are reused)", flush=True)
         if not args.no_effnet:
             from indexer.models import load_embedder
 
             models["effnet-lite0 ImageNet features, no head"] = Verifier(load_embedder("effnet-lite0"))
         for name, verifier in models.items():
             result = score(cached(verifier), args.signatures, test_writers)
+            results = [r for r in results if (r["fold"], r["model"]) != (k, name)]
             results.append({"fold": k, "model": name, "test_writers": test_writers, "train_minutes": round(minutes, 1),
                             "load_before": round(load, 2), **result})
             print(f"fold {k} {name}: " + ", ".join(f"{key} EER {v['eer']:.1%} acc {v['accuracy']:.1%}"
