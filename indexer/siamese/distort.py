@@ -10,13 +10,15 @@ from torch.nn import functional as F
 
 
 def random_affine(x: torch.Tensor, generator: torch.Generator, rotate: float = 10.0, shear: float = 0.3,
-                  scale: tuple[float, float] = (0.8, 1.2), shift: float = 0.05) -> torch.Tensor:
+                  scale: tuple[float, float] = (0.8, 1.2), shift: float = 0.05, same_for_all: bool = False) -> torch.Tensor:
     """Each image of (n, 1, H, W) rotated by up to `rotate` degrees, sheared by up to `shear`, scaled by
-    `scale` per axis and shifted by up to `shift` of its size (Koch et al.'s ranges), about its centre."""
+    `scale` per axis and shifted by up to `shift` of its size (Koch et al.'s ranges), about its centre.
+    same_for_all: one draw for the whole batch (test-time views)."""
     n = len(x)
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(n, generator=generator)
+        draw = torch.rand(1 if same_for_all else n, generator=generator)
+        return (low + (high - low) * draw).expand(n)
 
     angle = uniform(-rotate, rotate) * math.pi / 180
     shear_x, shear_y = uniform(-shear, shear), uniform(-shear, shear)

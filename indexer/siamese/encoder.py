@@ -22,6 +22,7 @@ from torch import nn
 
 from ..images import ImageSource
 from ..signature import SignatureError, ink_crop
+from .distort import random_affine
 
 ENCODER_FORMAT = "twinsight-siamese-encoder/1"
 ENCODER_WEIGHTS_FILE = "encoder.safetensors"
@@ -137,12 +138,23 @@ class SiameseEncoder:
     def pixels(self, source: ImageSource, strict: bool = True) -> np.ndarray:
         return ink_pixels(source, self.size, strict)
 
+    @property
+    def views(self) -> int:
+        """Test-time augmentation: the vector is the mean over this many views (the image itself, then fixed
+        small distortions), set in the card."""
+        return max(1, int(self.card.get("test_time_views", 1)))
+
     def embed(self, pixels: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """(n, 2H, 2W) ink -> (n, dim) float32, L2-normalised."""
         self.module.eval()
         x = torch.as_tensor(np.asarray(pixels, dtype=np.float32))[:, None]
         with torch.inference_mode():
-            return torch.cat([self.module(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
+            out = torch.zeros(len(x), self.module.dim)
+            for view in range(self.views):
+                # the same distortions for every image and every call: a pair's distance never depends on the batch
+                seen = x if view == 0 else random_affine(x, torch.Generator().manual_seed(view), same_for_all=True)
+                out += torch.cat([self.module(seen[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+            return nn.functional.normalize(out, dim=-1).numpy()
 
     def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
         if len(images) == 0:

@@ -67,6 +67,7 @@ class EncoderConfig:
     checkpoint_seconds: float = 60.0
     progress: bool = True
     command: str = ""  # how this run was started, for the card
+    data_terms: str = ""  # the training data's source and terms of use, for the card
 
 
 @dataclass
@@ -298,8 +299,8 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
         "threshold": {
             "value": 1.0 - calibration.threshold,
             "criterion": "equal error rate",
-            "how": (f"equal-error-rate threshold on {calibration.n_same + calibration.n_different} pairs of "
-                    f"{len(val_ids)} identities in {len({group_of(i) for i in val_ids})} groups never seen in training"),
+            "how": (f"equal-error-rate threshold on {calibration.n_same + calibration.n_different} pairs of {len(val_ids)} "
+                    f"identities from {len({group_of(i) for i in val_ids})} folders (writers, alphabets) never seen in training"),
         },
         "metrics": {
             "val_oneshot_accuracy": state["best"], "val_oneshot_ways": min(config.val_ways, len(val_ids)),
@@ -307,7 +308,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
             "val_accuracy_at_threshold": calibration.accuracy,
         },
         "data": {
-            "dataset": data.description, "images": len(identities), "skipped_without_ink": len(data.images) - len(kept),
+            "dataset": data.description, "terms": config.data_terms, "images": len(identities), "skipped_without_ink": len(data.images) - len(kept),
             "train_identities": len(train_ids), "val_identities": len(val_ids),
             "val_groups": sorted({group_of(i) for i in val_ids}),
         },
@@ -331,5 +332,5 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
 
 def _resumable(config: EncoderConfig) -> str:
     """What must match for a checkpoint to be resumed: everything that changes the run's course."""
-    keep = {k: v for k, v in asdict(config).items() if k not in ("progress", "out", "command", "checkpoint_seconds", "threads")}
+    keep = {k: v for k, v in asdict(config).items() if k not in ("progress", "out", "command", "checkpoint_seconds", "threads", "data_terms")}
     return json.dumps(keep, sort_keys=True)
