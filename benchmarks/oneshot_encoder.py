@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--architecture", help="encoder architecture (default: picked from the data)")
     parser.add_argument("--loss", help="loss (default: the trainer's)")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as the trainer: two OpenMP threads crawl on a shared 2-core machine
 
     every = alphabets(args.omniglot)
     rows = []
