@@ -37,9 +37,10 @@ def ink_mask(gray: np.ndarray) -> tuple[np.ndarray, bool]:
     return (~dark if inverted else dark), inverted
 
 
-def ink_crop(source: ImageSource, aspect: float = 1.0, margin: float = MARGIN) -> np.ndarray:
+def ink_crop(source: ImageSource, aspect: float = 1.0, margin: float = MARGIN, crop: bool = True) -> np.ndarray:
     """The ink of `source` as a uint8 array, dark on white paper, cropped to the ink with `margin` and padded
-    (never stretched) to width / height = `aspect`, the ink centred. Raises SignatureError when there is no ink."""
+    (never stretched) to width / height = `aspect`, the ink centred. crop=False keeps the whole page (where on
+    it the ink sits, and how large, then still count) and only pads it. Raises SignatureError when there is no ink."""
     image = load_image(source)
     gray = np.asarray(image.convert("L"), dtype=np.uint8)
     mask, inverted = ink_mask(gray)
@@ -50,6 +51,8 @@ def ink_crop(source: ImageSource, aspect: float = 1.0, margin: float = MARGIN) -
     cleaned = np.where(mask, ink, 255).astype(np.uint8)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if not crop:
+        (top, left), (bottom, right), margin = (0, 0), gray.shape, 0.0
     crop = cleaned[top:bottom, left:right]
     height, width = crop.shape
     pad = max(height, width) * margin

@@ -34,6 +34,9 @@ ARCHITECTURES: dict[str, dict] = {
     # Conv-4 (Vinyals et al., Snell et al.): 4 x (3x3 conv 64, BN, ReLU, 2x2 max-pool) on 28x28 -> 64-d.
     "conv4-28": {"size": [28, 28], "blocks": [[64, 3, True]] * 4, "padding": "same", "embed_dim": None,
                  "train": {"steps": 1800, "ways": 60, "per_class": 6, "val_every": 250}},
+    # The same on the whole page, not cropped to the ink: where and how large a character is drawn still counts.
+    "conv4-28-page": {"size": [28, 28], "blocks": [[64, 3, True]] * 4, "padding": "same", "embed_dim": None, "crop": False,
+                      "train": {"steps": 1800, "ways": 60, "per_class": 6, "val_every": 250}},
     # The same blocks on 40x40 with a linear embedding (more detail per character, ~4x the compute).
     "conv4-40": {"size": [40, 40], "blocks": [[64, 3, True]] * 4, "padding": "same", "embed_dim": 128,
                  "train": {"steps": 1200, "ways": 40, "per_class": 6, "val_every": 200}},
@@ -88,12 +91,13 @@ class ConvEncoder(nn.Module):
         return nn.functional.normalize(self.net(ink), dim=-1)
 
 
-def ink_pixels(source: ImageSource, size: Sequence[int], strict: bool = True) -> np.ndarray:
-    """(2H, 2W) float32 ink (1) on paper (0) of `source`, cropped, padded to the aspect ratio of `size` (H, W).
-    strict=False gives blank paper for an image with no ink (a gallery may hold such pages) instead of raising."""
+def ink_pixels(source: ImageSource, size: Sequence[int], strict: bool = True, crop: bool = True) -> np.ndarray:
+    """(2H, 2W) float32 ink (1) on paper (0) of `source`, cropped (unless crop=False: the whole page), padded to
+    the aspect ratio of `size` (H, W). strict=False gives blank paper for an image with no ink (a gallery may
+    hold such pages) instead of raising."""
     height, width = (SUPERSAMPLE * int(s) for s in size)
     try:
-        crop = ink_crop(source, aspect=width / height)
+        crop = ink_crop(source, aspect=width / height, crop=crop)
     except SignatureError:
         if strict:
             raise
@@ -136,7 +140,7 @@ class SiameseEncoder:
         return None if value is None else float(value)
 
     def pixels(self, source: ImageSource, strict: bool = True) -> np.ndarray:
-        return ink_pixels(source, self.size, strict)
+        return ink_pixels(source, self.size, strict, self.card.get("architecture", {}).get("config", {}).get("crop", True))
 
     @property
     def views(self) -> int:

@@ -120,13 +120,13 @@ def choose_architecture(images, name: str | None) -> str:
     return DEFAULT_ARCHITECTURE["signature" if wide else "strokes"]
 
 
-def prepare_all(images, size, progress: bool) -> tuple[torch.Tensor, list[int]]:
+def prepare_all(images, size, progress: bool, crop: bool = True) -> tuple[torch.Tensor, list[int]]:
     """(n, 2H, 2W) ink tensors (float16 to halve the memory) and the indices of the images that had ink."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(image):
         try:
-            return ink_pixels(image, size)
+            return ink_pixels(image, size, crop=crop)
         except ValueError:
             return None
 
@@ -217,7 +217,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
     if rotations and size[0] != size[1]:
         raise ValueError(f"Rotations as extra classes need a square input; {name} is {size[0]}x{size[1]}.")
     train_ids, val_ids = split_groups(data.identities, config.val_fraction, config.seed)
-    pixels, kept = prepare_all(data.images, size, config.progress)
+    pixels, kept = prepare_all(data.images, size, config.progress, arch.get("crop", True))
     identities = [data.identities[k] for k in kept]
     train_rows = [r for r, i in enumerate(identities) if i in train_ids]
     val_rows = [r for r, i in enumerate(identities) if i in val_ids]
