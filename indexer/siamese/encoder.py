@@ -30,10 +30,12 @@ SUPERSAMPLE = 2  # images are prepared at this multiple of the working size (fin
 
 # blocks: [out_channels, kernel, max-pool after?]; "same" padding keeps the size through a convolution.
 # train: the trainer's defaults for the architecture (steps, identities x images per step, validation interval).
+# test_time_views: a trained encoder's vector is the mean over the image and this many - 1 fixed distortions of it
+# (conv4-28 on held-out Omniglot alphabets, 2 seeds: 72.5 -> 78.0% and 77.0 -> 81.3% with 6 views).
 ARCHITECTURES: dict[str, dict] = {
     # Conv-4 (Vinyals et al., Snell et al.): 4 x (3x3 conv 64, BN, ReLU, 2x2 max-pool) on 28x28 -> 64-d.
     "conv4-28": {"size": [28, 28], "blocks": [[64, 3, True]] * 4, "padding": "same", "embed_dim": None,
-                 "train": {"steps": 1800, "ways": 60, "per_class": 6, "val_every": 250}},
+                 "train": {"steps": 1800, "ways": 60, "per_class": 6, "val_every": 250}, "test_time_views": 6},
     # The same on the whole page, not cropped to the ink: where and how large a character is drawn still counts.
     "conv4-28-page": {"size": [28, 28], "blocks": [[64, 3, True]] * 4, "padding": "same", "embed_dim": None, "crop": False,
                       "train": {"steps": 1800, "ways": 60, "per_class": 6, "val_every": 250}},

@@ -287,7 +287,10 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
     bar.close()
     train_seconds = time.perf_counter() - t0
     checkpoint.restore_best(model, criterion)
-    vectors = _embed(model, x_val)
+    model.eval().to(memory_format=torch.contiguous_format)
+    views = {"test_time_views": arch.get("test_time_views", 1)}
+    # the threshold is calibrated on the vectors the app will compare: with the card's test-time views
+    vectors = SiameseEncoder(model, views).embed(x_val.float())
     scores, same = pair_scores(vectors, val_identities)
     calibration = calibrate(scores, same)
     card = {
@@ -296,6 +299,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
         "architecture": {"name": name, "config": arch, "parameters": sum(p.numel() for p in model.parameters())},
         "metric": "cosine distance",
         "loss": config.loss,
+        **views,
         "threshold": {
             "value": 1.0 - calibration.threshold,
             "criterion": "equal error rate",
