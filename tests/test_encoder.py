@@ -194,3 +194,19 @@ def test_cli_trains_an_encoder_in_signature_mode_and_evaluates_it(strokes, tmp_p
     result = json.loads(capsys.readouterr().out)
     assert result["pairs_scored"] == 2 and "trained end to end" in result["model"]
     assert result["threshold"] == pytest.approx(card["threshold"]["value"])
+
+
+def test_signature_mode_defaults_to_the_shipped_encoder_unless_the_user_loads_one(trained, monkeypatch):
+    from indexer.siamese.shipped import SHIPPED, with_defaults
+
+    card = json.loads((SHIPPED["signature"] / "card.json").read_text())
+    assert "SigComp2011" in card["data"]["terms"] and "research" in card["data"]["terms"]
+    assert card["training"]["command"].startswith("python -m indexer.siamese train")
+    (default,) = with_defaults([])
+    assert default.mode == "signature" and default.source == str(SHIPPED["signature"])
+    verifier = Verifier(None, heads=[default])
+    assert "never seen in training" in verifier.threshold(Mode.SIGNATURE).source
+    mine = load_head(trained[1])
+    assert with_defaults([mine]) == [mine]  # the user's own signature model wins
+    monkeypatch.setenv("TWINSIGHT_DEFAULT_HEADS", "0")
+    assert with_defaults([]) == []
