@@ -194,6 +194,10 @@ def test_cli_trains_an_encoder_in_signature_mode_and_evaluates_it(strokes, tmp_p
     result = json.loads(capsys.readouterr().out)
     assert result["pairs_scored"] == 2 and "trained end to end" in result["model"]
     assert result["threshold"] == pytest.approx(card["threshold"]["value"])
+    # without --head, signature mode is evaluated with the shipped signature encoder
+    assert main(["eval", "--mode", "signature", "--pairs", str(tmp_path / "pairs.csv"), "--images", str(data)]) == 0
+    shipped = json.loads(capsys.readouterr().out)
+    assert shipped["head"].endswith("signature-encoder") and shipped["threshold"] != result["threshold"]
 
 
 def test_signature_mode_defaults_to_the_shipped_encoder_unless_the_user_loads_one(trained, monkeypatch):

@@ -1,8 +1,13 @@
-"""Siamese verification: a shared-weight backbone plus a trained projection head.
+"""Siamese verification: ink encoders trained end to end (indexer.siamese.encoder), or a projection head on a
+frozen shared backbone (indexer.siamese.head). `load_head(DIR)` loads either, by its card's format.
 
-    python -m indexer.siamese train --dataset DIR_OR_ID --loss contrastive|triplet|bce --out DIR
-    python -m indexer.siamese eval --mode general|face|signature [--head DIR] (--pairs CSV --images DIR | --oneshot DIR)
+    python -m indexer.siamese train --dataset DIR --mode signature --out DIR          # an ink encoder
+    python -m indexer.siamese train --dataset DIR_OR_ID --mode general --loss triplet --out DIR   # a head
+    python -m indexer.siamese eval --mode general|face|signature [--head DIR|none] (--pairs CSV --images DIR | --oneshot DIR)
+
+The trainers (encoder_train, train) are kept apart from what the app imports (encoder, head, shipped).
 """
+from .encoder import SiameseEncoder
 from .head import SiameseHead, load_head
 
-__all__ = ["SiameseHead", "load_head"]
+__all__ = ["SiameseEncoder", "SiameseHead", "load_head"]
