@@ -214,3 +214,11 @@ def test_signature_mode_defaults_to_the_shipped_encoder_unless_the_user_loads_on
     assert with_defaults([mine]) == [mine]  # the user's own signature model wins
     monkeypatch.setenv("TWINSIGHT_DEFAULT_HEADS", "0")
     assert with_defaults([]) == []
+
+
+@pytest.mark.parametrize("loss", ["triplet", "contrastive", "bce", "koch"])
+def test_every_loss_trains_the_encoder(strokes, loss):
+    result = train_encoder(EncoderConfig(steps=20, seed=0, loss=loss, **TINY), data=strokes)
+    first, last = (h["train_loss"] for h in (result.history[0], result.history[-1]))
+    assert np.isfinite(first) and last < first
+    assert result.encoder.card["loss"] == loss
