@@ -27,6 +27,7 @@ from indexer.errors import USER_FACING, ServiceError
 from indexer.face import load_face_model
 from indexer.gallery import describe_gallery, open_default_gallery
 from indexer.siamese import load_head
+from indexer.siamese.shipped import with_defaults
 from indexer.verify import Mode, Verifier
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ class Settings:
 
     model: str = _configured("model")
     gallery: str | None = _configured("gallery")
-    heads: list[str] = field(default_factory=lambda: list(config.settings().heads))  # Siamese heads: folders or hub ids
+    # Siamese heads or encoders (folders or hub ids). A mode none of them serves uses its shipped default (signature
+    # mode: indexer/siamese/pretrained/signature-encoder; indexer.siamese.shipped).
+    heads: list[str] = field(default_factory=lambda: list(config.settings().heads))
     store: str | None = _configured("store")  # hnsw (default) or milvus:URI (indexer/index/store.py)
     ef: int | None = _configured("ef")  # search-time candidate list: the index's own unless set
     # Writing to the shared gallery (what every visitor sees) needs this setting AND the token; without both,
@@ -115,7 +118,7 @@ def verifier() -> Verifier:
     global _verifier
     with _lock:
         if _verifier is None or _verifier.embedder is not embedder():
-            _verifier = Verifier(embedder(), heads=[load_head(head) for head in settings.heads])
+            _verifier = Verifier(embedder(), heads=with_defaults([load_head(head) for head in settings.heads]))
         return _verifier
 
 

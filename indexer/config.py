@@ -102,6 +102,8 @@ class Settings:
     session_items: int = _var("SESSION_ITEMS", _whole(1), 50, "images one visitor may add to their own additions")
     session_ttl: int = _var("SESSION_TTL", _whole(1), 7200, "seconds a visitor's additions are kept after their last "
                             "one when the page is never closed")
+    default_heads: bool = _var("DEFAULT_HEADS", _switch, True, "signature mode uses the shipped signature encoder "
+                               "when no head or encoder of yours serves it (0: the image model's features)", "1")
     shared_writes: bool = _var("SHARED_WRITES", _switch, False, "allow writes to the shared gallery (with the token "
                                "below); otherwise additions are each visitor's own", "0")
     write_token: str | None = _var("WRITE_TOKEN", _text, None, "the token shared-gallery writes and /sync_gallery "

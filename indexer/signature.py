@@ -38,8 +38,10 @@ def ink_mask(gray: np.ndarray) -> tuple[np.ndarray, bool]:
     return (~dark if inverted else dark), inverted
 
 
-def preprocess_signature(source: ImageSource, size: int = OUTPUT_SIZE) -> Image.Image:
-    """A `size`x`size` RGB image of the ink, dark on white, centred, aspect ratio kept."""
+def ink_crop(source: ImageSource, aspect: float = 1.0, margin: float = MARGIN, crop: bool = True) -> np.ndarray:
+    """The ink of `source` as a uint8 array, dark on white paper, cropped to the ink with `margin` and padded
+    (never stretched) to width / height = `aspect`, the ink centred. crop=False keeps the whole page (where on
+    it the ink sits, and how large, then still count) and only pads it. Raises SignatureError when there is no ink."""
     image = load_image(source)
     gray = np.asarray(image.convert("L"), dtype=np.uint8)
     mask, inverted = ink_mask(gray)
@@ -50,10 +52,19 @@ def preprocess_signature(source: ImageSource, size: int = OUTPUT_SIZE) -> Image.
     cleaned = np.where(mask, ink, 255).astype(np.uint8)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if not crop:
+        (top, left), (bottom, right), margin = (0, 0), gray.shape, 0.0
     crop = cleaned[top:bottom, left:right]
     height, width = crop.shape
-    side = int(np.ceil(max(height, width) * (1 + 2 * MARGIN)))
-    canvas = np.full((side, side), 255, dtype=np.uint8)
-    y, x = (side - height) // 2, (side - width) // 2
+    pad = max(height, width) * margin
+    out_height = int(np.ceil(max(height + 2 * pad, (width + 2 * pad) / aspect)))
+    out_width = int(np.ceil(max(width + 2 * pad, out_height * aspect)))
+    canvas = np.full((out_height, out_width), 255, dtype=np.uint8)
+    y, x = (out_height - height) // 2, (out_width - width) // 2
     canvas[y : y + height, x : x + width] = crop
-    return Image.fromarray(canvas).resize((size, size), Image.LANCZOS).convert("RGB")
+    return canvas
+
+
+def preprocess_signature(source: ImageSource, size: int = OUTPUT_SIZE) -> Image.Image:
+    """A `size`x`size` RGB image of the ink, dark on white, centred, aspect ratio kept."""
+    return Image.fromarray(ink_crop(source)).resize((size, size), Image.LANCZOS).convert("RGB")

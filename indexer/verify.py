@@ -28,10 +28,12 @@ from PIL import Image
 from .atomic import write_atomically
 from .calibration import Calibration, calibrate
 from .config import settings
+from .errors import UserInputError
 from .face import DLIB_THRESHOLD, FaceModel, load_face_model
 from .images import ImageSource, load_image
 from .models.base import Embedder
 from .signature import preprocess_signature
+from .siamese.encoder import SiameseEncoder
 from .siamese.head import SiameseHead
 
 log = logging.getLogger(__name__)
@@ -177,16 +179,21 @@ class Verifier:
         self._face_model = face_model
         self.on_multiple_faces = on_multiple_faces  # "error" (MultipleFacesError with crops) or "largest"
         self._calibrated: dict[Mode, Threshold] = {}
-        self.heads: dict[Mode, SiameseHead] = {}
+        self.heads: dict[Mode, SiameseHead | SiameseEncoder] = {}
         for head in heads:
             self.add_head(head)
 
     # -- configuration ------------------------------------------------------------------------------------
-    def add_head(self, head: SiameseHead) -> None:
-        """Use `head` for the mode it was trained for (its card's `mode`)."""
+    def add_head(self, head: SiameseHead | SiameseEncoder) -> None:
+        """Use `head` for the mode it was trained for (its card's `mode`). An encoder trained end to end
+        (`standalone`) runs beside the shared model and does not depend on it."""
         mode = Mode(head.mode)
         if mode is Mode.FACE:
             raise ValueError("Face mode uses dlib's face descriptor; heads apply to general and signature modes.")
+        if getattr(head, "standalone", False):
+            self.heads[mode] = head
+            self._calibrated.pop(mode, None)
+            return
         if self.embedder is None or head.backbone != self.embedder.name:
             raise ValueError(
                 f"The head {head.source or ''} was trained on {head.backbone} features but the loaded model is "
@@ -209,6 +216,8 @@ class Verifier:
             return self.face_model.name
         head = self.heads.get(mode)
         name = getattr(self.embedder, "name", "no image model")
+        if getattr(head, "standalone", False):
+            return f"{head.backbone} (trained end to end, {head.card.get('loss')} loss)"
         if head and head.fine_tune_blocks:
             return f"{name} + Siamese head ({head.card.get('loss')}, last {head.fine_tune_blocks} block(s) fine-tuned)"
         return f"{name} + Siamese head ({head.card.get('loss')})" if head else name
@@ -225,7 +234,8 @@ class Verifier:
         head = self.heads.get(mode)
         if head is not None and head.threshold is not None:
             info = head.card.get("threshold", {})
-            return Threshold(head.threshold, f"from the head's card: {info.get('how', 'calibrated when it was trained')}")
+            kind = "encoder" if getattr(head, "standalone", False) else "head"
+            return Threshold(head.threshold, f"from the {kind}'s card: {info.get('how', 'calibrated when it was trained')}")
         if mode is Mode.FACE:
             return Threshold(DLIB_THRESHOLD, "dlib's documented default for this face model (0.6; 99.38% on LFW)")
         return self._self_calibration(mode)
@@ -307,14 +317,16 @@ class Verifier:
                 try:
                     face, note = self.face_model.one_face(image, on_multiple_faces or self.on_multiple_faces, name)
                     results[k] = Represented(face.descriptor, face.chip, note)
-                except ValueError as exc:
+                except UserInputError as exc:
                     results[k] = exc
             return results
+        if getattr(self.heads.get(mode), "standalone", False):
+            return [r if isinstance(r, Exception) else Represented(*r) for r in self.heads[mode].try_encode(images)]
         prepared: dict[int, Image.Image] = {}
         for k, image in enumerate(images):
             try:
                 prepared[k] = prepare(image, mode, self.embedder.draft_side if self.embedder is not None else None)
-            except ValueError as exc:
+            except UserInputError as exc:
                 results[k] = exc
         if prepared:
             if self.embedder is None:

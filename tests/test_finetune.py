@@ -5,7 +5,7 @@ import torch
 
 from indexer.models.base import CapabilityError
 from indexer.siamese.__main__ import main
-from indexer.siamese.data import load_labelled
+from indexer.sources import load_labelled
 from indexer.siamese.head import WEIGHTS_FILE, load_head
 from indexer.siamese.train import TrainConfig, train
 from indexer.verify import Verifier, prepare

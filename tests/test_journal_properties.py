@@ -101,7 +101,7 @@ def test_an_id_added_and_deleted_before_a_commit_is_not_reused_after_a_reload(tm
 
 def test_records_keep_arrays_of_either_byte_order(tmp_path):
     """The file is little-endian whatever the arrays given: a big-endian array reads back with its values."""
-    from indexer import journal
+    from indexer.index import journal
 
     arrays = {"big": np.arange(4, dtype=">f4"), "little": np.arange(3, dtype="<i8"), "native": np.ones((2, 2), np.float32)}
     path = tmp_path / journal.JOURNAL_FILE
@@ -116,7 +116,7 @@ def test_records_keep_arrays_of_either_byte_order(tmp_path):
 def test_a_damaged_magic_before_the_last_record_is_reported_not_taken_for_a_torn_tail(tmp_path):
     """Taking it for a torn tail would drop the acknowledged records after it, and the next commit would cut
     them off for good. A zero-filled tail (a crash that grew the file before its data landed) is still torn."""
-    from indexer import journal
+    from indexer.index import journal
 
     path = tmp_path / journal.JOURNAL_FILE
     ends = [0]
@@ -138,7 +138,7 @@ def test_the_journal_file_is_created_durably_and_rw_r_r(tmp_path, monkeypatch):
     import os
     import stat
 
-    from indexer import journal
+    from indexer.index import journal
 
     synced = []
     monkeypatch.setattr(journal, "fsync_path", lambda path: synced.append(path))

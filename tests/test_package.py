@@ -53,6 +53,8 @@ def test_wheel_holds_the_code_licence_and_console_command(tmp_path):
     names = wheel.namelist()
     assert "app.py" in names and "indexer/__init__.py" in names and "demo/runtime.py" in names
     assert "indexer/siamese/train.py" in names and "indexer/models/registry.py" in names
+    for model in ("signature-encoder", "omniglot-encoder"):  # the shipped encoders travel with the package
+        assert {f"indexer/siamese/pretrained/{model}/card.json", f"indexer/siamese/pretrained/{model}/encoder.safetensors"} <= set(names)
     assert any(n.endswith("licenses/LICENSE") for n in names)
     entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "twinsight = app:cli" in entry_points

@@ -187,7 +187,7 @@ def test_inputs_at_their_limits_are_accepted(app_state, photo):
     assert message.startswith("Added 50") and len(app_state) == 62
     result = pairwise.enrol_and_compare([photo] * 20, photo, "general")
     assert result[1] == pytest.approx(0.0, abs=1e-3)
-    assert len(gallery.similar(61, 1)[2]) == 1
+    assert len(gallery.similar(61, 1)[1]) == 1  # (summary, hits)
 
 
 # -- library-level bad inputs -------------------------------------------------------------------------------
@@ -256,7 +256,8 @@ def test_head_file_that_is_not_safetensors_is_refused_without_unpickling(tmp_pat
     import torch
 
     from indexer.siamese import load_head
-    from indexer.siamese.head import CARD_FILE, CARD_FORMAT, WEIGHTS_FILE
+    from indexer.siamese.cards import CARD_FILE
+    from indexer.siamese.head import CARD_FORMAT, WEIGHTS_FILE
 
     folder = tmp_path / "head"
     folder.mkdir()

@@ -7,7 +7,7 @@ import torch
 
 from indexer.calibration import accuracy_at, calibrate, equal_error_rate, roc_auc
 from indexer.siamese.__main__ import main
-from indexer.siamese.data import image_folder, load_labelled
+from indexer.sources import image_folder, load_labelled
 from indexer.siamese.head import load_head
 from indexer.siamese.losses import SiameseLoss
 from indexer.siamese.train import TrainConfig, split_identities, train

@@ -39,6 +39,10 @@ def create_embedder(
         from .effnet import EfficientNetLite0Embedder
 
         return EfficientNetLite0Embedder(device, dtype)
+    if spec.backend is Backend.SIAMESE:
+        from .siamese_backend import SiameseEncoderEmbedder
+
+        return SiameseEncoderEmbedder(spec, device, dtype)
     if spec.backend is Backend.OPEN_CLIP:
         from .open_clip_backend import OpenClipEmbedder
 

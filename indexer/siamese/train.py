@@ -28,7 +28,7 @@ from ..calibration import calibrate, roc_auc
 from ..models import load_embedder
 from ..models.base import Embedder
 from ..verify import Mode, prepare
-from .data import LabelledImages, load_labelled
+from ..sources import LabelledImages, load_labelled
 from .head import CARD_FORMAT, ProjectionHead, SiameseHead, forward_top
 from .losses import SiameseLoss
 

@@ -4,11 +4,13 @@ from .base import (AUTO, BUILTIN, BUILTIN_SOURCE_PREFIX, DATASET_SOURCE_PREFIX, 
                    Record, SourceError, SourceKind)
 from .builtin import BUILTIN_IMAGES, BuiltinSource, builtin_image
 from .dataset import DatasetSource, detect_image_column, detect_label_column
-from .folder import FolderSource
+from .folder import FolderSource, image_files
+from .labelled import LabelledImages, image_folder, load_labelled
 from .resolve import open_source
 
 __all__ = [
     "AUTO", "BUILTIN", "BUILTIN_IMAGES", "BUILTIN_SOURCE_PREFIX", "DATASET_SOURCE_PREFIX", "NONE", "SOURCE_IDENTITY",
     "BuiltinSource", "DatasetSource", "FolderSource", "GallerySource", "Record", "SourceError", "SourceKind",
-    "builtin_image", "detect_image_column", "detect_label_column", "open_source",
+    "LabelledImages", "builtin_image", "detect_image_column", "detect_label_column", "image_files", "image_folder",
+    "load_labelled", "open_source",
 ]

@@ -1,10 +1,28 @@
 """An image folder as a gallery source: every image file under it, labelled by its sub-folder."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..images import load_image
 from .base import AUTO, IMAGE_EXTENSIONS, NONE, GallerySource, Record, SourceError, SourceKind
+
+
+def image_files(root: Path) -> list[Path]:
+    """Every image file under `root`, sorted, following symlinked folders (Path.rglob does not on Python 3.11,
+    so a folder of symlinked sub-folders looked empty); hidden files and folders are skipped, and a symlink
+    back to a folder above is not followed (a loop)."""
+    root = Path(root)
+    files = []
+    above: dict[str, set[str]] = {str(root): set()}  # real paths of each walked folder and the folders above it
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        chain = above.pop(folder) | {os.path.realpath(folder)}
+        subfolders[:] = sorted(name for name in subfolders
+                               if not name.startswith(".") and os.path.realpath(os.path.join(folder, name)) not in chain)
+        above.update({os.path.join(folder, name): chain for name in subfolders})
+        files += [Path(folder) / name for name in names
+                  if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, name))]
+    return sorted(files)
 
 
 class FolderSource(GallerySource):
@@ -14,11 +32,7 @@ class FolderSource(GallerySource):
 
     def __init__(self, root: Path, label_column: str | None = AUTO):
         self.root = root.resolve()
-        self.files = sorted(
-            p for p in self.root.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
-        )
+        self.files = image_files(self.root)
         if not self.files:
             raise SourceError(f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {self.root}.")
         self.with_labels = label_column != NONE

@@ -1,17 +1,19 @@
-"""Labelled images for the trainer: (image, identity) from an image folder or a `datasets` dataset.
+"""Identity-labelled images for the Siamese trainers: (image, identity) from an image folder or a `datasets` dataset.
 
-Image folder: the identity of an image is its folder path relative to the root, so Omniglot's
-`ALPHABET/characterNN/drawing.png` works as it is. Datasets: saved to disk, parquet files, or a hub id,
-with an image column (found automatically) and an identity column.
+Image folder: an image's identity is its folder path relative to the root (Omniglot's ALPHABET/characterNN works as
+it is); the folder walk is the gallery's (`image_files`: symlinked folders followed). Datasets: saved to disk,
+parquet files, or a hub id, with an image column (found automatically) and an identity column.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-
+from ..errors import UserInputError
+from .base import SAVED_DATASET_MARKERS
+from .folder import image_files
 
 @dataclass
 class LabelledImages:
@@ -36,22 +38,31 @@ class _Column(Sequence):
         return self.dataset[int(index)][self.column]
 
 
-def image_folder(root: str | Path) -> LabelledImages:
+def image_folder(root: str | Path, dedupe: bool = True) -> LabelledImages:
+    """Identity of an image = its folder path relative to `root` (Omniglot's ALPHABET/characterNN works as it
+    is). dedupe: a file whose bytes another file already has is used once (Omniglot's two background sets
+    share Greek and Latin), and an identity left without images disappears."""
     root = Path(root)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    files = [p for p in files if p.parent != root]
+    files = [p for p in image_files(root) if p.parent != root]
     if not files:
-        raise ValueError(f"No images in sub-folders of {root}; put each identity's images in its own folder.")
-    identities = [p.parent.relative_to(root).as_posix() for p in files]
-    return LabelledImages([str(p) for p in files], identities, f"image folder {root}")
+        raise UserInputError(f"No images in sub-folders of {root}; put each identity's images in its own folder.")
+    kept, seen = [], set()
+    for path in files:
+        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest() if dedupe else path
+        if digest not in seen:
+            seen.add(digest)
+            kept.append(path)
+    identities = [p.parent.relative_to(root).as_posix() for p in kept]
+    duplicates = f", {len(files) - len(kept)} duplicate files skipped" if len(kept) < len(files) else ""
+    return LabelledImages([str(p) for p in kept], identities, f"image folder {root}{duplicates}")
 
 
 def _is_saved_dataset(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+    return path.is_dir() and any((path / name).is_file() for name in SAVED_DATASET_MARKERS)
 
 
 def load_labelled(dataset: str, identity_column: str | None = None, image_column: str | None = None, split: str = "train") -> LabelledImages:
-    """Open `dataset` (folder, saved dataset, parquet file/folder, or hub id) as labelled images."""
+    """Open `dataset` (folder, saved dataset, parquet file/folder, or hub id) as identity-labelled images."""
     path = Path(dataset)
     if path.is_dir() and not _is_saved_dataset(path) and not any(path.glob("*.parquet")):
         return image_folder(path)
@@ -70,9 +81,9 @@ def load_labelled(dataset: str, identity_column: str | None = None, image_column
     if image_column is None:
         image_column = next((name for name, f in features.items() if isinstance(f, datasets.Image)), None)
         if image_column is None:
-            raise ValueError(f"No image column in {dataset} (columns: {list(features)}); pass --image-column.")
+            raise UserInputError(f"No image column in {dataset} (columns: {list(features)}); pass --image-column.")
     if identity_column is None or identity_column not in features:
-        raise ValueError(
+        raise UserInputError(
             f"Pass --identity-column: one of {[c for c in features if c != image_column]} names who/what each image shows."
         )
     identities = [str(v) for v in ds[identity_column]]

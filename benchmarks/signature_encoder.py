@@ -1,0 +1,179 @@
+"""Writer-independent signature verification on held-out writers, cross-validated over writer folds.
+
+    python benchmarks/signature_encoder.py --signatures ../shared/data/signatures-dev --folds 4 \
+        --handwriting indexer/siamese/pretrained/omniglot-encoder --out /tmp/signature-bench
+
+The writers (WRITER/genuine, WRITER/forged) are split into folds. For each fold an encoder is trained on
+the other folds' writers (their skilled forgeries are a class of their own, so the network learns to tell
+them from the genuine signatures, as SigNet does; the test writers' forgeries are never seen), with
+`python -m indexer.siamese train --mode signature`'s defaults. On the fold's writers, each writer's first 5
+genuine signatures are the references and every other signature is questioned: genuine (same writer),
+skilled forgery, and random (another test writer's genuine), each against one reference (the layout of the
+data's pairs.csv) and against all 5 (Verifier.enrol_and_compare, mean distance). Compared: that encoder;
+the handwriting encoder trained on Omniglot only (--handwriting); effnet-lite0's ImageNet features in
+signature mode without a head. Accuracy is at the threshold each model ships with (never tuned on the
+test writers); ROC AUC and EER separately for skilled and random forgeries. Mean +- SE over folds.
+Never copies the images anywhere (the training folder holds symlinks). Slow: not part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from indexer.calibration import accuracy_at, equal_error_rate, roc_auc  # noqa: E402
+from indexer.siamese.encoder_train import EncoderConfig, train_encoder  # noqa: E402
+from indexer.siamese.head import load_head  # noqa: E402
+from indexer.verify import Mode, Verifier  # noqa: E402
+
+REFERENCES = 5
+
+
+def writer_folds(root: Path, folds: int) -> list[list[str]]:
+    writers = sorted(p.name for p in root.iterdir() if (p / "genuine").is_dir())
+    return [writers[k::folds] for k in range(folds)]
+
+
+def trials(root: Path, writers: list[str]) -> list[dict]:
+    """Questioned signatures of `writers` with their claimed writer and kind; random ones claim the next writer."""
+    rows = []
+    for k, writer in enumerate(writers):
+        genuine = sorted((root / writer / "genuine").glob("*.png"))
+        for path in genuine[REFERENCES:]:
+            rows.append({"claimed": writer, "questioned": path, "kind": "genuine"})
+        for path in sorted((root / writer / "forged").glob("*.png")):
+            rows.append({"claimed": writer, "questioned": path, "kind": "skilled"})
+        other = writers[(k + 1) % len(writers)]
+        for path in sorted((root / other / "genuine").glob("*.png"))[REFERENCES:]:
+            rows.append({"claimed": writer, "questioned": path, "kind": "random"})
+    return rows
+
+
+def cached(verifier: Verifier) -> Verifier:
+    """Each image embedded once, however many trials it appears in (enrol_and_compare re-embeds otherwise)."""
+    memo: dict = {}
+    represent_many = verifier.represent_many
+
+    @functools.wraps(represent_many)
+    def many(images, mode, names=None, on_multiple_faces=None):
+        missing = [image for image in dict.fromkeys(images) if image not in memo]
+        if missing:
+            memo.update(zip(missing, represent_many(missing, mode)))
+        return [memo[image] for image in images]
+
+    verifier.represent_many = many
+    return verifier
+
+
+def score(verifier: Verifier, root: Path, writers: list[str]) -> dict:
+    rows = trials(root, writers)
+    refs = {w: sorted((root / w / "genuine").glob("*.png"))[:REFERENCES] for w in writers}
+    threshold = verifier.threshold(Mode.SIGNATURE)
+    out = {"threshold": threshold.value, "threshold_source": threshold.source}
+    for setting in ("1 reference", f"{REFERENCES} references"):
+        distances = []
+        for n, row in enumerate(rows):
+            claimed = refs[row["claimed"]]
+            references = [claimed[n % REFERENCES]] if setting == "1 reference" else claimed
+            distances.append(verifier.enrol_and_compare(references, row["questioned"], Mode.SIGNATURE, "mean").distance)
+        distances = np.asarray(distances)
+        kinds = np.array([row["kind"] for row in rows])
+        for forgery in ("skilled", "random"):
+            keep = (kinds == "genuine") | (kinds == forgery)
+            labels, scores = (kinds[keep] == "genuine").astype(int), -distances[keep]
+            out[f"{setting}/{forgery}"] = {
+                "accuracy": accuracy_at(scores, labels, -threshold.value), "auc": roc_auc(scores, labels),
+                "eer": equal_error_rate(scores, labels)[0], "genuine": int(labels.sum()), "forgeries": int((1 - labels).sum()),
+            }
+    return out
+
+
+def link_writers(folder: Path, root: Path, writers: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for writer in writers:
+        if not (folder / writer).exists():
+            os.symlink((root / writer).resolve(), folder / writer, target_is_directory=True)
+    return folder
+
+
+def mean_se(values) -> str:
+    values = np.asarray(values, dtype=float)
+    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+    return f"{values.mean():.1%} +- {se:.1%}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--signatures", type=Path, required=True)
+    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds only (0-based), e.g. to split the work")
+    parser.add_argument("--handwriting", type=Path, help="an encoder trained on Omniglot only, to compare")
+    parser.add_argument("--no-effnet", action="store_true", help="skip the ImageNet-features baseline")
+    parser.add_argument("--steps", type=int, help="training steps (default: the trainer's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as the trainer: two OpenMP threads crawl on a shared 2-core machine
+
+    folds = writer_folds(args.signatures, args.folds)
+    results_file = args.out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else []
+    for k, test_writers in enumerate(folds):
+        if args.only_folds is not None and k not in args.only_folds:
+            continue
+        train_writers = [w for fold in folds for w in fold if w not in test_writers]
+        train_dir = link_writers(args.out / f"train-fold{k}", args.signatures, train_writers)
+        config = EncoderConfig(dataset=str(train_dir), out=str(args.out / f"model-fold{k}"), seed=args.seed,
+                               progress=sys.stderr.isatty())
+        if args.steps:
+            config.steps = args.steps
+        load, started = os.getloadavg()[0], time.perf_counter()
+        trained = Path(config.out) / "card.json"
+        if trained.is_file():  # trained by an earlier run of this script: score it again (e.g. beside new baselines)
+            encoder = load_head(config.out)
+            minutes = encoder.card["training"]["seconds_total"] / 60
+        else:
+            encoder = train_encoder(config).encoder
+            minutes = (time.perf_counter() - started) / 60
+        models = {"stroke encoder, trained on signatures": Verifier(None, heads=[encoder])}
+        if args.handwriting and (args.handwriting / "card.json").is_file():
+            models["stroke encoder, trained on Omniglot only"] = Verifier(None, heads=[load_head(args.handwriting)])
+        elif args.handwriting:
+            print(f"no encoder in {args.handwriting} yet: run again later to add it (trained folds are reused)", flush=True)
+        if not args.no_effnet:
+            from indexer.models import load_embedder
+
+            models["effnet-lite0 ImageNet features, no head"] = Verifier(load_embedder("effnet-lite0"))
+        for name, verifier in models.items():
+            result = score(cached(verifier), args.signatures, test_writers)
+            results = [r for r in results if (r["fold"], r["model"]) != (k, name)]
+            results.append({"fold": k, "model": name, "test_writers": test_writers, "train_minutes": round(minutes, 1),
+                            "load_before": round(load, 2), **result})
+            print(f"fold {k} {name}: " + ", ".join(f"{key} EER {v['eer']:.1%} acc {v['accuracy']:.1%}"
+                                                    for key, v in result.items() if isinstance(v, dict)), flush=True)
+        results_file.write_text(json.dumps(results, indent=1, default=str))
+    print_table(results)
+
+
+def print_table(results: list[dict]) -> None:
+    print("\n| model | references | forgeries | accuracy at shipped threshold | ROC AUC | EER | folds |")
+    print("|---|---|---|---|---|---|---|")
+    for model in dict.fromkeys(r["model"] for r in results):
+        mine = [r for r in results if r["model"] == model]
+        for key in [k for k in mine[0] if "/" in k]:
+            setting, forgery = key.split("/")
+            cells = [mean_se([r[key][m] for r in mine]) for m in ("accuracy", "auc", "eer")]
+            print(f"| {model} | {setting} | {forgery} | {' | '.join(cells)} | {len(mine)} |")
+
+
+if __name__ == "__main__":
+    main()
