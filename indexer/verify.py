@@ -12,22 +12,17 @@ data the project generates itself (augmented scikit-image photos / synthetic pen
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .atomic import write_atomically
+from . import calibration_cache
 from .calibration import Calibration, calibrate
-from .config import settings
 from .errors import UserInputError
 from .face import DLIB_THRESHOLD, FaceModel, load_face_model
 from .images import ImageSource, load_image
@@ -116,50 +111,6 @@ def _preview(image: Image.Image) -> Image.Image:
 
 _self_calibrations: dict[tuple[str, str, str], Threshold] = {}
 _self_calibration_lock = threading.Lock()
-# Bump when the generated calibration pairs (indexer.augment) or the way they are scored change.
-SELF_CALIBRATION_VERSION = 1
-
-
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """A cheap identity of a model's weights: names, shapes and 64 strided values of every tensor."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        flat = tensor.detach().reshape(-1)
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _calibration_cache_file(embedder: Embedder | None, mode: Mode) -> Path | None:
-    """Where a self-calibration is kept between runs (start-up embeds the generated pairs once per model, not
-    once per start): keyed by the model's weights and precision, so other weights never reuse it."""
-    model = getattr(embedder, "model", None)
-    if not isinstance(model, torch.nn.Module) or not settings().calibration_cache:
-        return None
-    from .build import default_index_root
-
-    key = json.dumps([SELF_CALIBRATION_VERSION, embedder.name, str(embedder.dtype), mode.value,
-                      weights_fingerprint(model)])
-    return default_index_root() / "_calibrations" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
-
-
-def _read_calibration(path: Path | None) -> Calibration | None:
-    if path is None or not path.is_file():
-        return None
-    try:
-        return Calibration(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):  # damaged or from another version: calibrate again
-        return None
-
-
-def _write_calibration(path: Path | None, calibration: Calibration) -> None:
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda staging: staging.write_text(json.dumps(calibration.to_dict())))
-    except OSError as exc:  # a read-only cache costs a calibration per start, nothing else
-        log.warning("could not keep the self-calibration in %s: %s", path, exc)
 
 
 class Verifier:
@@ -247,12 +198,12 @@ class Verifier:
         with _self_calibration_lock:
             if key not in _self_calibrations:
                 what = "augmented views of scikit-image photos" if mode is Mode.GENERAL else "synthetic pen-stroke 'signatures'"
-                cache = None if mode in self.heads else _calibration_cache_file(self.embedder, mode)
-                calibration = _read_calibration(cache)
+                cache = None if mode in self.heads else calibration_cache.cache_file(self.embedder, mode.value)
+                calibration = calibration_cache.read(cache)
                 if calibration is None:
                     labelled = photo_views() if mode is Mode.GENERAL else scribble_writers()
                     calibration = self._calibrate_labelled(labelled, mode)
-                    _write_calibration(cache, calibration)
+                    calibration_cache.write(cache, calibration)
                 _self_calibrations[key] = Threshold(
                     -calibration.threshold,
                     f"calibration run on {calibration.n_same + calibration.n_different} generated pairs ({what}; "

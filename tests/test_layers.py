@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("indexer.sources",),  # where gallery images come from
     ("indexer.index",),  # stores, the index directory, the gallery
     ("indexer.build",),  # the resumable build pipeline and sync
-    ("indexer.gallery", "indexer.knn", "indexer.verify", "indexer.face", "indexer.compare"),  # what the app's tabs call
+    ("indexer.gallery", "indexer.knn", "indexer.verify", "indexer.face", "indexer.compare",
+     "indexer.calibration_cache"),  # what the app's tabs call
     ("indexer.siamese",),  # training and evaluating Siamese heads
     ("indexer", "indexer.__main__", "indexer.siamese.__main__"),  # the package's exports and the CLIs
     ("demo",),

@@ -126,7 +126,7 @@ def test_face_mode_through_the_verifier(verifier):
 def test_self_calibration_is_kept_on_disk_per_model_weights(embedder, tmp_path, monkeypatch):
     import torch
 
-    from indexer import verify
+    from indexer import calibration_cache, verify
 
     monkeypatch.setenv("TWINSIGHT_INDEX_DIR", str(tmp_path / "indexes"))
     monkeypatch.setattr(verify, "_self_calibrations", {})
@@ -147,7 +147,7 @@ def test_self_calibration_is_kept_on_disk_per_model_weights(embedder, tmp_path, 
         Verifier(embedder).threshold(Mode.GENERAL)
 
     layer = torch.nn.Linear(4, 3)  # other weights, another fingerprint
-    before = verify.weights_fingerprint(layer)
+    before = calibration_cache.weights_fingerprint(layer)
     with torch.no_grad():
         layer.weight[2, 3] += 0.5
-    assert verify.weights_fingerprint(layer) != before
+    assert calibration_cache.weights_fingerprint(layer) != before
