@@ -115,3 +115,14 @@ def test_gradio_hot_reload_finds_the_module_level_demo(tmp_path):
     finally:
         os.killpg(process.pid, 15)  # the reloader's own process group: the CLI and the app it started
         process.wait(timeout=30)
+
+
+def test_sync_is_private_and_runs_one_at_a_time():
+    """/sync_gallery rewrites the shared index: it is not in the public API, and two syncs never run at once
+    (Gradio's queue holds the second until the first ends)."""
+    import app
+
+    functions = {fn.api_name: fn for fn in app.build_app().fns.values()}
+    sync = functions["sync_gallery"]
+    assert sync.api_visibility == "private" and sync.concurrency_limit == 1
+    assert functions["search"].api_visibility == "public" and functions["search"].concurrency_limit != 1
