@@ -27,7 +27,8 @@ def anchors(markdown: Path) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens, repeats numbered."""
     seen: dict[str, int] = {}
     out = set()
-    for title in HEADING.findall(prose(markdown.read_text(encoding="utf-8"))):
+    # Headings keep their inline code's text (GitHub anchors on it); only fenced blocks are not headings.
+    for title in HEADING.findall(FENCE.sub("", markdown.read_text(encoding="utf-8"))):
         title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", title)  # a linked heading anchors on its text
         slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
         count = seen.get(slug, 0)
