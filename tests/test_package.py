@@ -73,8 +73,8 @@ def test_console_command_dispatches(capsys):
     assert app.cli(["--help"]) == 0
     assert "commands:" in capsys.readouterr().out
     # Each command's own options show that the call reached that command's parser.
-    for command, option in (("build", "--dataset"), ("search", "--index"), ("train", "--loss"), ("eval", "--oneshot"),
-                            ("app", "--gallery")):
+    for command, option in (("build", "--dataset"), ("search", "--index"), ("compare", "--threshold"),
+                            ("train", "--loss"), ("eval", "--oneshot"), ("app", "--gallery")):
         with pytest.raises(SystemExit) as exit_:
             app.cli([command, "--help"])
         assert exit_.value.code == 0
