@@ -1,6 +1,6 @@
 """The README's Python examples, run exactly as written (only the app's address and the example files differ):
 the API blocks against the real app on the default offline model and on a tiny CLIP model, the library block in-process;
-and docs/INDEX.md's Python block."""
+and the Python blocks of docs/INDEX.md and docs/VERIFICATION.md."""
 from __future__ import annotations
 
 import re
@@ -82,3 +82,14 @@ def test_docs_index_example_runs(tmp_path, monkeypatch, tiny_clip_spec):
     assert len(index) == 5 and first not in index and second in index  # 4 photos, 2 added, 1 of them deleted
     assert open_index(tmp_path / "indexes" / "photos").ids == index.ids  # saved as it is
     assert names["image"].size[0] > 0 and len(names["hits"]) == 5 and names["hits"][0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_docs_verification_example_runs(monkeypatch, capsys):
+    """docs/VERIFICATION.md's Python block as written, from the repository root (its images are the examples)."""
+    [code] = re.findall(r"<!-- docs-example -->\n```python\n(.*?)```", (ROOT / "docs" / "VERIFICATION.md").read_text(),
+                        flags=re.S)
+    monkeypatch.chdir(ROOT)
+    names = run_block(code)
+    assert names["r"].mode.value == "signature" and len(names["r"].reference_distances) == 2
+    assert "calibration run on your 2 labelled pairs" in names["verifier"].threshold("general").source
+    assert capsys.readouterr().out.startswith("True ")  # the two face photos are the same person
