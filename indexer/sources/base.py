@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 from PIL import Image
@@ -65,3 +66,8 @@ class GallerySource(ABC):
     @abstractmethod
     def describe(self) -> dict:
         """JSON-able description for meta.json; its open_source keys reopen the same source."""
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """A folder written by `datasets`' save_to_disk (a Dataset or a DatasetDict)."""
+    return path.is_dir() and any((path / marker).is_file() for marker in SAVED_DATASET_MARKERS)

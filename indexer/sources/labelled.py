@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UserInputError
-from .base import SAVED_DATASET_MARKERS
+from .base import is_saved_dataset
 from .folder import image_files
 
 @dataclass
@@ -57,18 +57,14 @@ def image_folder(root: str | Path, dedupe: bool = True) -> LabelledImages:
     return LabelledImages([str(p) for p in kept], identities, f"image folder {root}{duplicates}")
 
 
-def _is_saved_dataset(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in SAVED_DATASET_MARKERS)
-
-
 def load_labelled(dataset: str, identity_column: str | None = None, image_column: str | None = None, split: str = "train") -> LabelledImages:
     """Open `dataset` (folder, saved dataset, parquet file/folder, or hub id) as identity-labelled images."""
     path = Path(dataset)
-    if path.is_dir() and not _is_saved_dataset(path) and not any(path.glob("*.parquet")):
+    if path.is_dir() and not is_saved_dataset(path) and not any(path.glob("*.parquet")):
         return image_folder(path)
     import datasets
 
-    if _is_saved_dataset(path):
+    if is_saved_dataset(path):
         ds = datasets.load_from_disk(str(path))
     elif path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
         files = [str(path)] if path.is_file() else sorted(str(p) for p in path.glob("*.parquet"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import AUTO, BUILTIN, SAVED_DATASET_MARKERS, GallerySource, SourceError, SourceKind
+from .base import AUTO, BUILTIN, GallerySource, SourceError, SourceKind, is_saved_dataset
 from .builtin import BuiltinSource
 from .dataset import DatasetSource
 from .folder import FolderSource
@@ -23,7 +23,7 @@ def open_source(dataset: str | os.PathLike, config: str | None = None, split: st
     if path.exists():
         path = path.resolve()
         common = dict(config=config, image_column=image_column, label_column=label_column)
-        if path.is_dir() and any((path / marker).is_file() for marker in SAVED_DATASET_MARKERS):
+        if is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 loaded, split = _pick_split(loaded, split, str(path))
