@@ -5,6 +5,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import sys
 
 import gradio as gr
 
@@ -12,13 +13,14 @@ from demo import classification, gallery, pairwise, runtime
 from indexer.config import settings
 
 # Concurrent events per function. The model's coalescer can only batch requests that are inside their callbacks
-# at once, so this caps its batch: 16 gave ViT-B-32 ~1.2x the throughput of 8 at 16 clients (docs/BENCHMARKS.md, 4).
+# at once, so this caps its batch: 16 gave ViT-B-32 ~1.2x the throughput of 8 at 16 clients
+# (docs/dev/MEASUREMENT-NOTES.md).
 CONCURRENCY = settings().concurrency
 # Requests waiting beyond this get Gradio's "queue is full" answer instead of piling up in memory.
 QUEUE_SIZE = settings().queue_size
 MAX_UPLOAD = settings().max_upload
 # After every event Gradio rebuilds a pandas summary of up to 10,000 past events for its monitoring page: 3-9 ms of
-# CPU per request, growing with the events served (docs/BENCHMARKS.md, section 4). Every 100th event is enough.
+# CPU per request, growing with the events served (docs/dev/MEASUREMENT-NOTES.md). Every 100th event is enough.
 ANALYTICS_EVERY = os.environ.get("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
 
 
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     launch(create_demo(args), args)
 
 
-# `twinsight COMMAND`: the app, or one of the library's commands (which never load gradio's UI code paths).
+# `twinsight COMMAND`: the app, or one of the library's commands (the console entry point of pyproject.toml).
 LIBRARY_COMMANDS = {
     "build": ("indexer.__main__", "embed a dataset or image folder into an index"),
     "search": ("indexer.__main__", "search an index by image or text"),
@@ -101,8 +103,6 @@ LIBRARY_COMMANDS = {
 def cli(argv: list[str] | None = None) -> int:
     """The `twinsight` console command: `twinsight app [--model ...]`, or `twinsight build|search|train|eval ...`,
     the same as `python app.py ...`, `python -m indexer ...` and `python -m indexer.siamese ...`."""
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"app": "run the Gradio app (python app.py)", **{k: v[1] for k, v in LIBRARY_COMMANDS.items()}}
     if not argv or argv[0] not in commands:

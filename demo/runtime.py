@@ -248,7 +248,7 @@ def _serve_output_dir() -> None:
 
 # Images shown in the page. Gradio serves this directory as it is (a static path): its files are named by content
 # and never rewritten, so Gradio need not hash and copy each into its cache on every answer (a search returns 8
-# thumbnails: that was ~9% of the app's CPU under load, docs/BENCHMARKS.md section 4). Only image_file writes here.
+# thumbnails: that was ~9% of the app's CPU under load, docs/dev/MEASUREMENT-NOTES.md). Only image_file writes here.
 OUTPUT_DIR = _private_output_dir()
 _serve_output_dir()
 
