@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from indexer import config
-from indexer import Embedder, GalleryIndex, load_embedder
+from indexer import Embedder, GalleryIndex, config, load_embedder
 from indexer.atomic import write_atomically
 from indexer.build import PERSISTENT_DATA_DIR, default_index_root
 from indexer.errors import USER_FACING, ServiceError
