@@ -392,7 +392,7 @@ def test_exact_search_stays_exact_with_the_float16_scan_copy(tmp_path):
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index = GalleryIndex(64, "vectors")
     index.add_vectors(vectors)
-    assert index.store._table.vectors.dtype == np.float16 and index.vectors().dtype == np.float32
+    assert index.store._table.vectors.all_rows().dtype == np.float16 and index.vectors().dtype == np.float32
     np.testing.assert_allclose(index.vectors(), vectors, atol=1e-6)  # float32 values come back, not float16
     queries = vectors[::97] + 1e-4 * rng.normal(size=(21, 64))
     unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
@@ -412,7 +412,7 @@ def test_exact_search_stays_exact_with_the_float16_scan_copy(tmp_path):
     index.save(tmp_path / "ix")
     np.save(tmp_path / "ix" / "vectors.npy", vectors.astype(np.float32))
     old = GalleryIndex.load(tmp_path / "ix", verify=False)
-    assert old.store._table.vectors.dtype == np.float16
+    assert old.store._table.vectors.all_rows().dtype == np.float16
     assert [h.id for h in old.search(vector=queries[3], k=10, exact=True)] == list(truth[3])
 
 

@@ -3,7 +3,8 @@
 Index directory (see docs/INDEX.md):
 
     index.hnsw         hnswlib graph (cosine space; hnswlib labels are our item ids)
-    vectors.npy        float16 (count, dim), L2-normalised, row-aligned with metadata.parquet (the scan copy)
+    vectors.npy        float16 (count, dim), L2-normalised, row-aligned with metadata.parquet (the scan copy,
+                       memory-mapped once loaded: scan_copy.py)
     metadata.parquet   id, row, label, source, added
     images/            images added as PIL/bytes/arrays (files and dataset rows are referenced, not copied)
     hamming.npz        learned projection of the Hamming mode (ITQ only; sign codes need nothing)
@@ -11,7 +12,7 @@ Index directory (see docs/INDEX.md):
     journal.bin        additions and deletions committed since the last full save (indexer/index/journal.py)
 
 Saving and committing are in hnsw_files.py (HnswFiles, one per store), the per-item columns in table.py
-(ItemTable), searches' scans and ef tuning in scan.py.
+(ItemTable), the scan copy in scan_copy.py, searches' scans and ef tuning in scan.py.
 No pickle anywhere: numpy files are written and read with allow_pickle=False.
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ class HnswStore:
     @property
     def ids(self) -> list[int]:
         with self._lock.read():
-            return list(self._table.ids)
+            return self._table.ids.tolist()
 
     @property
     def capacity(self) -> int:
@@ -133,7 +134,7 @@ class HnswStore:
 
     def _float32(self, positions: Iterable[int]) -> np.ndarray:
         """float32 vectors at these positions, from hnswlib's store (~25 us per vector: for a few)."""
-        labels = [self._table.ids[p] for p in positions]
+        labels = self._table.ids[np.asarray(list(positions), dtype=np.int64)].tolist()
         if not labels:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.asarray(self._hnsw.get_items(labels), dtype=np.float32)
@@ -200,7 +201,7 @@ class HnswStore:
     def enable_hamming(self, kind: CodeKind | str = CodeKind.SIGN, bits: int = 0) -> BinaryCodec:
         """Compute binary codes for every item (kept up to date by add/delete; saved in meta.json)."""
         with self._lock.write():
-            codec = BinaryCodec.fit(self._table.live_vectors().astype(np.float32), kind, bits)
+            codec = BinaryCodec.fit(self._table.vectors.all_rows().astype(np.float32), kind, bits)
             self._table.set_codec(codec)
             return codec
 
@@ -237,18 +238,18 @@ class HnswStore:
             return [table.hit(p, s) for p, s in zip(positions, scores)]
 
     def _exact(self, q, k, allowed=None):
-        return exact_top_k(self._table.live_vectors(), self._float32, q, k, allowed)
+        return exact_top_k(self._table.vectors, self._float32, q, k, allowed)
 
     def _hamming(self, q, k, allowed, rerank):
         table = self._table
-        return hamming_top_k(table.codec, table.live_codes(), table.live_vectors(), self._float32, q, k, allowed, rerank)
+        return hamming_top_k(table.codec, table.live_codes(), table.vectors, self._float32, q, k, allowed, rerank)
 
     def _graph(self, q, k):
         try:
             labels, distances = self._hnsw.knn_query(q, k=k, num_threads=1)
         except RuntimeError:  # too few reachable non-deleted neighbours (many deletions): answer exactly
             return self._exact(q, k)
-        return [self._table.position[int(i)] for i in labels[0]], 1.0 - distances[0]
+        return self._table.position.of(labels[0]), 1.0 - distances[0]
 
     # -- images added with the index, persistence -------------------------------------------------------
     def pending_image(self, item_id: int) -> Image.Image | None:

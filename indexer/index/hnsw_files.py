@@ -29,7 +29,6 @@ from ..hamming import BinaryCodec, CodeKind
 from ..errors import UserInputError
 from . import directory, journal
 from .journal import JOURNAL_FILE
-from .scan import SCAN_DTYPE
 from .types import (HAMMING_FILE, HNSW_FILE, IMAGES_DIR, INDEX_SOURCE_PREFIX, META_FILE, METADATA_FILE, VECTORS_FILE,
                     HnswParams, IndexFormatError, utcnow)
 
@@ -81,6 +80,9 @@ class HnswFiles:
             base = directory.seal(tmp, meta)
             with self.swap_lock:
                 directory.replace_dir(tmp, target)
+            with self.store._lock.write():
+                if not self.store._uncommitted:  # unchanged since the state was taken: the saved rows are the live ones
+                    self.store._table.vectors.map(target / VECTORS_FILE)  # the scan copy leaves memory
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             if taken:
@@ -134,6 +136,7 @@ class HnswFiles:
         """One journal record for these changes; images first, so an acknowledged record's images exist."""
         table = self.store._table
         positions = [table.position[i] for i in added]
+        columns = table.columns(positions)
         stored = {i: self.store._pending_images[i] for i in added if i in self.store._pending_images}
         digests, images = {}, self.store.path / IMAGES_DIR
         if stored and not images.is_dir():
@@ -150,8 +153,7 @@ class HnswFiles:
             fsync_path(images)
         header = {
             "base": self._base, "next_id": self.store._next_id, "deleted": deleted, "images": digests,
-            "rows": [table.rows[p] for p in positions], "labels": [table.labels[p] for p in positions],
-            "sources": [table.sources[p] for p in positions], "added": [table.added[p].isoformat() for p in positions],
+            **columns, "added": [t.isoformat() for t in columns["added"]],
         }
         if meta != self._meta_written:
             header["meta"] = json.loads(meta)
@@ -216,15 +218,8 @@ class HnswFiles:
         table = self.store._table
         n = table.count
         self.store._hnsw.save_index(str(tmp / HNSW_FILE))
-        np.save(tmp / VECTORS_FILE, table.vectors[:n], allow_pickle=False)
-        metadata = pa.table({
-            "id": pa.array(table.ids, pa.int64()),
-            "row": pa.array(table.rows, pa.int64()),
-            "label": pa.array(table.labels, pa.string()),
-            "source": pa.array(table.sources, pa.string()),
-            "added": pa.array(table.added, pa.timestamp("us", tz="UTC")),
-        })
-        pq.write_table(metadata, tmp / METADATA_FILE)
+        table.vectors.save(tmp / VECTORS_FILE)
+        pq.write_table(table.arrow(), tmp / METADATA_FILE)
         self._write_images(tmp)
         if table.codec is not None and table.codec.kind is CodeKind.ITQ:
             np.savez(tmp / HAMMING_FILE, mean=table.codec.mean, projection=table.codec.projection)
@@ -277,23 +272,17 @@ def load_hnsw(cls: type, path: Path, meta: dict, *, ef: int | None = None, verif
     name = HNSW_FILE
     try:
         index._hnsw.load_index(str(path / name), max_elements=hnsw_meta["max_elements"])
-        name = VECTORS_FILE
-        vectors = np.load(path / name, allow_pickle=False)
         name = METADATA_FILE
-        metadata = pq.read_table(path / name).to_pydict()
+        metadata = pq.read_table(path / name)
+        name = VECTORS_FILE
+        index._table.load(metadata, path / name)
     except (OSError, ValueError, RuntimeError, pa.ArrowException) as exc:  # unverified and damaged
         raise IndexFormatError(f"{path / name} is missing or damaged ({type(exc).__name__}: {exc}); rebuild the "
                                f"index with `python -m indexer build ... --out {path}`.") from None
     index._hnsw.set_ef(params.ef)  # ef is not stored in the hnswlib file
-    if len(vectors) != len(metadata["id"]) or len(vectors) != meta["count"]:
-        raise IndexFormatError(f"{path}: vectors ({len(vectors)}) and metadata ({len(metadata['id'])}) disagree; "
-                               "rebuild the index.")
     table = index._table
-    table.vectors = np.ascontiguousarray(vectors, dtype=SCAN_DTYPE)  # older indexes saved float32
-    table.count = len(vectors)
-    table.ids, table.rows, table.labels = metadata["id"], metadata["row"], metadata["label"]
-    table.sources, table.added = metadata["source"], metadata["added"]
-    table.position = {item_id: pos for pos, item_id in enumerate(table.ids)}
+    if table.count != meta["count"]:
+        raise IndexFormatError(f"{path}: {table.count} items where meta.json says {meta['count']}; rebuild the index.")
     index._next_id = int(meta["next_id"])
     if meta.get("hamming"):
         kind = CodeKind(meta["hamming"]["kind"])

@@ -1,7 +1,7 @@
 """Search helpers of the hnswlib store: exact scans of the float16 copy, the Hamming shortlist, and ef tuning.
 
-hnswlib holds the float32 vectors; the store keeps a float16 copy (half the memory of a second float32 one) for
-the linear scans of exact and label-filtered search. float16 scores of unit vectors are off by at most ~1e-3, so
+hnswlib holds the float32 vectors; the linear scans of exact and label-filtered search read a float16 copy
+(scan_copy.py: memory-mapped from the last save, so it is not a second copy in the process's memory). float16 scores of unit vectors are off by at most ~1e-3, so
 every item scored within SCAN_MARGIN of the k-th best is re-scored in float32: the answer stays exact.
 """
 from __future__ import annotations
@@ -12,10 +12,11 @@ import numpy as np
 
 from ..brute import normalize, recall_at_k, top_k
 from ..hamming import BinaryCodec, hamming_search
-from .types import EF_STEPS
 from ..errors import UserInputError
+from .scan_copy import ScanCopy
+from .table import Positions
+from .types import EF_STEPS
 
-SCAN_DTYPE = np.float16
 SCAN_MARGIN = 2e-3
 
 Float32At = Callable[[Sequence[int]], np.ndarray]  # float32 vectors at these positions (hnswlib's copy)
@@ -28,7 +29,7 @@ def half_precision_scores(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
     return (torch.from_numpy(vectors) @ torch.from_numpy(q.astype(np.float16))).float().numpy()
 
 
-def exact_top_k(vectors: np.ndarray, float32_at: Float32At, q: np.ndarray, k: int,
+def exact_top_k(vectors: ScanCopy, float32_at: Float32At, q: np.ndarray, k: int,
                 allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(positions, cosine scores) of the k best of `vectors` (the float16 copy, one row per position), or of the
     `allowed` positions only, best first: a float16 scan, then float32 scores of the candidates near the k-th."""
@@ -36,7 +37,10 @@ def exact_top_k(vectors: np.ndarray, float32_at: Float32At, q: np.ndarray, k: in
     if len(positions) == 0:
         return positions, np.zeros(0, dtype=np.float32)
     k = min(k, len(positions))
-    rough = half_precision_scores(vectors if allowed is None else vectors[allowed], q)
+    if allowed is None:
+        rough = np.concatenate([half_precision_scores(part, q) for part in vectors.parts()])
+    else:
+        rough = half_precision_scores(vectors.rows(allowed), q)
     kth = np.partition(rough, len(rough) - k)[len(rough) - k]
     candidates = positions[rough >= kth - SCAN_MARGIN]
     scores = float32_at(candidates) @ q
@@ -44,7 +48,7 @@ def exact_top_k(vectors: np.ndarray, float32_at: Float32At, q: np.ndarray, k: in
     return candidates[best], scores[best]
 
 
-def hamming_top_k(codec: BinaryCodec | None, codes: np.ndarray, vectors: np.ndarray, float32_at: Float32At,
+def hamming_top_k(codec: BinaryCodec | None, codes: np.ndarray, vectors: ScanCopy, float32_at: Float32At,
                   q: np.ndarray, k: int, allowed: np.ndarray | None, rerank: int) -> tuple[np.ndarray, np.ndarray]:
     """The `rerank` nearest codes by Hamming distance (of the allowed positions), re-ranked by cosine."""
     if codec is None:
@@ -56,7 +60,7 @@ def hamming_top_k(codec: BinaryCodec | None, codes: np.ndarray, vectors: np.ndar
     return exact_top_k(vectors, float32_at, q, k, np.sort(candidates))  # cosine re-rank of the shortlist
 
 
-def choose_ef(graph, position: dict[int, int], exact: Callable[[np.ndarray, int], np.ndarray], items: np.ndarray,
+def choose_ef(graph, position: Positions, exact: Callable[[np.ndarray, int], np.ndarray], items: np.ndarray,
               start_ef: int, target_recall: float, k: int,
               rng: np.random.Generator) -> tuple[int, float, int, tuple[tuple[int, float], ...]]:
     """The smallest of EF_STEPS from `start_ef` up whose estimated recall@k on the hnswlib `graph` reaches
@@ -84,7 +88,7 @@ def choose_ef(graph, position: dict[int, int], exact: Callable[[np.ndarray, int]
         if i not in recalls:
             graph.set_ef(max(steps[i], k))
             found, _ = graph.knn_query(probes, k=k, num_threads=-1)
-            recalls[i] = recall_at_k([[position[int(x)] for x in row] for row in found], truth)
+            recalls[i] = recall_at_k([position.of(row) for row in found], truth)
         return recalls[i] >= target_recall
 
     # Double ef until the target is reached, then bisect the steps in between: a few measurements at
