@@ -93,6 +93,10 @@ class Settings:
     store: str | None = _var("STORE", _text, None, "where gallery vectors live: `hnsw` or `milvus:URI[#COLLECTION]`", "hnsw")
     ef: int | None = _var("EF", _whole(1), None, "hnsw search candidate list: higher = better recall, slower",
                           "the index's tuned ef (recall@10 0.98, at least 96)")
+    scan_copy: str = _var("SCAN_COPY", _choice("auto", "mapped", "memory"), "auto", "the float16 copy exact and "
+                          "filtered searches scan: `mapped` from the saved index (page cache, not the app's memory), "
+                          "`memory` read into RAM (+0.5x the vectors; for slow or network disks)",
+                          "mapped, but memory on Windows (a mapped file cannot be replaced there)")
     index_dir: str | None = _var("INDEX_DIR", _text, None, "where built indexes and calibrations are cached",
                                  "/data/twinsight/indexes where /data is writable (Spaces storage), else "
                                  "~/.cache/twinsight/indexes")

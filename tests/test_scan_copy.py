@@ -146,3 +146,32 @@ def test_item_table_columns_keep_none_rows_and_labels_and_utc_times():
     assert table.item(1).added.tzinfo == timezone.utc
     assert table.arrow().column("row").to_pylist() == [None, 7]
     assert table.arrow().column("label").to_pylist() == [None, "cat"]
+
+
+def test_scan_copy_memory_setting_reads_the_saved_vectors_into_ram(tmp_path, monkeypatch):
+    vectors = clustered_unit_vectors(400, 16, seed=6)
+    index = GalleryIndex(16, "vectors")
+    index.add_vectors(vectors)
+    monkeypatch.setenv("TWINSIGHT_SCAN_COPY", "memory")
+    index.save(tmp_path / "ix")
+    assert index.store._table.vectors.mapped_rows == 0  # not re-mapped after the save
+    loaded = GalleryIndex.load(tmp_path / "ix")
+    copy = loaded.store._table.vectors
+    assert copy.mapped_rows == 0 and copy.memory_bytes() == 400 * 16 * 2
+    q = vectors[7] + 0.01
+    assert [h.id for h in loaded.search(vector=q, k=5, exact=True)] == [h.id for h in index.search(vector=q, k=5, exact=True)]
+    monkeypatch.setenv("TWINSIGHT_SCAN_COPY", "disk")
+    with pytest.raises(ValueError, match="TWINSIGHT_SCAN_COPY"):
+        GalleryIndex.load(tmp_path / "ix")
+
+
+def test_scan_copy_auto_reads_into_memory_on_windows_only(tmp_path, monkeypatch):
+    from indexer.index import hnsw_files
+
+    monkeypatch.delenv("TWINSIGHT_SCAN_COPY", raising=False)
+    monkeypatch.setattr(hnsw_files.os, "name", "posix")
+    assert not hnsw_files._scan_copy_in_memory()
+    monkeypatch.setattr(hnsw_files.os, "name", "nt")
+    assert hnsw_files._scan_copy_in_memory()
+    monkeypatch.setenv("TWINSIGHT_SCAN_COPY", "mapped")
+    assert not hnsw_files._scan_copy_in_memory()

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import fsync_path, write_atomically
 from ..hamming import BinaryCodec, CodeKind
+from ..config import settings
 from ..errors import UserInputError
 from . import directory, journal
 from .journal import JOURNAL_FILE
@@ -81,7 +82,7 @@ class HnswFiles:
             with self.swap_lock:
                 directory.replace_dir(tmp, target)
             with self.store._lock.write():
-                if not self.store._uncommitted:  # unchanged since the state was taken: the saved rows are the live ones
+                if not self.store._uncommitted and not _scan_copy_in_memory():  # the saved rows are the live ones
                     self.store._table.vectors.map(target / VECTORS_FILE)  # the scan copy leaves memory
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -253,6 +254,12 @@ class HnswFiles:
                     shutil.copy2(old, dest)
 
 
+def _scan_copy_in_memory() -> bool:
+    """TWINSIGHT_SCAN_COPY: auto maps the saved copy, except on Windows, where a mapped file blocks the next save."""
+    choice = settings().scan_copy
+    return choice == "memory" or (choice == "auto" and os.name == "nt")
+
+
 def load_hnsw(cls: type, path: Path, meta: dict, *, ef: int | None = None, verify: bool = True):
     """The HnswStore (of class `cls`) of the index directory `path`, whose meta.json is `meta`, with its journal
     replayed. verify: check every file against the checksums meta.json records."""
@@ -273,9 +280,14 @@ def load_hnsw(cls: type, path: Path, meta: dict, *, ef: int | None = None, verif
     try:
         index._hnsw.load_index(str(path / name), max_elements=hnsw_meta["max_elements"])
         name = METADATA_FILE
-        metadata = pq.read_table(path / name)
+        # ParquetFile.read, not read_table: the dataset reader behind read_table left ~0.3x the vectors' size
+        # in Arrow's memory pool after a 100k-item load (benchmarks/index_memory.py); the pool's unused memory
+        # is handed back once the columns are copied out.
+        metadata = pq.ParquetFile(path / name).read(use_threads=False)
         name = VECTORS_FILE
-        index._table.load(metadata, path / name)
+        index._table.load(metadata, path / name, in_memory=_scan_copy_in_memory())
+        del metadata
+        pa.default_memory_pool().release_unused()
     except (OSError, ValueError, RuntimeError, pa.ArrowException) as exc:  # unverified and damaged
         raise IndexFormatError(f"{path / name} is missing or damaged ({type(exc).__name__}: {exc}); rebuild the "
                                f"index with `python -m indexer build ... --out {path}`.") from None

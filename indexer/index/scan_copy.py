@@ -100,16 +100,16 @@ class ScanCopy:
         out.flush()
         del out
 
-    def map(self, file: Path) -> None:
+    def map(self, file: Path, in_memory: bool = False) -> None:
         """Read every row from this saved .npy from now on: the file must hold exactly the live rows (after a
-        load, or a save with no change since). A float32 file (indexes saved before the float16 copy) is
-        converted into memory instead."""
-        saved = np.load(file, mmap_mode="c", allow_pickle=False)
+        load, or a save with no change since). in_memory (TWINSIGHT_SCAN_COPY=memory), or a float32 file (indexes
+        saved before the float16 copy): the rows are read into memory instead."""
+        saved = np.load(file, mmap_mode="r" if in_memory else "c", allow_pickle=False)
         if saved.ndim != 2 or saved.shape[1] != self.dim:
             raise ValueError(f"{file} holds vectors of shape {saved.shape}, not (n, {self.dim})")
         empty = np.zeros((0, self.dim), dtype=SCAN_DTYPE)
         self._mapped, self._tail, self.count = empty, empty, 0
-        if saved.dtype == SCAN_DTYPE:
+        if saved.dtype == SCAN_DTYPE and not in_memory:
             self._mapped, self.count = saved, len(saved)
         else:
             self.append(np.asarray(saved, dtype=SCAN_DTYPE))

@@ -196,10 +196,10 @@ class ItemTable:
         self.count -= 1
         return True
 
-    def load(self, metadata: pa.Table, vectors_file: Path) -> None:
+    def load(self, metadata: pa.Table, vectors_file: Path, in_memory: bool = False) -> None:
         """Fill an empty table from a saved index: metadata.parquet (id, row, label, source, added) and the scan
-        copy mapped from its vectors.npy."""
-        self.vectors.map(vectors_file)
+        copy mapped from its vectors.npy (read into memory instead if `in_memory`)."""
+        self.vectors.map(vectors_file, in_memory)
         n = metadata.num_rows
         if len(self.vectors) != n:
             raise ValueError(f"{vectors_file.name} holds {len(self.vectors)} vectors and the metadata {n} items")
