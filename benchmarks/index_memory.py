@@ -3,7 +3,7 @@ float16 scan copy memory-mapped (the default) or read into RAM (TWINSIGHT_SCAN_C
 
     .venv/bin/python benchmarks/index_memory.py --size 100000 --dim 512 --out /tmp/twinsight-memory
     .venv/bin/python benchmarks/index_memory.py --index /tmp/ix-1m          # an index saved earlier (e.g. search.py --keep)
-    .venv/bin/python benchmarks/index_memory.py --index DIR --repo ../old-checkout   # the code of another checkout
+    .venv/bin/python benchmarks/index_memory.py --index DIR --before ../old-checkout   # + another checkout's code
 
 Builds (or takes) a saved index, then measures each layout in a fresh process: resident memory added by the load
 (anonymous, i.e. the process's own, and file-backed, i.e. mapped pages), against the raw float32 vectors; the first
@@ -81,9 +81,11 @@ def timed(**options):
 
 exact, filtered, graph = timed(exact=True), timed(label_filter=label), timed()
 after = status()
+answers = [[h.id for h in index.search(vector=q, k=10, **options)] for q in queries[:20]
+           for options in ({"exact": True}, {"label_filter": label})]
 print(json.dumps({"count": len(index), "dim": index.dim,
                   "load": {k: loaded[k] - before[k] for k in loaded}, "after": {k: after[k] - before[k] for k in after},
-                  "cold_exact_ms": cold * 1e3, "exact_ms": exact, "filtered_ms": filtered, "graph_ms": graph}))
+                  "cold_exact_ms": cold * 1e3, "exact_ms": exact, "filtered_ms": filtered, "graph_ms": graph, "answers": answers}))
 """
 
 
@@ -115,7 +117,8 @@ def main() -> None:
     parser.add_argument("--index", type=Path, default=None, help="measure this saved index instead of building one")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--layouts", nargs="+", default=["mapped", "memory"])
-    parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose code loads and searches")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="also measure the code of this other checkout (e.g. `git worktree add ../before REV`)")
     args = parser.parse_args()
     if args.index is None:
         started = time.perf_counter()
@@ -127,16 +130,23 @@ def main() -> None:
     queries_file = args.index.parent / f".{args.index.name}-queries.npy"
     np.save(queries_file, queries / np.linalg.norm(queries, axis=1, keepdims=True))
     raw = meta["count"] * meta["dim"] * 4
-    print(f"\n{meta['count']:,} x {meta['dim']}-d, raw float32 {raw / 2**20:,.0f} MiB; code of {args.repo}")
+    print(f"\n{meta['count']:,} x {meta['dim']}-d, raw float32 {raw / 2**20:,.0f} MiB")
     print("| layout | after load: own (anon) | mapped (file) | after scans: own | mapped | cold exact ms | exact p50 / p99 ms "
           "| filtered (1%) p50 / p99 ms | graph p50 / p99 ms |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for layout in args.layouts:
-        r = measure(args.index, queries_file, layout, args.repo)
-        print(f"| {layout} | {r['load']['RssAnon'] / raw:.2f}x | {r['load']['RssFile'] / raw:.2f}x "
+    answers = {}
+    runs = [(layout, layout, ROOT) for layout in args.layouts]
+    if args.before is not None:
+        runs.append((f"before ({args.before.name})", "memory", args.before))
+    for name, layout, repo in runs:
+        r = measure(args.index, queries_file, layout, repo)
+        answers[name] = r["answers"]
+        print(f"| {name} | {r['load']['RssAnon'] / raw:.2f}x | {r['load']['RssFile'] / raw:.2f}x "
               f"| {r['after']['RssAnon'] / raw:.2f}x | {r['after']['RssFile'] / raw:.2f}x | {r['cold_exact_ms']:.0f} "
               f"| {r['exact_ms'][0]:.1f} / {r['exact_ms'][1]:.1f} | {r['filtered_ms'][0]:.2f} / {r['filtered_ms'][1]:.2f} "
               f"| {r['graph_ms'][0]:.2f} / {r['graph_ms'][1]:.2f} |", flush=True)
     queries_file.unlink()
+    same = all(found == answers[runs[0][0]] for found in answers.values())
+    print(f"exact and filtered top-10 of 20 queries identical in every run: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -18,11 +18,22 @@ from pathlib import Path
 from typing import Iterator
 
 from ..atomic import fsync_path
+from ..errors import UserInputError
 from .types import FORMAT, FORMAT_VERSION, META_FILE, HnswParams, IndexFormatError, Metric
 
 log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("hnswlib", "numpy", "pyarrow", "torch", "datasets", "open_clip_torch", "transformers", "pillow")
+
+
+def save_target(path: str | os.PathLike | None, current: Path | None) -> Path:
+    """Where save(path) writes: `path`, else the index's own directory. Neither is a mistake to refuse, not the
+    working directory (Path("") is "."; a save there would swap the whole directory for the index)."""
+    if path is None or str(path) == "":
+        if current is None:
+            raise UserInputError("Where should the index go? Pass save(path).")
+        path = current
+    return Path(path).absolute()
 
 
 def meta_header(model: str, dim: int, params: HnswParams, max_elements: int) -> dict:

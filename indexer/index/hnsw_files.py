@@ -57,10 +57,7 @@ class HnswFiles:
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Write the whole index atomically to `path` (default: where it was loaded from or last saved), with
         the journal folded in."""
-        target = Path(path or self.store.path or "")
-        if not str(target):
-            raise UserInputError("Where should the index go? Pass save(path).")
-        target = target.absolute()
+        target = directory.save_target(path, self.store.path)
         with self._save_lock, directory.writer_lock(target):
             return self._save(target)
 

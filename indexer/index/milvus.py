@@ -29,7 +29,7 @@ from PIL import Image
 
 from ..atomic import write_atomically
 from ..errors import UserInputError
-from .directory import library_versions, meta_header
+from .directory import library_versions, meta_header, save_target
 from .milvus_client import (BATCH, MAX_LABEL, MAX_SOURCE, collection_name, connect, create_collection, disconnect,
                             expr_strings, id_for, index_params_for, milvus_versions, open_collection)
 from .store import MILVUS, StoreSpec
@@ -245,10 +245,7 @@ class MilvusStore:
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Flush the collection, write added images to DIR/images/ and meta.json atomically (a file rename:
         safe when several shard workers write the same directory)."""
-        target = Path(path or self.path or "")
-        if not str(target):
-            raise UserInputError("Where should the index go? Pass save(path).")
-        target = target.absolute()
+        target = save_target(path, self.path)
         (target / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
         with self._save_lock:
             self._client.flush(self.collection)
