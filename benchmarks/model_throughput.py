@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/model_throughput.py --compile --models effnet vit-b-32 --batches 1 8   # torch.compile
     .venv/bin/python benchmarks/model_throughput.py --busy-python --models effnet vit-b-32 --batches 1 8   # the GIL
     .venv/bin/python benchmarks/model_throughput.py --zero-shot --models vit-b-32 --batches 1   # text embedding cache
+    .venv/bin/python benchmarks/model_throughput.py --int8 --batches 1 8 32 --rounds 5   # int8 vs bf16 vs fp32
 
 Model-only throughput on preprocessed batches (decode cost is benchmark 2's subject). Random weights are fine for
 speed; agreement is checked on the real EfficientNet-Lite0 weights and on real photos.
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from indexer import create_embedder  # noqa: E402
 from indexer.augment import random_crops  # noqa: E402
 from indexer.brute import NeighbourAgreement, neighbour_agreement, top_k  # noqa: E402
-from indexer.device import cpu_has_fast_bf16  # noqa: E402
+from indexer.device import cpu_has_fast_bf16, cpu_has_fast_int8  # noqa: E402
 from scratch import scratch_dir  # noqa: E402
 
 
@@ -42,9 +43,9 @@ def hf_vit_dir() -> str:
 MODELS = {"vit-b-32": lambda: "open_clip:ViT-B-32", "hf-vit": hf_vit_dir, "effnet": lambda: "effnet-lite0"}
 
 
-def images_per_second(embedder, batch: int, repeats: int) -> float:
+def images_per_second(embedder, batch: int, repeats: int, warm_up: int = 2) -> float:
     pixels = torch.randn(batch, 3, 224, 224)
-    for _ in range(2):  # warm-up: oneDNN builds its kernels for a new shape on the first calls
+    for _ in range(warm_up):  # oneDNN builds its kernels for a new shape on the first calls
         embedder.embed_pixels(pixels)
     times = []
     for _ in range(repeats):
@@ -193,7 +194,35 @@ def zero_shot_check(spec: str, batch: int, repeats: int = 5) -> str:
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"  # dev data beside the checkout
 
 
-def crowded_gallery_agreement(characters: int = 60) -> str:
+def int8_check(key: str, batches: list[int], rounds: int, repeats: int) -> None:
+    """Plain fp32 (the reference), the bf16 fast path and the int8 path (TWINSIGHT_PRECISION=int8: both through
+    `embed_pixels` with the app's two streams), alternated `rounds` times per batch: medians (min-max) of images/s;
+    then each one's agreement with fp32 on 200 real-photo crops."""
+    spec = MODELS[key]()
+    embedders = {}
+    for name in ("fp32", "bf16", "int8"):
+        torch.manual_seed(0)  # the same random ViT weights in all three, so their agreement is a numerics check
+        embedders[name] = plain_fp32(spec) if name == "fp32" else create_embedder(spec, device="cpu", precision=name)
+    for batch in batches:
+        rates = {name: [] for name in embedders}
+        for name, embedder in embedders.items():
+            images_per_second(embedder, batch, 1)  # warm-up
+        for _ in range(rounds):
+            for name, embedder in embedders.items():
+                rates[name].append(images_per_second(embedder, batch, repeats, warm_up=0))
+        medians = {name: statistics.median(values) for name, values in rates.items()}
+        cells = " | ".join(f"{medians[name]:.1f} ({min(v):.0f}-{max(v):.0f})" for name, v in rates.items())
+        print(f"| {key} | {batch} | {cells} | {medians['int8'] / medians['fp32']:.2f}x | "
+              f"{medians['int8'] / medians['bf16']:.2f}x |", flush=True)
+    reference = embedders["fp32"].encode_images(photos())
+    for name in ("bf16", "int8"):
+        vectors = embedders[name].encode_images(photos())
+        agree = neighbour_agreement(reference, vectors, k=10)
+        print(f"|   agreement {key} {name} | min cosine {(reference * vectors).sum(1).min():.4f} | identical top-10 "
+              f"{agree.identical:.1%} | up to near ties {agree.identical_up_to_ties:.1%} |", flush=True)
+
+
+def crowded_gallery_agreement(characters: int = 60, precision: str = "bf16") -> str:
     """On a crowded gallery (every drawing of `characters` Omniglot characters, dev data): neighbour agreement,
     and what matters to a user, retrieval accuracy (precision@10 and nearest-neighbour label accuracy) in each
     precision."""
@@ -210,12 +239,12 @@ def crowded_gallery_agreement(characters: int = 60) -> str:
         return (labels[top] == labels[:, None]).mean(), (labels[top[:, 0]] == labels).mean()
 
     reference = plain_fp32("effnet-lite0").encode_images(items)
-    fast = create_embedder("effnet-lite0", device="cpu", precision="bf16").encode_images(items)
+    fast = create_embedder("effnet-lite0", device="cpu", precision=precision).encode_images(items)
     agree = neighbour_agreement(reference, fast, k=10)
     (p32, nn32), (p16, nn16) = accuracy(reference), accuracy(fast)
     return (f"{len(items)} drawings of {len(folders)} characters: identical top-10 sets {agree.identical:.1%}, up to near "
-            f"ties {agree.identical_up_to_ties:.1%}, overlap {agree.overlap:.1%}; precision@10 fp32 {p32:.4f} vs bf16 "
-            f"{p16:.4f}; nearest-neighbour label accuracy fp32 {nn32:.4f} vs bf16 {nn16:.4f}")
+            f"ties {agree.identical_up_to_ties:.1%}, overlap {agree.overlap:.1%}; precision@10 fp32 {p32:.4f} vs {precision} "
+            f"{p16:.4f}; nearest-neighbour label accuracy fp32 {nn32:.4f} vs {precision} {nn16:.4f}")
 
 
 def main() -> None:
@@ -226,8 +255,18 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="measure torch.compile against eager instead")
     parser.add_argument("--busy-python", action="store_true", help="measure eager against traced beside a busy Python thread instead")
     parser.add_argument("--zero-shot", action="store_true", help="measure a zero-shot call, first and repeated, instead")
+    parser.add_argument("--int8", action="store_true", help="measure fp32, bf16 and int8 in alternating rounds instead")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (--int8)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_fast_bf16()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_fast_bf16()}, "
+          f"int8: {cpu_has_fast_int8()}")
+    if args.int8:
+        print("| model | batch | fp32 img/s (min-max) | bf16 fast path | int8 | int8 / fp32 | int8 / bf16 |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for key in args.models:
+            int8_check(key, args.batches, args.rounds, args.repeats)
+        print("\ncrowded gallery, int8 against fp32 (effnet-lite0):", crowded_gallery_agreement(precision="int8"))
+        return
     side_check = {"compile": (compile_check, "| model | batch | first compile s | alone eager img/s | alone compiled img/s | "
                               "ratio | embed_pixels eager img/s | embed_pixels compiled img/s | ratio |"),
                   "busy_python": (busy_python_check, "| model | batch | eager img (text)/s | eager beside busy Python | traced img (text)/s | "

@@ -118,8 +118,9 @@ class Settings:
     max_upload: str = _var("MAX_UPLOAD", _text, "20mb", "largest upload Gradio accepts")
     # Models
     device: str | None = _var("DEVICE", _text, None, "torch device", "cuda, then mps, then cpu")
-    precision: str = _var("PRECISION", _choice("auto", "fp32", "bf16", "fp16"), "auto",
-                          "model weights' precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32)")
+    precision: str = _var("PRECISION", _choice("auto", "fp32", "bf16", "fp16", "int8"), "auto",
+                          "model weights' precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; "
+                          "int8: the image tower's Linear layers in int8 on CPUs with AMX-int8 or VNNI)")
     model_workers: int | None = _var("MODEL_WORKERS", _whole(1), None, "model streams run at once",
                                      "2 on a CPU, 1 on a GPU")
     max_batch: int | None = _var("MAX_BATCH", _whole(1), None, "rows in one merged forward; 1 turns merging off",

@@ -7,6 +7,7 @@ import functools
 import torch
 
 from .config import settings
+from .errors import CapabilityError
 
 
 # torch's intra-op threads at import (OMP_NUM_THREADS, else the cores). Read once: a thread that starts later
@@ -19,6 +20,7 @@ class Precision(str, enum.Enum):
     FP32 = "fp32"
     BF16 = "bf16"
     FP16 = "fp16"
+    INT8 = "int8"  # CPUs with AMX-int8 or VNNI: the image tower's Linear layers in int8, the rest as auto picks
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -34,19 +36,36 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU computes bf16 natively; elsewhere bf16 is emulated and slower than fp32."""
+def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            return frozenset(next((line for line in f if line.startswith("flags")), "").split())
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        return frozenset()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes bf16 natively; elsewhere bf16 is emulated and slower than fp32."""
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+
+
+def cpu_has_fast_int8() -> bool:
+    """True where the CPU has int8 dot-product instructions (AMX-int8 on Intel, VNNI on Intel and AMD) and torch
+    has oneDNN's quantized kernels, which use them; without them int8 matrix products are no faster than fp32."""
+    return bool({"amx_int8", "avx512_vnni", "avx_vnni"} & _cpu_flags()) and (
+        "onednn" in torch.backends.quantized.supported_engines)
 
 
 def pick_dtype(device: torch.device, precision: Precision | str | None = None) -> torch.dtype:
-    """The weight dtype for `device`; TWINSIGHT_PRECISION=fp32 forces full precision everywhere."""
+    """The weight dtype for `device`; TWINSIGHT_PRECISION=fp32 forces full precision everywhere. int8 gives the
+    dtype of everything but the int8 Linear layers (auto's pick on this CPU), or CapabilityError where it cannot run."""
     precision = Precision(precision or settings().precision)
+    if precision is Precision.INT8:
+        if device.type != "cpu" or not cpu_has_fast_int8():
+            raise CapabilityError(
+                f"TWINSIGHT_PRECISION=int8 needs a CPU with AMX-int8 or VNNI and torch's oneDNN quantized kernels "
+                f"(device: {device.type}, int8 CPU: {cpu_has_fast_int8()}); set TWINSIGHT_PRECISION=auto.")
+        precision = Precision.AUTO
     if precision is Precision.AUTO:
         if device.type == "cuda":
             return torch.float16

@@ -30,7 +30,7 @@ def test_values_are_parsed_by_type():
     ("TWINSIGHT_EF", "0", "a whole number of at least 1"),
     ("TWINSIGHT_EF", "ten", "a whole number of at least 1"),
     ("TWINSIGHT_TRACE", "maybe", "one of 1/true/yes/on or 0/false/no/off"),
-    ("TWINSIGHT_PRECISION", "int4", "one of auto, fp32, bf16, fp16"),
+    ("TWINSIGHT_PRECISION", "int4", "one of auto, fp32, bf16, fp16, int8"),
     ("TWINSIGHT_FACE_TIMEOUT", "nan", "a positive number"),
     ("TWINSIGHT_FACE_TIMEOUT", "-3", "a positive number"),
 ])

@@ -5,6 +5,7 @@ threads), `forward_images` (the only step that touches the model), `postprocess`
 """
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
@@ -19,8 +20,10 @@ from ..errors import CapabilityError, UserInputError
 from ..images import ImageSource, load_image
 from ..lru import LruCache
 from .execution import ModelStreams, threads_for
+from .quantize import quantize_linears
 from .tracing import TRACE_TEXTS, TracedForwards, trace_checked, tracing_enabled
 
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
@@ -60,6 +63,7 @@ class Embedder(ABC):
         self._trunk_cuts: set[int] = set()  # trunk forwards to trace too (prepare_trunk: fine-tuned Siamese heads)
         self._text_cache: LruCache[str, np.ndarray] = LruCache(TEXT_CACHE_SIZE)
         self.dim = 0
+        self.int8 = False  # use_int8: the image tower's Linear layers in int8
 
     def _finish_init(self) -> None:
         """Pick the memory layout, warm up once and learn the embedding size from a real forward pass."""
@@ -74,7 +78,8 @@ class Embedder(ABC):
     @property
     def description(self) -> str:
         """Short human-readable description: model, device and precision."""
-        return f"{self.name} · {self.device.type} · {str(self.dtype).replace('torch.', '')}"
+        dtype = str(self.dtype).replace("torch.", "")
+        return f"{self.name} · {self.device.type} · {'int8 + ' * self.int8}{dtype}"
 
     # -- the three pipeline steps ------------------------------------------------------------------------
     @abstractmethod
@@ -92,6 +97,24 @@ class Embedder(ABC):
         model = getattr(self, "model", None)
         if isinstance(model, torch.nn.Module):
             model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        self._prepare_forward()
+
+    def _image_tower(self) -> tuple[torch.nn.Module, tuple[str, ...] | None]:
+        """The module the image forward runs, and the names of its children that form the image tower (None: all
+        of them). A text tower is left out: texts are few and cached, and stay in the float dtype."""
+        return self.model, None
+
+    def use_int8(self) -> None:
+        """Run the image tower's Linear layers in int8 (TWINSIGHT_PRECISION=int8; models/quantize.py says how), then
+        trace the forwards again. Layers that are not Linear (convolutions) keep the model's float dtype."""
+        model, children = self._image_tower()
+        total = sum(p.numel() for name, child in model.named_children() if children is None or name in children
+                    for p in child.parameters())
+        swapped = quantize_linears(model, children)
+        self.int8 = True
+        if swapped < total / 2:
+            log.warning("%s: int8 covers Linear layers only, %.0f%% of the image tower's weights; the rest runs in %s",
+                        self.name, 100 * swapped / max(total, 1), self.dtype)
         self._prepare_forward()
 
     def _prepare_forward(self) -> None:
@@ -205,6 +228,9 @@ class Embedder(ABC):
         """A trainable float32 copy of the last `cut_blocks` blocks + pooling: trunk features -> pooled
         features (before L2 normalisation). Changing it never changes this model."""
         self._check_cut(cut_blocks)
+        if self.int8:
+            raise CapabilityError(f"{self.name} runs in int8, whose blocks cannot be trained; fine-tune with "
+                                  "TWINSIGHT_PRECISION=auto (bf16 or fp32).")
         return self._top_copy(cut_blocks)
 
     def _check_cut(self, cut_blocks: int) -> None:

@@ -76,6 +76,9 @@ class HFEmbedder(Embedder):
         backbone = self.model.base_model if self.supports_classify else self.model
         return _pooled(backbone(pixel_values=pixels))
 
+    def _image_tower(self):
+        return self.model, ("vision_model", "visual_projection") if self._dual else None
+
     def _text_input(self, texts):
         # SigLIP was trained on max_length padding; CLIP accepts either. A fixed length also lets one traced graph
         # serve every text.

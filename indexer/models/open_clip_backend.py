@@ -46,6 +46,9 @@ class OpenClipEmbedder(Embedder):
     def _image_features(self, pixels):
         return self.model.encode_image(pixels)
 
+    def _image_tower(self):
+        return self.model, ("visual",)
+
     def _text_input(self, texts):
         return (self.tokenizer(texts).to(self.device),)
 

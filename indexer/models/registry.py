@@ -32,9 +32,16 @@ def create_embedder(
     """Build a new embedder for `spec` (uncached). Prefer `load_embedder`, which shares instances."""
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     device = pick_device(str(device) if device else None)
-    dtype = pick_dtype(device, precision)
+    dtype = pick_dtype(device, precision)  # CapabilityError for int8 where it cannot run
     if spec.backend is Backend.AUTO:
         return _create_auto(device, precision)
+    embedder = _create(spec, device, dtype)
+    if Precision(precision or settings().precision) is Precision.INT8:
+        embedder.use_int8()
+    return embedder
+
+
+def _create(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> Embedder:
     if spec.backend is Backend.EFFNET_LITE0:
         from .effnet import EfficientNetLite0Embedder
 
