@@ -79,10 +79,12 @@ def timed(**options):
         times.append(time.perf_counter() - start)
     return [float(np.percentile(times, 50)) * 1e3, float(np.percentile(times, 99)) * 1e3]
 
-exact, filtered, graph = timed(exact=True), timed(label_filter=label), timed()
+has_label = label in index.labels()  # an index built without labels (search.py --keep) has no filtered row
+exact, graph = timed(exact=True), timed()
+filtered = timed(label_filter=label) if has_label else [float("nan")] * 2
 after = status()
 answers = [[h.id for h in index.search(vector=q, k=10, **options)] for q in queries[:20]
-           for options in ({"exact": True}, {"label_filter": label})]
+           for options in ({"exact": True}, {"label_filter": label} if has_label else {"exact": True})]
 print(json.dumps({"count": len(index), "dim": index.dim,
                   "load": {k: loaded[k] - before[k] for k in loaded}, "after": {k: after[k] - before[k] for k in after},
                   "cold_exact_ms": cold * 1e3, "exact_ms": exact, "filtered_ms": filtered, "graph_ms": graph, "answers": answers}))
