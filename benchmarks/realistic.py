@@ -24,6 +24,7 @@ generator is fitted to that. Generated sets are cached as CACHE/gen-{dim}-{n}.np
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from indexer.brute import normalize  # noqa: E402
 from realistic_embed import CACHE, load_real  # noqa: E402
 
 STORED_QUERIES = 10_000  # held out with every cached set; benchmarks use the first --queries of them
+CLUSTERS = 64  # concept clusters: ~100 real images each, enough centroids for a covariance that is not a copy
 
 
 def principal_directions(vectors: np.ndarray, count: int) -> np.ndarray:
@@ -91,7 +93,7 @@ def scaled_deviations(rows: np.ndarray) -> np.ndarray:
     return (rows - rows.mean(axis=0)) / np.sqrt(max(1, len(rows) - 1))
 
 
-def fit(vectors: np.ndarray, groups: np.ndarray, clusters: int = 64, seed: int = 0) -> Generator:
+def fit(vectors: np.ndarray, groups: np.ndarray, clusters: int = CLUSTERS, seed: int = 0) -> Generator:
     order = np.argsort(groups, kind="stable")
     vectors, groups = vectors[order], groups[order]
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
@@ -117,9 +119,10 @@ def sample(generator: Generator, n: int, seed: int) -> np.ndarray:
         centre = generator.cluster_mean[c] + rng.standard_normal(len(spread)) @ spread
         deviations = generator.views[generator.offsets[g] : generator.offsets[g + 1]]
         size = min(len(deviations), n - filled)
-        out[filled : filled + size] = centre + rng.standard_normal((size, len(deviations))).astype(np.float32) @ deviations
+        views = centre + rng.standard_normal((size, len(deviations))).astype(np.float32) @ deviations
+        out[filled : filled + size] = normalize(views)  # group by group: no second copy of a 5 GB set
         filled += size
-    return normalize(out)
+    return out
 
 
 def hold_out(count: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,10 +136,12 @@ def set_paths(n: int, dim: int, cache: Path) -> tuple[Path, Path]:
     return cache / f"gen-{dim}-{n}.npy", cache / f"gen-{dim}-{n}-queries.npy"
 
 
-def make_set(n: int, dim: int, cache: Path = CACHE, stored_queries: int = STORED_QUERIES) -> None:
-    """Fit the generator to all the real embeddings in `dim` dimensions, sample n + stored_queries and cache them."""
-    vectors, groups = real_set(dim, cache)
-    generated = sample(fit(vectors, groups), n + stored_queries, seed=n)
+def make_set(n: int, dim: int, cache: Path = CACHE, stored_queries: int = STORED_QUERIES, prefix: bool = False) -> None:
+    """Fit the generator to all the real embeddings in `dim` dimensions, sample n + stored_queries and cache them,
+    with a note of what they were fitted to (gen-{dim}-{n}.json)."""
+    vectors, groups = real_set(dim, cache, prefix)
+    fitted_to = {"real_views": len(vectors), "real_images": len(np.unique(groups)), "clusters": CLUSTERS, "seed": n}
+    generated = sample(fit(vectors, groups, CLUSTERS), n + stored_queries, seed=n)
     del vectors, groups
     gallery_path, queries_path = set_paths(n, dim, cache)
     rows, held_out = hold_out(len(generated), stored_queries, seed=1)
@@ -146,8 +151,9 @@ def make_set(n: int, dim: int, cache: Path = CACHE, stored_queries: int = STORED
     gallery.flush()
     del gallery
     np.save(queries_path, generated[held_out])
+    gallery_path.with_suffix(".json").write_text(json.dumps(fitted_to))
     os.replace(temporary, gallery_path)
-    print(f"wrote {n:,} x {dim} and {stored_queries:,} held-out queries: {gallery_path}", flush=True)
+    print(f"wrote {n:,} x {dim} and {stored_queries:,} held-out queries: {gallery_path} (fitted to {fitted_to})", flush=True)
 
 
 def load_set(n: int, dim: int, queries: int, cache: Path = CACHE) -> tuple[np.ndarray, np.ndarray]:
@@ -167,10 +173,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dims", type=int, nargs="+", default=[512, 1280])
     parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--prefix", action="store_true", help="fit to the real views embedded so far (a run cut short)")
     args = parser.parse_args()
     for dim in args.dims:
         for n in args.sizes:
-            make_set(n, dim, args.cache)
+            make_set(n, dim, args.cache, prefix=args.prefix)
 
 
 if __name__ == "__main__":

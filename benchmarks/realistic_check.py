@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from indexer.brute import clustered_unit_vectors, exact_search, recall_at_k  # noqa: E402
 from indexer.index import HnswParams  # noqa: E402
-from realistic import fit, hold_out, real_set, sample  # noqa: E402
+from realistic import CLUSTERS, fit, hold_out, real_set, sample  # noqa: E402
 from search import build_index, timed_queries  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--dims", type=int, nargs="+", default=[1280, 512])
     parser.add_argument("--efs", type=int, nargs="+", default=[10, 16, 24, 32, 48, 64, 96])
-    parser.add_argument("--clusters", type=int, default=64, help="concept clusters of the generator")
+    parser.add_argument("--clusters", type=int, default=CLUSTERS, help="concept clusters of the generator")
     parser.add_argument("--sets", nargs="+", default=["real", "generated", "isotropic"])
     parser.add_argument("--prefix", action="store_true", help="use the real views embedded so far")
     args = parser.parse_args()
