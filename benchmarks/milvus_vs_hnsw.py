@@ -2,6 +2,7 @@
 
     python benchmarks/milvus_vs_hnsw.py                       # 100,000 clustered 512-d vectors, 1,000 queries
     python benchmarks/milvus_vs_hnsw.py --n 20000 --queries 200 --store milvus:http://HOST:19530
+    python benchmarks/milvus_vs_hnsw.py --data realistic      # the set generated like real embeddings (search.py)
 
 Both stores are driven through the classes the app uses (GalleryIndex, MilvusIndex: add_vectors, save,
 search(vector=..., k=10)), with the same HNSW parameters (M=24, efConstruction=200, ef=96). Queries run one
@@ -68,9 +69,16 @@ def main(argv=None) -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--store", default=None, help="milvus:URI to benchmark (default: Milvus Lite in a temp dir)")
     parser.add_argument("--only", choices=["hnsw", "milvus"], help="run one store")
+    parser.add_argument("--data", choices=["isotropic", "realistic"], default="isotropic",
+                        help="isotropic clusters (the worst case) or the set generated to behave like real embeddings")
     args = parser.parse_args(argv)
-    vectors = clustered_unit_vectors(args.n, args.dim, clusters=100, seed=0)
-    queries = clustered_unit_vectors(args.queries, args.dim, clusters=100, seed=1)
+    if args.data == "realistic":
+        from realistic import load_set
+
+        vectors, queries = load_set(args.n, args.dim, args.queries)
+    else:
+        vectors = clustered_unit_vectors(args.n, args.dim, clusters=100, seed=0)
+        queries = clustered_unit_vectors(args.queries, args.dim, clusters=100, seed=1)
     truth, _ = exact_search(queries, vectors, 10)
     tmp = Path(tempfile.mkdtemp(prefix="twinsight-bench-"))
     params = HnswParams()
@@ -78,7 +86,7 @@ def main(argv=None) -> None:
         if args.only in (None, "hnsw"):
             index = GalleryIndex(args.dim, "benchmark", params, capacity=args.n)
             result = measure(index, vectors, queries, truth, tmp / "hnsw")
-            print(json.dumps({"store": "hnswlib", **result}), flush=True)
+            print(json.dumps({"store": "hnswlib", "data": args.data, **result}), flush=True)
         if args.only in (None, "milvus"):
             from indexer.index import MilvusIndex
 
@@ -98,7 +106,7 @@ def main(argv=None) -> None:
             index_info = index.store._client.describe_index(index.collection, "vector")
             db = Path(store.uri) if store.is_local_file else None
             result["disk_mb"] = round(disk_bytes(db) / 1e6, 1) if db else None
-            print(json.dumps({"store": f"milvus ({'Lite' if store.is_local_file else store.uri})",
+            print(json.dumps({"store": f"milvus ({'Lite' if store.is_local_file else store.uri})", "data": args.data,
                               "index": index_info.get("index_type"), **result}), flush=True)
             if args.store:
                 index.store._client.drop_collection(index.collection)

@@ -1,8 +1,10 @@
 """Benchmark 3: gallery search at scale, through the real GalleryIndex API.
 
-    .venv/bin/python benchmarks/search.py [--sizes 100000 1000000] [--dim 512] [--efs 32 64 96 128 256]
+    .venv/bin/python benchmarks/search.py [--sizes 100000 1000000] [--dim 512] [--efs 32 64 96 128 256] [--data realistic]
 
-Clustered unit vectors (indexer.brute.clustered_unit_vectors), queries drawn fresh from the same clusters. For
+Clustered unit vectors (indexer.brute.clustered_unit_vectors, isotropic: a graph's worst case), queries drawn fresh
+from the same clusters; or with --data realistic the generated set that behaves like real embeddings, with its
+held-out queries (benchmarks/realistic.py: cached under /tmp/twinsight-realistic, made on first use). For
 each size: build time, resident memory added by the index against the raw float32 size, then per ef the p50/p99
 latency of one k=10 query and recall@10 against exact search; the ef that GalleryIndex.tune_ef picks (as every
 build does) and the recall the fresh queries get with it; then Hamming mode (sign bits + cosine re-rank); last,
@@ -41,6 +43,23 @@ def timed_queries(index: GalleryIndex, queries: np.ndarray, **options) -> tuple[
         times.append(time.perf_counter() - start)
         found.append([h.id for h in hits])
     return np.array(found), np.array(times) * 1000
+
+
+def build_index(vectors: np.ndarray, params: HnswParams) -> GalleryIndex:
+    """A GalleryIndex of `vectors`, added 50,000 at a time as a build does."""
+    index = GalleryIndex(vectors.shape[1], "benchmark", params=params, capacity=len(vectors))
+    for lo in range(0, len(vectors), 50_000):
+        index.add_vectors(vectors[lo : lo + 50_000])
+    return index
+
+
+def benchmark_set(data: str, n: int, dim: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """(gallery, queries) of the chosen data: isotropic clusters, or the realistic generated set."""
+    if data == "realistic":
+        from realistic import load_set
+
+        return load_set(n, dim, queries)
+    return clustered_unit_vectors(n, dim, seed=0), clustered_unit_vectors(queries, dim, seed=99)
 
 
 def add_and_persist(index: GalleryIndex, trials: int) -> str:
@@ -95,6 +114,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--efs", type=int, nargs="+", default=[32, 64, 96, 128, 256])
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--data", choices=["isotropic", "realistic"], default="isotropic",
+                        help="isotropic clusters (the worst case) or the set generated to behave like real embeddings")
     parser.add_argument("--save-trials", type=int, default=3, help="additions saved, and as many committed, timed at the end")
     parser.add_argument("--M", type=int, default=HnswParams.M)
     parser.add_argument("--ef-construction", type=int, default=HnswParams.ef_construction)
@@ -102,25 +123,22 @@ def main() -> None:
                         help="save each built index under this folder and load it on the next run (ef sweeps "
                              "at 1M without another 17-minute graph build)")
     args = parser.parse_args()
-    queries = clustered_unit_vectors(args.queries, args.dim, seed=99)
     for n in args.sizes:
         gc.collect()
-        vectors = clustered_unit_vectors(n, args.dim, seed=0)
+        vectors, queries = benchmark_set(args.data, n, args.dim, args.queries)
         truth, _ = exact_search(queries, vectors, 10)
         raw = vectors.nbytes
-        kept = args.keep / f"{n}-{args.dim}-M{args.M}-efc{args.ef_construction}" if args.keep else None
+        name = f"{n}-{args.dim}-M{args.M}-efc{args.ef_construction}"
+        kept = args.keep / (name if args.data == "isotropic" else f"{args.data}-{name}") if args.keep else None
         before = rss_bytes()
         start = time.perf_counter()
         if kept is not None and kept.is_dir():
             index, how = GalleryIndex.load(kept, verify=False), "loaded"
         else:
-            index = GalleryIndex(args.dim, "benchmark", params=HnswParams(M=args.M, ef_construction=args.ef_construction), capacity=n)
-            for lo in range(0, n, 50_000):
-                index.add_vectors(vectors[lo : lo + 50_000])
-            how = "build"
+            index, how = build_index(vectors, HnswParams(M=args.M, ef_construction=args.ef_construction)), "build"
         seconds = time.perf_counter() - start
         added = rss_bytes() - before
-        print(f"\n## {n:,} x {args.dim}-d (M={args.M}, ef_construction={args.ef_construction})")
+        print(f"\n## {n:,} x {args.dim}-d {args.data} (M={args.M}, ef_construction={args.ef_construction})")
         print(f"{how} {seconds:.1f} s ({n / seconds:,.0f} vectors/s); memory added {added / 2**20:,.0f} MiB "
               f"= {added / raw:.2f}x the raw float32 ({raw / 2**20:,.0f} MiB)", flush=True)
         if kept is not None and how == "build":
