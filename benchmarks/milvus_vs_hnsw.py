@@ -7,12 +7,15 @@
 Both stores are driven through the classes the app uses (GalleryIndex, MilvusIndex: add_vectors, save,
 search(vector=..., k=10)), with the same HNSW parameters (M=24, efConstruction=200, ef=96). Queries run one
 at a time from one thread, so latency includes each store's Python/client overhead (for Milvus Lite, a local
-gRPC round trip). Ground truth: exact cosine top-10 by brute force. Prints one JSON line per store.
+gRPC round trip). Ground truth: exact cosine top-10 by brute force. Memory: resident memory added, of this process
+and the processes it started (Milvus Lite's server), after the searches, against the raw float32 vectors (the
+hnswlib store's own figures after a fresh load are benchmarks/index_memory.py's). Prints one JSON line per store.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -29,9 +32,35 @@ from indexer.index import parse_store  # noqa: E402
 from scratch import disk_bytes  # noqa: E402
 
 
+def rss(pid: int | str = "self") -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child] + descendants(child)
+    return found
+
+
+def resident() -> int:
+    """Resident memory of this process and the processes it started (Milvus Lite's server is one)."""
+    return rss() + sum(rss(child) for child in descendants(os.getpid()))
+
+
 def measure(index, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, out: Path, k: int = 10,
             ready=lambda: None) -> dict:
     labels = [f"c{i % 50}" for i in range(len(vectors))]
+    before = resident()
     started = time.perf_counter()
     ids = []
     for start in range(0, len(vectors), 10_000):
@@ -55,11 +84,13 @@ def measure(index, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, 
     filtered_ms = (time.perf_counter() - t) / len(filtered) * 1e3
     assert all(h.label == "c7" for hits in filtered for h in hits)
     ms = np.asarray(latencies) * 1e3
+    memory = resident() - before  # after the searches: what serving the index holds
     return {"n": len(vectors), "dim": vectors.shape[1], "queries": len(queries),
             "add_s": round(added, 1), "build_s": round(built, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
             "qps_1_thread": round(1e3 / float(ms.mean()), 1), "label_filter_mean_ms": round(filtered_ms, 3),
-            "recall@10": round(recall_at_k(np.asarray(found), ids[truth]), 4), "disk_mb": round(disk_bytes(out) / 1e6, 1)}
+            "recall@10": round(recall_at_k(np.asarray(found), ids[truth]), 4), "disk_mb": round(disk_bytes(out) / 1e6, 1),
+            "memory_mb": round(memory / 2**20), "memory_x_raw": round(memory / vectors.nbytes, 2)}
 
 
 def main(argv=None) -> None:
@@ -80,6 +111,7 @@ def main(argv=None) -> None:
         vectors = clustered_unit_vectors(args.n, args.dim, clusters=100, seed=0)
         queries = clustered_unit_vectors(args.queries, args.dim, clusters=100, seed=1)
     truth, _ = exact_search(queries, vectors, 10)
+    import torch  # noqa: F401  (the hnswlib store's scans load it: loaded now, so only the index is counted)
     tmp = Path(tempfile.mkdtemp(prefix="twinsight-bench-"))
     params = HnswParams()
     try:
