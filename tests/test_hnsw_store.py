@@ -66,8 +66,12 @@ def test_metadata_that_disagrees_with_the_vectors_is_refused(tmp_path):
         GalleryIndex.load(path, verify=False)
 
 
-def test_a_vectors_file_holding_a_pickle_is_refused_without_unpickling(tmp_path):
-    """No pickle anywhere: an object array in vectors.npy (a crafted index, checksums skipped) is not loaded."""
+@pytest.mark.parametrize("name", ["vectors.npy", "hamming.npz"])
+def test_an_index_file_holding_a_pickle_is_refused_without_unpickling(tmp_path, name):
+    """No pickle anywhere: an object array in vectors.npy or hamming.npz (a crafted index, checksums skipped) is
+    refused, and never unpickled."""
+    from indexer.hamming import CodeKind
+
     marker = tmp_path / "pwned"
 
     class Exploit:
@@ -75,9 +79,69 @@ def test_a_vectors_file_holding_a_pickle_is_refused_without_unpickling(tmp_path)
             return (marker.write_text, ("code ran",))
 
     index = GalleryIndex(DIM, "test-model")
-    index.add_vectors(unit(np.random.default_rng(0), 1))
+    index.add_vectors(unit(np.random.default_rng(0), 16))
+    index.enable_hamming(CodeKind.ITQ, bits=4)
     path = index.save(tmp_path / "ix")
-    np.save(path / "vectors.npy", np.array([Exploit()], dtype=object), allow_pickle=True)
-    with pytest.raises(IndexFormatError, match=r"vectors\.npy is missing or damaged"):
+    payload = np.array([Exploit()], dtype=object)
+    if name == "vectors.npy":
+        np.save(path / name, payload, allow_pickle=True)
+    else:
+        np.savez(path / name, mean=payload, projection=payload)
+    with pytest.raises(ValueError, match="pickle" if name == "hamming.npz" else r"vectors\.npy is missing or damaged"):
         GalleryIndex.load(path, verify=False)
     assert not marker.exists()
+
+
+def test_a_reload_keeps_the_learned_hamming_projection(tmp_path):
+    """ITQ codes come from a projection learned on the items: a reload must use that one (hamming.npz), or the
+    codes of the items added after it would not be comparable with the stored ones."""
+    from indexer.hamming import CodeKind
+
+    index = GalleryIndex(DIM, "test-model")
+    vectors = unit(np.random.default_rng(0), 64)
+    index.add_vectors(vectors)
+    codec = index.enable_hamming(CodeKind.ITQ, bits=6)
+    again = GalleryIndex.load(index.save(tmp_path / "ix"))
+    np.testing.assert_array_equal(again.hamming.mean, codec.mean)
+    np.testing.assert_array_equal(again.hamming.projection, codec.projection)
+    for current in (index, again):
+        assert current.search(vector=vectors[9], k=1, metric="hamming")[0].id == 9
+
+
+def test_a_save_failing_after_the_swap_reports_its_own_error(tmp_path, monkeypatch):
+    """A failure after the new directory is in place (its fsync, say) is reported as itself, not as a
+    FileNotFoundError of the cleanup of a temp directory that was already renamed; the index saved is whole."""
+    from indexer.index import hnsw_files
+
+    index = GalleryIndex(DIM, "test-model")
+    index.add_vectors(unit(np.random.default_rng(0), 3))
+    replace_dir = hnsw_files.directory.replace_dir
+
+    def replace_then_fail(tmp, target):
+        replace_dir(tmp, target)
+        raise OSError("fsync failed")
+
+    monkeypatch.setattr(hnsw_files.directory, "replace_dir", replace_then_fail)
+    with pytest.raises(OSError, match="fsync failed"):
+        index.save(tmp_path / "ix")
+    assert len(GalleryIndex.load(tmp_path / "ix")) == 3
+
+
+def test_a_save_writes_the_added_images_and_releases_them(tmp_path, monkeypatch):
+    """After a save an added image is read from images/, not held in memory; an item deleted while the save
+    checksums its files (the save holds no lock then) does not fail the save."""
+    from indexer.index import hnsw_files
+
+    index = GalleryIndex(DIM, "test-model")
+    images = [Image.new("RGB", (4, 4), (i, i, i)) for i in (10, 20)]
+    kept, gone = index.add_vectors(unit(np.random.default_rng(0), 2), _images=images)
+    seal = hnsw_files.directory.seal
+
+    def seal_while_deleting(tmp, meta):
+        index.delete([gone])
+        return seal(tmp, meta)
+
+    monkeypatch.setattr(hnsw_files.directory, "seal", seal_while_deleting)
+    index.save(tmp_path / "ix")
+    assert index.store.pending_image(kept) is None
+    assert index.image(kept).getpixel((0, 0)) == (10, 10, 10)
