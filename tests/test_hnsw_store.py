@@ -2,6 +2,8 @@
 (benchmarks/mutation.py index, docs/TESTING.md) found no other test pinning."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -38,10 +40,11 @@ def test_deleting_an_added_image_releases_it():
 
 
 def test_a_reload_keeps_the_source_extra_and_hnsw_parameters_through_another_save(tmp_path):
-    """meta.json's source (what a build resumes from), extra (its progress) and graph parameters come back on
-    load, and a save of the loaded index writes them again (not the defaults of a new index)."""
+    """meta.json's source (what a build resumes from; a path in it is written as its string), extra (its progress)
+    and graph parameters come back on load, and a save of the loaded index writes them again (not the defaults of
+    a new index)."""
     params = HnswParams(M=8, ef_construction=40, ef=77, seed=5)
-    index = GalleryIndex(DIM, "test-model", params, source={"kind": "folder", "folder": "/photos"})
+    index = GalleryIndex(DIM, "test-model", params, source={"kind": "folder", "folder": Path("/photos")})
     index.extra["build"] = {"done": 3}
     index.add_vectors(unit(np.random.default_rng(0), 5))
     path = index.save(tmp_path / "ix")
@@ -145,3 +148,26 @@ def test_a_save_writes_the_added_images_and_releases_them(tmp_path, monkeypatch)
     index.save(tmp_path / "ix")
     assert index.store.pending_image(kept) is None
     assert index.image(kept).getpixel((0, 0)) == (10, 10, 10)
+
+
+def test_vectors_of_another_dimension_are_refused_naming_the_index():
+    index = GalleryIndex(DIM, "test-model")
+    with pytest.raises(ValueError, match=r"Vectors have dimension 4; this index holds 8-d vectors of test-model\."):
+        index.add_vectors(np.ones((2, 4), np.float32))
+    assert len(index) == 0
+
+
+def test_meta_json_records_what_the_index_format_documents(tmp_path):
+    """docs/INDEX.md: meta.json holds, among the rest, created/saved times, library versions, and `extra` written
+    as JSON (a path or a time in it as its string)."""
+    from datetime import datetime
+
+    from indexer.index import read_meta
+
+    index = GalleryIndex(DIM, "test-model")
+    index.extra["build"] = {"out": Path("/indexes/ix"), "at": datetime(2026, 1, 2, 3, 4, 5)}
+    index.add_vectors(unit(np.random.default_rng(0), 2))
+    meta = read_meta(index.save(tmp_path / "ix"))
+    assert datetime.fromisoformat(meta["saved"]) >= datetime.fromisoformat(meta["created"])
+    assert {"hnswlib", "numpy"} <= set(meta["versions"])
+    assert meta["extra"] == {"build": {"out": "/indexes/ix", "at": "2026-01-02 03:04:05"}}
