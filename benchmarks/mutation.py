@@ -67,10 +67,12 @@ TARGETS = {
     # callbacks, alone), against the bound tests on the tiny CLIP model (the corpus test and the effnet-backed
     # callback tests make each mutant minutes long).
     "demo": Target(("demo/gallery.py", "demo/classification.py", "demo/runtime.py"),
-                   ("tests/test_reliability_inputs.py::test_text_and_count_inputs_are_bounded",
-                    "tests/test_reliability_inputs.py::test_inputs_at_their_limits_are_accepted",
-                    "tests/test_demo_callbacks.py::test_bad_zero_shot_labels_are_friendly_errors",
-                    "tests/test_demo_callbacks.py::test_gallery_bad_inputs_are_friendly"),
+                   tuple(f"tests/test_reliability_inputs.py::test_{name}" for name in (
+                       "text_and_count_inputs_are_bounded", "inputs_at_their_limits_are_accepted",
+                       "shapes_only_api_callers_send_are_read_as_meant"))
+                   + tuple(f"tests/test_demo_callbacks.py::test_{name}" for name in (
+                       "bad_zero_shot_labels_are_friendly_errors", "gallery_bad_inputs_are_friendly",
+                       "zero_shot_labels_are_split_on_commas_and_new_lines_and_kept_once_in_order")),
                    ("demo.gallery.x__filter__mutmut_*", "demo.gallery.x__read_uploads__mutmut_*",
                     "demo.classification.x_parse_labels__mutmut_*", "demo.runtime.x_bounded_int__mutmut_*")),
 }
