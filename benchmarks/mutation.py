@@ -10,7 +10,8 @@ not a test dependency: install it beside the project, not into the app's require
 (or `pip install mutmut==3.8.1` into a dev venv and drop the PYTHONPATH). Each target runs in its own scratch
 copy of the repository (mutmut works in the current directory and writes `mutants/` there), with a setup.cfg
 written by this script, so the repository gets no mutmut config or files. The survivors' diffs are printed;
-`--keep` leaves the scratch directory for `python -m mutmut show NAME` / `browse` inside it.
+`--keep` leaves the scratch directory for `python -m mutmut show NAME` / `browse` inside it; `--only NAME...`
+reruns those mutants of one target (the survivors, after adding tests).
 """
 from __future__ import annotations
 
