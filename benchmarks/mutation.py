@@ -10,7 +10,8 @@ not a test dependency: install it beside the project, not into the app's require
 (or `pip install mutmut==3.8.1` into a dev venv and drop the PYTHONPATH). Each target runs in its own scratch
 copy of the repository (mutmut works in the current directory and writes `mutants/` there), with a setup.cfg
 written by this script, so the repository gets no mutmut config or files. The survivors' diffs are printed;
-`--keep` leaves the scratch directory for `python -m mutmut show NAME` / `browse` inside it.
+`--keep` leaves the scratch directory for `python -m mutmut show NAME` / `browse` inside it; `--only NAME...`
+reruns those mutants of one target (the survivors, after adding tests).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,21 +43,52 @@ TARGETS = {
                      tuple(f"indexer.verify.xǁVerifierǁ{name}__mutmut_*" for name in ("_verdict", "_distances", "distance"))),
     "calibration": Target(("indexer/calibration.py",), ("tests/test_calibration.py", "tests/test_calibration_properties.py")),
     "journal": Target(("indexer/index/journal.py",), ("tests/test_journal.py", "tests/test_journal_properties.py")),
-    # The hnswlib store's add / delete / save themselves, against the journal tests (which add, delete, save,
-    # commit and reload in every combination); test_index.py's model-backed tests make each mutant too slow to run.
-    "index": Target(("indexer/index/hnsw.py", "indexer/index/table.py"),
-                    ("tests/test_journal.py", "tests/test_journal_properties.py"),
+    # The hnswlib store's add / delete / save / load and the item table's columns, against the model-free tests that
+    # add, delete, save, commit, reload and damage an index (test_index.py's and the conformance suite's
+    # model-backed tests make each mutant too slow to run).
+    "index": Target(("indexer/index/hnsw.py", "indexer/index/table.py", "indexer/index/hnsw_files.py"),
+                    ("tests/test_journal.py", "tests/test_journal_properties.py", "tests/test_hnsw_store.py")
+                    + tuple(f"tests/test_index.py::test_{name}" for name in (
+                        "image_never_opens_paths_outside_the_index", "capacity_grows_on_demand",
+                        "model_or_dimension_mismatch_is_refused", "crash_mid_save_leaves_previous_index_loadable",
+                        "ef_is_reapplied_after_load", "exact_search_stays_exact_with_the_float16_scan_copy",
+                        "concurrent_search_while_adding"))
+                    + tuple(f"tests/test_store_conformance.py::test_{name}" for name in (
+                        "add_get_and_search_finds_each_item_first[hnsw]", "delete[hnsw]",
+                        "label_filter_finds_rare_labels[hnsw]", "reload_keeps_items_and_records_the_store[hnsw]",
+                        "concurrent_search_and_add[hnsw]", "opening_with_another_model_or_dimension_is_refused[hnsw-both]"))
+                    + tuple(f"tests/test_reliability_inputs.py::test_damaged_index_{name}" for name in (
+                        "directory_is_a_clear_index_format_error", "without_checksum_verification_is_still_a_clear_error")),
                     tuple(f"indexer.index.hnsw.xǁHnswStoreǁ{name}__mutmut_*" for name in
-                          ("add_vectors", "delete", "_remove", "save"))
-                    + ("indexer.index.table.xǁItemTableǁremove__mutmut_*",)),
-    "demo": Target(("demo/gallery.py", "demo/pairwise.py", "demo/classification.py"),
-                   ("tests/test_reliability_inputs.py", "tests/test_demo_callbacks.py"),
-                   tuple(f"demo.{name}__mutmut_*" for name in
-                         ("gallery.x_search", "gallery.x_similar", "gallery.x_add_images", "gallery.x__filter",
-                          "pairwise.x_enrol_and_compare", "pairwise.x_compare", "classification.x_classify",
-                          "classification.x_parse_labels"))),
+                          ("add_vectors", "_insert", "delete", "_remove", "save", "load"))
+                    + tuple(f"indexer.index.table.xǁItemTableǁ{name}__mutmut_*" for name in ("reserve", "append", "remove"))
+                    + tuple(f"indexer.index.hnsw_files.xǁHnswFilesǁ{name}__mutmut_*" for name in ("save", "_save", "_write_state"))
+                    + ("indexer.index.hnsw_files.x_load_hnsw__mutmut_*",)),
+    # The input bounds of the tabs: the checks outside the callbacks (mutmut leaves decorated functions, the
+    # callbacks, alone), against the bound tests on the tiny CLIP model (the corpus test and the effnet-backed
+    # callback tests make each mutant minutes long).
+    "demo": Target(("demo/gallery.py", "demo/classification.py", "demo/runtime.py"),
+                   tuple(f"tests/test_reliability_inputs.py::test_{name}" for name in (
+                       "text_and_count_inputs_are_bounded", "inputs_at_their_limits_are_accepted",
+                       "shapes_only_api_callers_send_are_read_as_meant"))
+                   + tuple(f"tests/test_demo_callbacks.py::test_{name}" for name in (
+                       "bad_zero_shot_labels_are_friendly_errors", "gallery_bad_inputs_are_friendly",
+                       "zero_shot_labels_are_split_on_commas_and_new_lines_and_kept_once_in_order")),
+                   ("demo.gallery.x__filter__mutmut_*", "demo.gallery.x__read_uploads__mutmut_*",
+                    "demo.classification.x_parse_labels__mutmut_*", "demo.runtime.x_bounded_int__mutmut_*")),
 }
 COPY = ("indexer", "demo", "tests", "benchmarks", "assets", "app.py", "README.md", "requirements.txt")
+
+
+# Appended to the scratch copy's tests/conftest.py. mutmut runs the tests in its `mutants/` directory, so a mutant
+# that writes to the working directory (a save() that falls back to ".") would replace mutmut's own files; each test
+# runs in an empty directory of its own instead.
+CWD_GUARD = """
+
+@pytest.fixture(autouse=True)
+def _mutation_scratch_cwd(tmp_path_factory, monkeypatch):
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+"""
 
 
 def _config(target: Target) -> str:
@@ -84,6 +116,8 @@ def _scratch(name: str, target: Target, base: Path) -> Path:
         elif source.is_file():
             shutil.copy2(source, where / item)
     (where / "setup.cfg").write_text(_config(target))
+    with open(where / "tests" / "conftest.py", "a") as conftest:
+        conftest.write(CWD_GUARD)
     return where
 
 
@@ -132,15 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("targets", nargs="*", default=list(TARGETS), choices=list(TARGETS) + [[]])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "twinsight-mutation")
-    parser.add_argument("--children", type=int, default=2, help="mutants tested at once")
+    parser.add_argument("--children", type=int, default=1, help="mutants tested at once (each is CPU-bound)")
+    parser.add_argument("--only", nargs="+", metavar="MUTANT", help="of one target, only these mutants (names or "
+                        "patterns, as printed): rerun the survivors after adding tests")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copies (for mutmut show/browse)")
     args = parser.parse_args(argv)
     try:
         import mutmut  # noqa: F401
     except ImportError:
         raise SystemExit("mutmut is not installed: see this script's docstring.") from None
-    for name in args.targets or list(TARGETS):
-        run(name, TARGETS[name], args.workdir, args.children)
+    targets = args.targets or list(TARGETS)
+    if args.only and len(targets) != 1:
+        parser.error("--only needs exactly one target")
+    for name in targets:
+        target = replace(TARGETS[name], functions=tuple(args.only)) if args.only else TARGETS[name]
+        run(name, target, args.workdir, args.children)
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
     return 0

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from demo import classification, gallery, pairwise, runtime
-from indexer import build_index
+from indexer import build_index, load_image
 from tiny_models import make_gallery_images
 
 
@@ -50,6 +50,10 @@ def test_bad_zero_shot_labels_are_friendly_errors(use_model, tiny_clip_spec, ima
     use_model(tiny_clip_spec)
     with pytest.raises(gr.Error, match=message):
         classification.classify(image_files["chelsea"], classification.Source.ZERO_SHOT.value, labels, "a {}", 5)
+
+
+def test_zero_shot_labels_are_split_on_commas_and_new_lines_and_kept_once_in_order():
+    assert classification.parse_labels("cat\ndog, cat ,, car\n") == ["cat", "dog", "car"]
 
 
 def test_unreadable_upload_is_a_friendly_error(use_model, tmp_path):
@@ -190,12 +194,20 @@ def test_gallery_add_is_searchable_at_once_and_kept_on_disk(small_gallery, tmp_p
 def test_gallery_bad_inputs_are_friendly(small_gallery, tmp_path):
     with pytest.raises(gr.Error, match="Drop an image"):
         gallery.search(None, "  ", 3)
-    with pytest.raises(gr.Error, match="Choose one or more"):
+    with pytest.raises(gr.Error) as refused:
         gallery.add_images([], "")
-    bad = tmp_path / "bad.png"
+    assert refused.value.message.startswith("Choose one or more image files to add")
+    bad, worse = tmp_path / "bad.png", tmp_path / "worse.jpg"
     bad.write_text("nope")
-    with pytest.raises(gr.Error, match="could be read"):
-        gallery.add_images([str(bad)], "")
+    worse.write_bytes(b"\xff\xd8 not a jpeg")
+    reasons = []
+    for path in (bad, worse):
+        with pytest.raises(ValueError) as unreadable:
+            load_image(str(path))
+        reasons.append(str(unreadable.value))
+    with pytest.raises(gr.Error) as refused:  # each file's own reason, in order
+        gallery.add_images([str(bad), str(worse)], "")
+    assert refused.value.message == "None of the files could be read: " + " ".join(reasons)
     with pytest.raises(gr.Error, match="not in the gallery"):
         gallery.similar(10_000, 3)
 

@@ -173,12 +173,18 @@ def test_image_never_opens_paths_outside_the_index(tmp_path):
 
 
 def test_capacity_grows_on_demand():
+    """Adding past the capacity doubles it (a constant cost per addition, at most twice the memory needed); a
+    batch larger than that gets what it needs; an index filled exactly to its capacity does not grow."""
     index = GalleryIndex(8, "m", capacity=16)
     start = index.capacity
-    vectors = np.random.default_rng(0).normal(size=(start + 10, 8))
-    index.add_vectors(vectors)
-    assert len(index) == start + 10 and index.capacity >= start + 10
-    assert index.search(vector=vectors[-1], k=1, exact=False)[0].id == start + 9
+    vectors = np.random.default_rng(0).normal(size=(4 * start + 1, 8))
+    index.add_vectors(vectors[:start])
+    assert index.capacity == start
+    index.add_vectors(vectors[start:start + 1])
+    assert index.capacity == 2 * start
+    index.add_vectors(vectors[start + 1:])
+    assert len(index) == 4 * start + 1 and index.capacity == 4 * start + 1
+    assert index.search(vector=vectors[-1], k=1, exact=False)[0].id == 4 * start
 
 
 # -- persistence ------------------------------------------------------------------------------------------

@@ -153,10 +153,14 @@ BOUNDED = {
     "long-label": (lambda p: gallery.add_images([p], "l" * 101), r"label is over 100 characters"),
     "too-many-references": (lambda p: pairwise.enrol_and_compare([p] * 21, p, "general"),
                             r"21 references given; use at most 20"),
-    "infinite-item-id": (lambda p: gallery.similar(float("inf"), 3), r"gallery item id must be a whole number"),
-    "huge-item-id": (lambda p: gallery.similar(2**70, 3), r"gallery item id must be from 0 to"),
-    "negative-item-id": (lambda p: gallery.similar(-1, 3), r"gallery item id must be from 0 to"),
-    "absurd-k": (lambda p: gallery.search(p, "", 10_000), r"number of results must be from 1 to 32"),
+    "infinite-item-id": (lambda p: gallery.similar(float("inf"), 3), r"gallery item id must be a whole number from 0 "
+                         r"to \d+; got 'inf'\."),
+    "long-non-number-k": (lambda p: gallery.search(p, "", "k" * 100), r"number of results must be a whole number "
+                          r"from 1 to 32; got 'k{40}'\."),  # what was given, cut to 40 characters
+    "huge-item-id": (lambda p: gallery.similar(2**70, 3), r"gallery item id must be from 0 to \d+; got a huge number\."),
+    "negative-item-id": (lambda p: gallery.similar(-1, 3), r"gallery item id must be from 0 to \d+; got -1\."),
+    "absurd-k": (lambda p: gallery.search(p, "", 10_000), r"number of results must be from 1 to 32; got 10000\."),
+    "trillion-k": (lambda p: gallery.search(p, "", 10**12), r"must be from 1 to 32; got a huge number\."),  # not echoed
     "zero-k": (lambda p: gallery.similar(0, 0), r"number of results must be from 1 to 32"),
     "too-many-filter-labels": (lambda p: gallery.search(p, "", 3, [f"label {i}" for i in range(101)]),
                                r"Filter on at most 100 labels"),
@@ -180,7 +184,7 @@ def test_inputs_at_their_limits_are_accepted(app_state, photo):
     """Each bound is inclusive: the largest allowed value gives a result, not a refusal."""
     scores, _ = classification.classify(photo, ZERO_SHOT, _labels(100), "a photo of a {}" + "." * 185, 10)
     assert len(scores) == 10
-    assert len(classification.classify(photo, ZERO_SHOT, "cat," * 499 + "c", "a {}", 1)[0]) == 1  # 1,996 chars
+    assert len(classification.classify(photo, ZERO_SHOT, "cat," * 499 + "cats", "a {}", 1)[0]) == 1  # 2,000 chars
     assert len(gallery.search(None, "q" * 500, 32)[2]) == 12  # k above the gallery's size: all of it
     assert len(gallery.search(photo, "", 1, [f"l{i}" for i in range(99)] + ["f" * 100])[2]) == 0  # no such labels
     message, _ = gallery.add_images([photo] * 50, "l" * 100)
@@ -188,6 +192,17 @@ def test_inputs_at_their_limits_are_accepted(app_state, photo):
     result = pairwise.enrol_and_compare([photo] * 20, photo, "general")
     assert result[1] == pytest.approx(0.0, abs=1e-3)
     assert len(gallery.similar(61, 1)[1]) == 1  # (summary, hits)
+
+
+def test_shapes_only_api_callers_send_are_read_as_meant(app_state, photo):
+    """The page sends a list of filter labels and a label box that may be blank; an API caller may send one
+    label as a string (a filter on that label) and an empty or blank label (the images are added unlabelled)."""
+    label = app_state.labels()[0]
+    _, _, shown = gallery.search(photo, "", 32, label)
+    assert sorted(hit["id"] for hit in shown) == sorted(i for i in app_state.ids if app_state.get(i).label == label)
+    for blank in ("", "   "):
+        message, _ = gallery.add_images([photo], blank)
+        assert "unlabelled" in message and app_state.get(max(app_state.ids)).label is None
 
 
 # -- library-level bad inputs -------------------------------------------------------------------------------
@@ -204,11 +219,13 @@ def test_dataset_without_an_image_column_is_a_clear_error(tmp_path, tiny_clip):
 
 
 @pytest.fixture
-def saved_index(tmp_path, tiny_clip):
-    """20 vectors and one image stored inside the index (images/), saved."""
-    index = GalleryIndex(tiny_clip.dim, tiny_clip.name, embedder=tiny_clip)
-    index.add_vectors(np.random.default_rng(0).normal(size=(20, tiny_clip.dim)).astype(np.float32), labels=["a"] * 20)
-    index.add([Image.new("RGB", (8, 8), (9, 9, 9))])
+def saved_index(tmp_path):
+    """20 vectors and one image stored inside the index (images/), saved. No model: opening checks the files only
+    (and the mutation run of the index target runs these tests against every mutant)."""
+    index = GalleryIndex(32, "open_clip:tiny-test")
+    vectors = np.random.default_rng(0).normal(size=(21, 32)).astype(np.float32)
+    index.add_vectors(vectors[:20], labels=["a"] * 20)
+    index.add_vectors(vectors[20:], _images=[Image.new("RGB", (8, 8), (9, 9, 9))])
     return index.save(tmp_path / "ix")
 
 
@@ -246,7 +263,8 @@ def test_damaged_index_directory_is_a_clear_index_format_error(saved_index, dama
 def test_damaged_index_without_checksum_verification_is_still_a_clear_error(saved_index):
     """verify=False skips the checksums; a damaged file must still be an IndexFormatError, not a crash."""
     (saved_index / "vectors.npy").write_bytes(b"\x93NUMPY garbage")
-    with pytest.raises(IndexFormatError, match=r"vectors\.npy is missing or damaged.*rebuild"):
+    with pytest.raises(IndexFormatError, match=r"vectors\.npy is missing or damaged \(ValueError: .+\); rebuild the "
+                                               rf"index with `python -m indexer build \.\.\. --out {saved_index}`"):
         GalleryIndex.load(saved_index, verify=False)
 
 
