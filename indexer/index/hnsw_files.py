@@ -290,6 +290,9 @@ def load_hnsw(cls: type, path: Path, meta: dict, *, ef: int | None = None, verif
                                f"index with `python -m indexer build ... --out {path}`.") from None
     index._hnsw.set_ef(params.ef)  # ef is not stored in the hnswlib file
     table = index._table
+    if len(table.vectors) != table.count:
+        raise IndexFormatError(f"{path}: vectors ({len(table.vectors)}) and metadata ({table.count}) disagree; "
+                               "rebuild the index.")
     if table.count != meta["count"]:
         raise IndexFormatError(f"{path}: {table.count} items where meta.json says {meta['count']}; rebuild the index.")
     index._next_id = int(meta["next_id"])

@@ -200,9 +200,7 @@ class ItemTable:
         """Fill an empty table from a saved index: metadata.parquet (id, row, label, source, added) and the scan
         copy mapped from its vectors.npy (read into memory instead if `in_memory`)."""
         self.vectors.map(vectors_file, in_memory)
-        n = metadata.num_rows
-        if len(self.vectors) != n:
-            raise ValueError(f"{vectors_file.name} holds {len(self.vectors)} vectors and the metadata {n} items")
+        n = metadata.num_rows  # the caller checks that len(self.vectors) matches
         self.reserve(n)
         self._ids[:n] = metadata.column("id").to_numpy()
         self._rows[:n] = metadata.column("row").fill_null(NO_ROW).to_numpy()
