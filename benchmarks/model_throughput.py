@@ -199,10 +199,13 @@ def int8_check(key: str, batches: list[int], rounds: int, repeats: int) -> None:
     `embed_pixels` with the app's two streams), alternated `rounds` times per batch: medians (min-max) of images/s;
     then each one's agreement with fp32 on 200 real-photo crops."""
     spec = MODELS[key]()
-    embedders = {}
+    embedders, load = {}, {}
     for name in ("fp32", "bf16", "int8"):
         torch.manual_seed(0)  # the same random ViT weights in all three, so their agreement is a numerics check
+        start = time.perf_counter()  # loading, quantizing (int8) and tracing
         embedders[name] = plain_fp32(spec) if name == "fp32" else create_embedder(spec, device="cpu", precision=name)
+        load[name] = time.perf_counter() - start
+    print(f"|   load {key} | " + " | ".join(f"{name} {seconds:.1f} s" for name, seconds in load.items()) + " |", flush=True)
     for batch in batches:
         rates = {name: [] for name in embedders}
         for name, embedder in embedders.items():

@@ -87,3 +87,21 @@ def test_int8_uses_auto_float_dtype_and_refuses_fine_tuning(tiny_clip_spec):
     assert int8.dtype == pick_dtype(torch.device("cpu"), "auto")  # norms, attention scores and the text tower
     with pytest.raises(CapabilityError, match="TWINSIGHT_PRECISION=auto"):
         int8.top_module(1)
+
+
+@needs_int8
+def test_int8_effnet_runs_its_convolutions_in_int8_and_agrees_with_fp32(photos):
+    """The real EfficientNet-Lite0 (weights ship in a package): int8 convolutions, not only the classifier."""
+    from indexer.models.effnet_int8 import Int8Conv
+
+    full = create_embedder("effnet-lite0", device="cpu", precision="fp32")
+    int8 = create_embedder("effnet-lite0", device="cpu", precision="int8")
+    assert int8.int8 and "int8" in int8.description and "_image_features" in int8.traced.graphs
+    quantized = [m for m in int8.model.int8_features.modules() if isinstance(m, Int8Conv)]
+    assert len(quantized) == 40  # all but the stem's and the first two stages' 9 of 49
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in int8.model.int8_features.blocks.modules())
+    images = list(photos.values())
+    a, b = full.encode_images(images), int8.encode_images(images)
+    assert b.dtype == np.float32 and (a * b).sum(1).min() >= 0.99
+    top = [[p[0].label for p in embedder.classify(images[:2])] for embedder in (full, int8)]  # the cat, the espresso
+    assert top[0] == top[1]

@@ -92,7 +92,19 @@ class EfficientNetLite0Embedder(Embedder):
     def preprocess(self, image):
         return self._transform(image)
 
+    def use_int8(self) -> None:
+        """int8 convolutions (models/effnet_int8.py): Linear-only int8 would leave every convolution in float. The
+        int8 forward is a submodule of the model, so the traced forward shares its weights."""
+        from .effnet_int8 import Int8Features, calibration_images
+
+        pixels = torch.stack([self.preprocess(image) for image in calibration_images()])
+        self.model.int8_features = self.streams.call(lambda: Int8Features(self.model, pixels))
+        self.int8 = True
+        self._prepare_forward()
+
     def _image_features(self, pixels):
+        if self.int8:
+            return self.model.int8_features(pixels)
         return self.model.forward_head(self.model.forward_features(pixels), pre_logits=True)
 
     fine_tune_max_blocks = 7  # timm's blocks are the 7 stages
@@ -106,4 +118,6 @@ class EfficientNetLite0Embedder(Embedder):
         return top.requires_grad_(True)
 
     def _logits(self, pixels):
+        if self.int8:
+            return self.model.classifier(self._image_features(pixels))
         return self.model(pixels)
