@@ -64,6 +64,17 @@ TARGETS = {
                     + tuple(f"indexer.index.table.xǁItemTableǁ{name}__mutmut_*" for name in ("reserve", "append", "remove"))
                     + tuple(f"indexer.index.hnsw_files.xǁHnswFilesǁ{name}__mutmut_*" for name in ("save", "_save", "_write_state"))
                     + ("indexer.index.hnsw_files.x_load_hnsw__mutmut_*",)),
+    # The item table and the memory-mapped scan copy (docs/BENCHMARKS.md, 10): every column's append, swap-remove,
+    # save and load, against the model-free tests that compare a mapped index with one that never touched a file.
+    "table": Target(("indexer/index/table.py", "indexer/index/scan_copy.py"),
+                    ("tests/test_scan_copy.py", "tests/test_hnsw_store.py", "tests/test_journal.py",
+                     "tests/test_journal_properties.py"),
+                    tuple(f"indexer.index.table.xǁ{cls}ǁ{name}__mutmut_*" for cls, names in (
+                        ("Positions", ("__contains__", "__getitem__", "of", "set", "pop")),
+                        ("ItemTable", ("pos", "row", "label", "added", "item", "hit", "columns", "distinct_labels",
+                                       "filter_positions", "_code", "reserve", "append", "remove", "load", "arrow")))
+                          for name in names)
+                    + ("indexer.index.table.x__grown__mutmut_*", "indexer.index.scan_copy.xǁScanCopyǁ*")),
     # The input bounds of the tabs: the checks outside the callbacks (mutmut leaves decorated functions, the
     # callbacks, alone), against the bound tests on the tiny CLIP model (the corpus test and the effnet-backed
     # callback tests make each mutant minutes long).
