@@ -107,7 +107,9 @@ def build(size: int, dim: int, out: Path) -> Path:
 def measure(index_dir: Path, queries: Path, layout: str, repo: Path) -> dict:
     env = dict(os.environ, TWINSIGHT_SCAN_COPY=layout, PYTHONPATH=str(repo), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     done = subprocess.run([sys.executable, "-c", MEASURE, str(index_dir), str(queries), "c7"], env=env, cwd=repo,
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"the measuring process failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
