@@ -57,7 +57,7 @@ from indexer.index import GalleryIndex
 # (torch, pyarrow, hnswlib): only the index itself is counted.
 with tempfile.TemporaryDirectory() as tiny:
     warm = GalleryIndex(queries.shape[1], "warm-up")
-    warm.add_vectors(queries[:50], labels=["c7"] * 50)
+    warm.add_vectors(queries[:50], labels=["c7"] * len(queries[:50]))
     warm.save(tiny)
     warm = GalleryIndex.load(tiny, verify=False)
     for options in ({"exact": True}, {"label_filter": label}, {}):
