@@ -49,7 +49,7 @@ def evict(path):  # drop the file's pages from the page cache: the next scan rea
         os.close(fd)
 
 index_dir, queries_file, label = sys.argv[1], sys.argv[2], sys.argv[3]
-queries = np.load(queries_file)
+queries = np.load(queries_file, allow_pickle=False)
 import tempfile
 from indexer.index import GalleryIndex
 

@@ -163,10 +163,10 @@ def load_set(n: int, dim: int, queries: int, cache: Path = CACHE) -> tuple[np.nd
     gallery_path, queries_path = set_paths(n, dim, cache)
     if not gallery_path.exists():
         make_set(n, dim, cache)
-    held_out = np.load(queries_path)
+    held_out = np.load(queries_path, allow_pickle=False)
     if queries > len(held_out):
         raise SystemExit(f"{queries_path} holds {len(held_out)} queries; ask for fewer")
-    return np.load(gallery_path), held_out[:queries]
+    return np.load(gallery_path, allow_pickle=False), held_out[:queries]
 
 
 def main() -> None:

@@ -134,7 +134,7 @@ def embed_all(sources: list[Source], cache: Path, batch: int, limit: int | None)
 
 def cached_rows(folder: Path, i: int) -> int:
     path = folder / f"chunk-{i:05d}.npy"
-    return len(np.load(path, mmap_mode="r")) if path.exists() else -1
+    return len(np.load(path, mmap_mode="r", allow_pickle=False)) if path.exists() else -1
 
 
 def check_manifest(folder: Path, sources: list[Source], views: int) -> None:
@@ -167,7 +167,7 @@ def load_real(cache: Path = CACHE, prefix: bool = False) -> tuple[np.ndarray, np
     have = next((i for i in chunks if cached_rows(folder, i) < 0), len(chunks))
     if have < len(chunks) and not prefix:
         raise SystemExit(f"{folder} is incomplete ({have}/{len(chunks)} chunks): rerun benchmarks/realistic_embed.py (it resumes)")
-    vectors = np.concatenate([np.load(folder / f"chunk-{i:05d}.npy") for i in range(have)])
+    vectors = np.concatenate([np.load(folder / f"chunk-{i:05d}.npy", allow_pickle=False) for i in range(have)])
     return vectors, np.array([s for s, _ in todo[: len(vectors)]], dtype=np.int32), [s.kind for s in sources]
 
 
