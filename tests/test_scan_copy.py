@@ -175,3 +175,23 @@ def test_scan_copy_auto_reads_into_memory_on_windows_only(tmp_path, monkeypatch)
     assert hnsw_files._scan_copy_in_memory()
     monkeypatch.setenv("TWINSIGHT_SCAN_COPY", "mapped")
     assert not hnsw_files._scan_copy_in_memory()
+
+
+def test_hits_carry_the_label_source_and_row_each_item_was_added_with(tmp_path):
+    vectors = clustered_unit_vectors(300, 16, seed=8)
+    index = GalleryIndex(16, "vectors")
+    index.add_vectors(vectors, labels=[f"l{i % 7}" if i % 4 else None for i in range(300)],
+                      sources=[f"folder:{i}.png" for i in range(300)], rows=[i * 2 if i % 3 else None for i in range(300)])
+    index.save(tmp_path / "ix")
+    for loaded in (index, GalleryIndex.load(tmp_path / "ix")):
+        for options in ({"exact": True}, {"exact": False}, {"label_filter": "l3"}):
+            hits = loaded.search(vector=vectors[21], k=5, **options)
+            assert hits
+            for h in hits:
+                assert h.label == (f"l{h.id % 7}" if h.id % 4 else None)
+                assert h.source == f"folder:{h.id}.png" and h.row == (h.id * 2 if h.id % 3 else None)
+
+
+def test_an_empty_scan_copy_has_no_rows_of_the_right_shape():
+    empty = ScanCopy(6).all_rows()
+    assert empty.shape == (0, 6) and empty.dtype == np.float16

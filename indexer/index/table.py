@@ -119,9 +119,8 @@ class ItemTable:
     def hit(self, pos: int, score: float) -> SearchHit:
         return SearchHit(int(self._ids[pos]), float(score), self.label(pos), self.sources[pos], self.row(pos))
 
-    def columns(self, positions: Sequence[int] | None = None) -> dict[str, list]:
-        """rows, labels, sources and added (datetimes) of these positions (default: all), as lists."""
-        positions = range(self.count) if positions is None else positions
+    def columns(self, positions: Sequence[int]) -> dict[str, list]:
+        """rows, labels, sources and added (datetimes) of these positions, as lists (a journal record's header)."""
         return {"rows": [self.row(p) for p in positions], "labels": [self.label(p) for p in positions],
                 "sources": [self.sources[p] for p in positions], "added": [self.added(p) for p in positions]}
 
