@@ -39,6 +39,7 @@ def test_a_loaded_index_scans_its_saved_vectors_in_place_and_answers_as_the_buil
     loaded = GalleryIndex.load(tmp_path / "ix")
     copy = loaded.store._table.vectors
     assert copy.mapped_rows == len(loaded) == len(built) and copy.memory_bytes() == 0
+    assert copy.mapped_file == str(tmp_path / "ix" / "vectors.npy")  # a map of the file, not a copy in memory
     for name, options in [("exact", {"exact": True}), ("filtered", {"label_filter": ["c3", "c4"]}), ("graph", {"exact": False})]:
         assert answers(loaded, queries, **options) == expected[name], name
     assert [loaded.get(i) for i in loaded.ids] == [built.get(i) for i in built.ids]  # every column round-trips
@@ -114,6 +115,7 @@ def test_scan_copy_rows_read_across_the_mapped_and_in_memory_parts(tmp_path):
     expected = np.concatenate([rows[:2], rows[9:10], rows[3:9]])
     np.testing.assert_array_equal(copy.all_rows(), expected)
     np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), rows[:6])  # the file is untouched
+    assert copy.mapped_file == str(tmp_path / "v.npy")
     for _ in range(5):
         copy.pop()
     assert copy.mapped_rows == 4 and len(copy) == 4  # popping into the mapped part drops the in-memory rows
@@ -157,7 +159,7 @@ def test_scan_copy_memory_setting_reads_the_saved_vectors_into_ram(tmp_path, mon
     assert index.store._table.vectors.mapped_rows == 0  # not re-mapped after the save
     loaded = GalleryIndex.load(tmp_path / "ix")
     copy = loaded.store._table.vectors
-    assert copy.mapped_rows == 0 and copy.memory_bytes() == 400 * 16 * 2
+    assert copy.mapped_rows == 0 and copy.memory_bytes() == 400 * 16 * 2 and copy.mapped_file is None
     q = vectors[7] + 0.01
     assert [h.id for h in loaded.search(vector=q, k=5, exact=True)] == [h.id for h in index.search(vector=q, k=5, exact=True)]
     monkeypatch.setenv("TWINSIGHT_SCAN_COPY", "disk")
@@ -186,7 +188,11 @@ def test_hits_carry_the_label_source_and_row_each_item_was_added_with(tmp_path):
     for loaded in (index, GalleryIndex.load(tmp_path / "ix")):
         for options in ({"exact": True}, {"exact": False}, {"label_filter": "l3"}):
             hits = loaded.search(vector=vectors[21], k=5, **options)
-            assert hits
+            assert len(hits) == 5
+            if "label_filter" in options:  # exactly the best five of that label
+                l3 = np.array([i for i in range(300) if i % 4 and i % 7 == 3])
+                best = l3[exact_search(vectors[21:22], vectors[l3], 5)[0][0]]
+                assert [h.id for h in hits] == list(best) and {h.label for h in hits} == {"l3"}
             for h in hits:
                 assert h.label == (f"l{h.id % 7}" if h.id % 4 else None)
                 assert h.source == f"folder:{h.id}.png" and h.row == (h.id * 2 if h.id % 3 else None)

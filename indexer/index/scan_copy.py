@@ -38,6 +38,12 @@ class ScanCopy:
         """How many rows are read from the mapped save (the rest are in memory)."""
         return min(len(self._mapped), self.count)
 
+    @property
+    def mapped_file(self) -> str | None:
+        """The file the mapped rows are read from (None: every row is in memory)."""
+        name = getattr(self._mapped, "filename", None) if self.mapped_rows else None
+        return None if name is None else str(name)
+
     def memory_bytes(self) -> int:
         """Bytes this copy holds in the process's memory (the tail's capacity); mapped rows are not counted."""
         return self._tail.nbytes

@@ -195,7 +195,7 @@ class ItemTable:
         self.count -= 1
         return True
 
-    def load(self, metadata: pa.Table, vectors_file: Path, in_memory: bool = False) -> None:
+    def load(self, metadata: pa.Table, vectors_file: Path, in_memory: bool) -> None:
         """Fill an empty table from a saved index: metadata.parquet (id, row, label, source, added) and the scan
         copy mapped from its vectors.npy (read into memory instead if `in_memory`)."""
         self.vectors.map(vectors_file, in_memory)
