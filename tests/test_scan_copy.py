@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import indexer.index.directory as directory
@@ -137,7 +138,18 @@ def test_positions_refuse_ids_they_never_gave():
     np.testing.assert_array_equal(positions.of(np.array([5, 0])), [2, 0])
 
 
-def test_item_table_columns_keep_none_rows_and_labels_and_utc_times():
+@pytest.fixture
+def tokyo(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")  # a local zone that is not UTC: times must be stored as UTC instants
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_item_table_columns_keep_none_rows_and_labels_and_utc_times(tokyo):
     from datetime import datetime, timedelta, timezone
 
     table = ItemTable(2)
@@ -148,6 +160,10 @@ def test_item_table_columns_keep_none_rows_and_labels_and_utc_times():
     assert table.item(1).added.tzinfo == timezone.utc
     assert table.arrow().column("row").to_pylist() == [None, 7]
     assert table.arrow().column("label").to_pylist() == [None, "cat"]
+    assert table.arrow().schema.field("added").type == pa.timestamp("us", tz="UTC")  # as docs/INDEX.md says
+    assert table.arrow().column("added").to_pylist()[1] == when
+    with pytest.raises(KeyError, match=r"No item with id 99 in this index \(2 items\)"):
+        table.pos(99)
 
 
 def test_scan_copy_memory_setting_reads_the_saved_vectors_into_ram(tmp_path, monkeypatch):
