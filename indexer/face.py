@@ -1,7 +1,8 @@
 """Face pipeline: dlib detection, 5-point alignment, and the ResNet 128-d face descriptor.
 
-The model files ship in the PyPI package `face-recognition-models`. dlib runs in a worker process of its own
-(indexer.face_worker): its bindings keep the GIL while they work, which would stall the app's other requests.
+The model files ship in the PyPI package `face-recognition-models`. dlib runs in worker processes
+(indexer.face_worker): its bindings keep the GIL while they work, which would stall the app's other requests. There
+is one worker per core (up to 2, TWINSIGHT_FACE_WORKERS), so the two images of a pair are described at once.
 dlib's published operating point: two descriptors closer than 0.6 (Euclidean) are the same person
 (99.38% on LFW).
 """
@@ -16,13 +17,16 @@ import os
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from . import face_worker
 from .face_worker import FaceDetector, RawFace
+from .face_pool import Pool, SingleFlight
 from .config import Settings, settings
 from .images import ImageSource, load_image
 from .lru import LruCache
@@ -35,6 +39,7 @@ CACHE_SIZE = 64
 # chip's CNN time (~70 ms here), and only the face being compared pays it.
 DEFAULT_JITTERS = Settings.face_jitters
 MAX_JITTERS = 32
+MAX_WORKERS = 16  # each worker process holds its own copy of the models (~80 MB resident)
 STARTUP_TIMEOUT = 120.0  # seconds for the worker to import dlib and load its models (~0.6 s here)
 
 
@@ -202,20 +207,43 @@ def _deadline(process: subprocess.Popen, seconds: float):
 class FaceModel:
     """Face detection and description, loaded once; per-image results are cached by content hash.
 
-    dlib runs in a worker process (FaceWorker); TWINSIGHT_FACE_WORKER=0, or in_process=True, runs it in this
-    process instead (where starting processes is not allowed; it then holds the GIL while it works).
+    dlib runs in `workers` worker processes (FaceWorker; default TWINSIGHT_FACE_WORKERS, else one per core up to 2),
+    each describing one image at a time: `one_faces` describes a pair's two images at once. TWINSIGHT_FACE_WORKER=0,
+    or in_process=True, runs one detector in this process instead (where starting processes is not allowed; dlib
+    then holds the GIL while it works, so a second in-process detector would not run at the same time).
     `jitters` (default TWINSIGHT_FACE_JITTERS, else DEFAULT_JITTERS) is how many CNN passes `one_face` averages into
-    the compared face's descriptor; `faces` gives every face's single-pass descriptor.
+    the compared face's descriptor; `faces` gives every face's single-pass descriptor. `detectors` replaces the
+    detectors with ready-made ones (tests pass stand-ins).
     """
 
-    def __init__(self, cache_size: int = CACHE_SIZE, in_process: bool | None = None, jitters: int | None = None):
+    def __init__(self, cache_size: int = CACHE_SIZE, in_process: bool | None = None, jitters: int | None = None,
+                 workers: int | None = None, detectors: Sequence[FaceDetector | FaceWorker] | None = None):
         self.jitters = check_jitters(jitters) if jitters is not None else settings().face_jitters
-        if in_process is None:
-            in_process = not settings().face_worker
-        self.detector: FaceDetector | FaceWorker = FaceDetector() if in_process else FaceWorker()
-        self._detect_lock = threading.Lock()  # one image at a time through dlib
+        if workers is not None:
+            workers = check_workers(workers)
+        if detectors is None:
+            if in_process is None:
+                in_process = not settings().face_worker
+            if in_process and workers not in (None, 1):
+                raise UserInputError(f"workers={workers} needs worker processes: dlib in this process describes one "
+                                     "image at a time. Leave in_process unset (or False), or leave workers unset.")
+            self._pool = (Pool([FaceDetector()]) if in_process else
+                          Pool.start(FaceWorker, workers or default_workers(), FaceWorker.close))
+        else:
+            self._pool = Pool(detectors)
+        self._single = SingleFlight()  # the same image in flight twice takes one worker, once
         self._cache: LruCache[str, list[Face]] = LruCache(cache_size)  # its own lock: cached answers never wait
         self._jittered: LruCache[str, np.ndarray] = LruCache(cache_size)  # by chip hash and jitters
+
+    @property
+    def detectors(self) -> tuple[FaceDetector | FaceWorker, ...]:
+        """Every detector: the worker processes, or the one in this process."""
+        return self._pool.members
+
+    @property
+    def detector(self) -> FaceDetector | FaceWorker:
+        """The first detector (in this process, the only one); benchmarks and tests reach dlib through it."""
+        return self._pool.members[0]
 
     @property
     def name(self) -> str:
@@ -228,18 +256,14 @@ class FaceModel:
         image = load_image(source)
         pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
         key = hashlib.blake2b(memoryview(pixels), digest_size=16).hexdigest() + f"{pixels.shape}"
-        found = self._cache.get(key)
-        if found is not None:
-            return found
-        with self._detect_lock:
-            found = self._cache.get(key)  # a request for the same image may have finished while this one waited
-            if found is not None:
-                return found
-            raw_faces = self.detector.detect_and_embed(pixels)
-            found = sorted((Face(raw.box, raw.descriptor, Image.fromarray(raw.chip), raw.upsample) for raw in raw_faces),
-                           key=lambda face: face.area, reverse=True)
-            self._cache.put(key, found)
-            return found
+
+        def detect() -> list[Face]:
+            with self._pool.checkout() as detector:
+                raw_faces = detector.detect_and_embed(pixels)
+            return sorted((Face(raw.box, raw.descriptor, Image.fromarray(raw.chip), raw.upsample) for raw in raw_faces),
+                          key=lambda face: face.area, reverse=True)
+
+        return self._single.get(self._cache, key, detect)
 
     def describe(self, face: Face) -> Face:
         """`face` with its descriptor averaged over the model's `jitters` CNN passes (cached by chip and setting)."""
@@ -250,18 +274,42 @@ class FaceModel:
             raise ValueError("describe() takes a face from faces() (one CNN pass), not one already averaged.")
         chip = np.ascontiguousarray(np.asarray(face.chip, dtype=np.uint8))
         key = f"{hashlib.blake2b(memoryview(chip), digest_size=16).hexdigest()}:{jitters}"
-        descriptor = self._jittered.get(key)
-        if descriptor is None:
-            with self._detect_lock:
-                variants = self.detector.jitter(chip, jitters)
+
+        def average() -> np.ndarray:
+            # Any worker will do: the variants come from a fixed seed, the same in every process.
+            with self._pool.checkout() as detector:
+                variants = detector.jitter(chip, jitters)
             passes = np.vstack([np.asarray(face.descriptor, np.float64)[None], np.asarray(variants, np.float64)])
-            descriptor = passes.mean(axis=0).astype(np.float32)
-            self._jittered.put(key, descriptor)
+            return passes.mean(axis=0).astype(np.float32)
+
+        descriptor = self._single.get(self._jittered, key, average)
         return dataclasses.replace(face, descriptor=descriptor, jitters=jitters)
 
     def close(self) -> None:
-        if isinstance(self.detector, FaceWorker):
-            self.detector.close()
+        """Stop every worker process (each also exits by itself when the app does)."""
+        for detector in self._pool.members:
+            if isinstance(detector, FaceWorker):
+                detector.close()
+
+    def one_faces(self, sources: Sequence[ImageSource], on_multiple: str = "error",
+                  names: Sequence[str] | None = None) -> list[tuple[Face, str] | UserInputError]:
+        """`one_face` of each image, as many at once as there are detectors, in input order. An image that cannot be
+        used gives its error (NoFaceError, MultipleFacesError, ImageError: UserInputErrors) in its place; any other
+        error (FaceWorkerError) is raised, the earliest image's first, as one call after another would."""
+        names = list(names) if names is not None else [f"image {k + 1}" for k in range(len(sources))]
+
+        def one(k: int) -> tuple[Face, str] | UserInputError:
+            try:
+                return self.one_face(sources[k], on_multiple, names[k])
+            except UserInputError as exc:
+                return exc
+
+        if len(self._pool) == 1 or len(sources) < 2:
+            return [one(k) for k in range(len(sources))]
+        # Threads only wait on a worker's pipe (the GIL is free meanwhile); the pool bounds how many run at once.
+        with ThreadPoolExecutor(min(len(self._pool), len(sources)), thread_name_prefix="face") as threads:
+            futures = [threads.submit(one, k) for k in range(len(sources))]
+        return [future.result() for future in futures]
 
     def one_face(self, source: ImageSource, on_multiple: str = "error", name: str = "the image") -> tuple[Face, str]:
         """The face to compare in an image (its descriptor at the model's `jitters`), and a note for the explanation.
@@ -289,6 +337,20 @@ class FaceModel:
         return self.describe(found[0]), note
 
 
+def check_workers(workers: int) -> int:
+    """`workers` if it is a whole number from 1 to MAX_WORKERS; otherwise a UserInputError naming the fix."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or not 1 <= workers <= MAX_WORKERS:
+        raise UserInputError(f"workers={workers!r} is not valid: set it to a whole number from 1 to {MAX_WORKERS} "
+                             f"(worker processes, ~80 MB each), or leave it unset for one per core up to 2.")
+    return int(workers)
+
+
+def default_workers() -> int:
+    """TWINSIGHT_FACE_WORKERS, else one per core up to 2: a pair has two images, and more workers than cores only
+    share the same cores."""
+    return settings().face_workers or min(2, os.cpu_count() or 1)
+
+
 def check_jitters(jitters: int, name: str = "jitters") -> int:
     """`jitters` if it is a whole number from 1 to MAX_JITTERS; otherwise a ValueError naming `name` and the fix."""
     if isinstance(jitters, bool) or not isinstance(jitters, (int, np.integer)) or not 1 <= jitters <= MAX_JITTERS:
@@ -301,8 +363,8 @@ _face_model_lock = threading.Lock()
 
 
 def load_face_model() -> FaceModel:
-    """The process-wide face model (dlib models are loaded once, ~100 MB; one worker process). Thread-safe: the app
-    starts it beside its other start-up work, and a request arriving meanwhile must not start a second one."""
+    """The process-wide face model (dlib models are loaded once per worker process, ~80 MB each). Thread-safe: the
+    app starts it beside its other start-up work, and a request arriving meanwhile must not start a second one."""
     with _face_model_lock:
         return _shared_face_model()
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def worker_model():
-    model = FaceModel(in_process=False)
+    model = FaceModel(in_process=False, workers=1)  # one worker: these tests follow what it does (see test_face_pool)
     yield model
     model.close()
 
@@ -205,28 +205,28 @@ def test_a_worker_that_hangs_while_starting_is_stopped_with_a_clear_error(tmp_pa
 def test_a_cached_image_is_answered_while_another_image_is_being_detected(worker_model):
     import threading
 
-    cached = worker_model.faces(data.astronaut())
     real, started, release = worker_model.detector, threading.Event(), threading.Event()
 
     class SlowDetector:
         def detect_and_embed(self, pixels):
-            started.set()
-            release.wait(30)
+            if pixels.shape[1] != data.astronaut().shape[1]:  # the other image waits until released
+                started.set()
+                release.wait(30)
             return real.detect_and_embed(pixels)
 
-    worker_model.detector = SlowDetector()
+    model = FaceModel(detectors=[SlowDetector()])  # one detector, busy with the other image
+    cached = model.faces(data.astronaut())
     try:
-        other = threading.Thread(target=worker_model.faces, args=(data.astronaut()[:, :-7],))
+        other = threading.Thread(target=model.faces, args=(data.astronaut()[:, :-7],))
         other.start()
         assert started.wait(10)
         start = time.monotonic()
-        assert worker_model.faces(data.astronaut()) is cached  # while the other image is still in dlib
+        assert model.faces(data.astronaut()) is cached  # while the other image is still in dlib
         assert time.monotonic() - start < 5 and not release.is_set()
         release.set()
         other.join()
     finally:
         release.set()
-        worker_model.detector = real
 
 
 def test_restarts_leave_no_open_pipes_behind(tmp_path):

@@ -18,7 +18,7 @@ PACKAGES = ("indexer", "demo")
 LAYERS: list[tuple[str, ...]] = [
     ("indexer._lazy", "indexer.errors", "indexer.config", "indexer.atomic", "indexer.lru", "indexer.images",
      "indexer.device", "indexer.brute", "indexer.hamming", "indexer.calibration", "indexer.augment",
-     "indexer.signature", "indexer.face_worker"),
+     "indexer.signature", "indexer.face_worker", "indexer.face_pool"),
     ("indexer.models", "indexer.siamese.head", "indexer.siamese.losses", "indexer.siamese.cards",
      "indexer.siamese.encoder", "indexer.siamese.distort", "indexer.siamese.shipped"),  # the embedding models and their heads
     ("indexer.sources",),  # where gallery images come from
