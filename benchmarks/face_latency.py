@@ -1,16 +1,18 @@
 """Benchmark 6: face mode latency per pair (detect, align, 128-d descriptor, distance).
 
     .venv/bin/python benchmarks/face_latency.py [--pairs 20] [--jitters 1 2 4] [--rounds 3] [--where worker]
-        [--no-beside]
+        [--workers 1 2] [--no-beside]
     .venv/bin/python benchmarks/face_latency.py --interleave --jitters 1 2 3 --pairs 35 [--with-1600]
 
-Per jitter setting (CNN passes per compared face, TWINSIGHT_FACE_JITTERS; default the app's): uncached pairs
-(each image is fresh pixels: a slightly different crop, so the per-image cache cannot answer),
-then the same pairs again (cached detections: the cost of a repeated upload). Uses scikit-image's astronaut photo
-and, when present, the dev faces in ../shared/data/faces-dev. Last, how fast a pure-Python thread (as Gradio's event
-loop is) runs while face pairs are compared on another thread, against alone, with dlib in its worker process (the
-default) and in this process: dlib keeps the GIL while it works. Prints the CPU and the load average, as the
-figures move with both.
+Per jitter setting (CNN passes per compared face, TWINSIGHT_FACE_JITTERS; default the app's) and per number of
+worker processes (--workers, TWINSIGHT_FACE_WORKERS; default the app's: a pair's two images go to two workers at once):
+uncached pairs (each image is fresh pixels: a slightly different crop, so the per-image cache cannot answer), wall
+and CPU ms per pair (this process's and every worker's CPU), the configurations taking turns round by round so a
+changing load hits them alike; then the same pairs again (cached detections: the cost of a repeated upload). Uses
+scikit-image's astronaut photo and, when present, the dev faces in ../shared/data/faces-dev. Last, how fast a
+pure-Python thread (as Gradio's event loop is) runs while face pairs are compared on another thread, against alone,
+with dlib in worker processes (the default) and in this process: dlib keeps the GIL while it works. Prints the CPU
+and the load average, as the figures move with both.
 
 --interleave compares the settings on a loaded machine: dlib in this process, one model per setting, the settings
 taking turns pair by pair so the load hits them alike; CPU ms per uncached pair (median, quartiles). --with-1600 adds
@@ -62,6 +64,8 @@ def main() -> None:
     parser.add_argument("--jitters", type=int, nargs="+", default=[None], help="settings to time (default: the app's)")
     parser.add_argument("--rounds", type=int, default=1, help="uncached rounds per setting, each on new pixels")
     parser.add_argument("--where", choices=("both", "worker", "process"), default="both")
+    parser.add_argument("--workers", type=int, nargs="+", default=[None],
+                        help="worker process counts to time (default: the app's, TWINSIGHT_FACE_WORKERS)")
     parser.add_argument("--beside", action=argparse.BooleanOptionalAction, default=True,
                         help="also time a pure-Python thread beside face comparisons")
     parser.add_argument("--interleave", action="store_true", help="settings take turns pair by pair (this process)")
@@ -74,22 +78,27 @@ def main() -> None:
     images = variants(sources(), 2 * args.pairs * (args.rounds + 1))
     for jitters in args.jitters:
         verifiers = {}
-        for where, in_process in (("a worker process", False), ("this process", True)):
-            if args.where in ("both", ("process" if in_process else "worker")):
-                start = time.perf_counter()
-                verifiers[where] = Verifier(None, face_model=FaceModel(in_process=in_process, jitters=jitters))
-                print(f"face models loaded in {time.perf_counter() - start:.2f} s ({where}, jitters "
-                      f"{verifiers[where].face_model.jitters})")
+        configs = [("this process", True, None)] if args.where in ("both", "process") else []
+        if args.where in ("both", "worker"):
+            configs = [(None, False, workers) for workers in args.workers] + configs
+        for where, in_process, workers in configs:
+            start = time.perf_counter()
+            model = FaceModel(in_process=in_process, jitters=jitters, workers=workers)
+            where = where or f"{len(model.detectors)} worker process" + ("es" if len(model.detectors) > 1 else "")
+            verifiers[where] = Verifier(None, face_model=model)
+            print(f"face models loaded in {time.perf_counter() - start:.2f} s ({where}, jitters {model.jitters})")
+        medians: dict[str, list[float]] = {where: [] for where in verifiers}
+        for round_ in range(args.rounds):
+            chunk = images[2 * args.pairs * round_:2 * args.pairs * (round_ + 1)]  # new pixels every round
+            pairs = list(zip(chunk[0::2], chunk[1::2]))
+            for where, verifier in verifiers.items():  # each its own cache: the same pixels are uncached for each
+                medians[where].append(report(verifier, pairs, f"dlib in {where}, jitters {verifier.face_model.jitters}, "
+                                                              f"round {round_ + 1}, uncached"))
         for where, verifier in verifiers.items():
-            medians = []
-            for round_ in range(args.rounds):
-                chunk = images[2 * args.pairs * round_:2 * args.pairs * (round_ + 1)]  # new pixels every round
-                pairs = list(zip(chunk[0::2], chunk[1::2]))
-                medians.append(report(verifier, pairs, f"dlib in {where}, jitters {verifier.face_model.jitters}, "
-                                                       f"round {round_ + 1}, uncached"))
             report(verifier, pairs, f"dlib in {where}, jitters {verifier.face_model.jitters}, cached (same images)")
-            print(f"  uncached median over {args.rounds} rounds: mean {statistics.mean(medians):.0f} ms per pair, "
-                  f"range {min(medians):.0f}-{max(medians):.0f}; load average {os.getloadavg()[0]:.2f}")
+            print(f"  {where}: uncached median over {args.rounds} rounds: mean {statistics.mean(medians[where]):.0f} ms "
+                  f"wall per pair, range {min(medians[where]):.0f}-{max(medians[where]):.0f}; load average "
+                  f"{os.getloadavg()[0]:.2f}")
         if args.beside:
             for _ in range(2):  # alternating, as the machine drifts
                 for where, verifier in verifiers.items():
@@ -127,11 +136,12 @@ def interleave(settings: list[int | None], n_pairs: int, with_1600: bool) -> Non
 
 def report(verifier: Verifier, pairs: list[tuple[Image.Image, Image.Image]], label: str) -> float:
     """Time each pair's comparison; print and return the median in ms. Also the CPU time per pair, this process's
-    and dlib's worker's: on a shared machine wall time grows with the load, CPU time much less, and on an idle
-    machine a pair's wall time is about its CPU time (each step runs on one core)."""
+    and dlib's workers': on a shared machine wall time grows with the load, CPU time much less. On an idle machine a
+    pair's wall time is about its CPU time with one worker (each step runs on one core), about half of it with two
+    (the two images run on two cores at once)."""
     times = []
-    worker = verifier.face_model.detector
-    cpu_start = time.process_time(), worker_cpu(worker)
+    workers = verifier.face_model.detectors
+    cpu_start = time.process_time(), sum(map(worker_cpu, workers))
     for a, b in pairs:
         start = time.perf_counter()
         try:
@@ -140,14 +150,15 @@ def report(verifier: Verifier, pairs: list[tuple[Image.Image, Image.Image]], lab
             print("skipped:", str(exc)[:60])
             continue
         times.append((time.perf_counter() - start) * 1000)
-    cpu = (time.process_time() - cpu_start[0] + worker_cpu(worker) - cpu_start[1]) * 1000 / max(1, len(times))
+    cpu = (time.process_time() - cpu_start[0] + sum(map(worker_cpu, workers)) - cpu_start[1]) * 1000 / max(1, len(times))
     print(f"{label}: {len(times)} pairs, median {statistics.median(times):.0f} ms per pair, "
           f"p90 {np.percentile(times, 90):.0f} ms; CPU {cpu:.0f} ms per pair")
     return statistics.median(times)
 
 
 def worker_cpu(detector) -> float:
-    """CPU seconds the face worker process has used (0 when dlib runs in this process: process_time counts it)."""
+    """CPU seconds a face worker process has used (0 when dlib runs in this process: process_time counts it). A worker
+    restarted during a run would be counted from its restart only (none is, unless one dies)."""
     pid = getattr(detector, "pid", None)
     if pid is None:
         return 0.0
