@@ -225,8 +225,9 @@ class FaceModel:
             if in_process is None:
                 in_process = not settings().face_worker
             if in_process and workers not in (None, 1):
-                raise UserInputError(f"workers={workers} needs worker processes: dlib in this process describes one "
-                                     "image at a time. Leave in_process unset (or False), or leave workers unset.")
+                raise UserInputError(f"workers={workers} needs worker processes, and dlib runs in this process here "
+                                     "(in_process=True or TWINSIGHT_FACE_WORKER=0), one image at a time. Pass "
+                                     "in_process=False (or unset TWINSIGHT_FACE_WORKER), or leave workers unset.")
             self._pool = (Pool([FaceDetector()]) if in_process else
                           Pool.start(FaceWorker, workers or default_workers(), FaceWorker.close))
         else:

@@ -76,14 +76,15 @@ class SingleFlight:
         self._running: dict[Hashable, threading.Event] = {}
 
     def get(self, cache: _Cache[V], key: Hashable, compute: Callable[[], V]) -> V:
+        slot = (id(cache), key)  # one guard may serve several caches
         while True:
             found = cache.get(key)
             if found is not None:
                 return found
             with self._lock:
-                running = self._running.get(key)
+                running = self._running.get(slot)
                 if running is None:
-                    done = self._running[key] = threading.Event()
+                    done = self._running[slot] = threading.Event()
             if running is not None:
                 running.wait()
                 continue  # cached now, or its caller failed and this one tries
@@ -97,5 +98,5 @@ class SingleFlight:
                 return found
             finally:
                 with self._lock:
-                    del self._running[key]
+                    del self._running[slot]
                 done.set()
