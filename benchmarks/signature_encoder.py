@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.calibration import accuracy_at, equal_error_rate, roc_auc  # noqa: E402
+from indexer.errors import UserInputError  # noqa: E402
 from indexer.siamese.encoder_train import EncoderConfig, train_encoder  # noqa: E402
 from indexer.siamese.head import load_head  # noqa: E402
 from indexer.verify import Mode, Verifier  # noqa: E402
@@ -78,20 +79,28 @@ def score(verifier: Verifier, root: Path, writers: list[str]) -> dict:
     rows = trials(root, writers)
     refs = {w: sorted((root / w / "genuine").glob("*.png"))[:REFERENCES] for w in writers}
     threshold = verifier.threshold(Mode.SIGNATURE)
-    out = {"threshold": threshold.value, "threshold_source": threshold.source}
-    for setting in ("1 reference", f"{REFERENCES} references"):
+    try:
+        relative = verifier.enrolment_threshold(Mode.SIGNATURE)
+    except UserInputError:  # no enrolment threshold on the card (ImageNet features): AUC and EER only
+        relative = None
+    out = {"threshold": threshold.value, "threshold_source": threshold.source,
+           "relative_threshold": relative.value if relative else None}
+    settings = {"1 reference": ("mean", threshold), f"{REFERENCES} references": ("mean", threshold),
+                f"{REFERENCES} references, relative": ("relative", relative)}
+    for setting, (reduce, chosen) in settings.items():
         distances = []
         for n, row in enumerate(rows):
             claimed = refs[row["claimed"]]
             references = [claimed[n % REFERENCES]] if setting == "1 reference" else claimed
-            distances.append(verifier.enrol_and_compare(references, row["questioned"], Mode.SIGNATURE, "mean").distance)
+            distances.append(verifier.enrol_and_compare(references, row["questioned"], Mode.SIGNATURE, reduce,
+                                                        threshold=chosen.value if chosen else 1.0).distance)
         distances = np.asarray(distances)
         kinds = np.array([row["kind"] for row in rows])
         for forgery in ("skilled", "random"):
             keep = (kinds == "genuine") | (kinds == forgery)
             labels, scores = (kinds[keep] == "genuine").astype(int), -distances[keep]
             out[f"{setting}/{forgery}"] = {
-                "accuracy": accuracy_at(scores, labels, -threshold.value), "auc": roc_auc(scores, labels),
+                "accuracy": accuracy_at(scores, labels, -chosen.value) if chosen else None, "auc": roc_auc(scores, labels),
                 "eer": equal_error_rate(scores, labels)[0], "genuine": int(labels.sum()), "forgeries": int((1 - labels).sum()),
             }
     return out
@@ -158,7 +167,7 @@ def main() -> None:
             results = [r for r in results if (r["fold"], r["model"]) != (k, name)]
             results.append({"fold": k, "model": name, "test_writers": test_writers, "train_minutes": round(minutes, 1),
                             "load_before": round(load, 2), **result})
-            print(f"fold {k} {name}: " + ", ".join(f"{key} EER {v['eer']:.1%} acc {v['accuracy']:.1%}"
+            print(f"fold {k} {name}: " + ", ".join(f"{key} EER {v['eer']:.1%} acc " + (f"{v['accuracy']:.1%}" if v["accuracy"] is not None else "n/a")
                                                     for key, v in result.items() if isinstance(v, dict)), flush=True)
         results_file.write_text(json.dumps(results, indent=1, default=str))
     print_table(results)
@@ -171,7 +180,8 @@ def print_table(results: list[dict]) -> None:
         mine = [r for r in results if r["model"] == model]
         for key in [k for k in mine[0] if "/" in k]:
             setting, forgery = key.split("/")
-            cells = [mean_se([r[key][m] for r in mine]) for m in ("accuracy", "auc", "eer")]
+            cells = [mean_se([r[key][m] for r in mine]) if all(r[key][m] is not None for r in mine) else "n/a"
+                     for m in ("accuracy", "auc", "eer")]
             print(f"| {model} | {setting} | {forgery} | {' | '.join(cells)} | {len(mine)} |")
 
 

@@ -14,7 +14,8 @@ MODE_HELP = {
     Mode.SIGNATURE: "Signature: ink on paper is cleaned, cropped and centred before embedding (same writer?).",
 }
 MODE_LABELS = {Mode.GENERAL: "General", Mode.FACE: "Face", Mode.SIGNATURE: "Signature"}
-REDUCE_LABELS = {Reduce.BEST: "Closest reference", Reduce.MEAN: "Mean over references"}
+REDUCE_LABELS = {Reduce.BEST: "Closest reference", Reduce.MEAN: "Mean over references",
+                 Reduce.RELATIVE: "Mean, relative to how the references vary (2+ references)"}
 # Each crop whole, side by side, at a readable size. Gradio's gallery stretches n items over the full width (two
 # face crops became 593 px squares) and clips them at its height, which showed only the eyes.
 CSS = """
@@ -108,7 +109,8 @@ def enrol_and_compare(references: list[str] | None, questioned: str | None, mode
         references: the enrolled reference images (1 to 20).
         questioned: the image to check against them.
         mode: "general" (default), "face" or "signature".
-        reduce: "best" (the closest reference decides) or "mean" (the mean distance to all references).
+        reduce: "best" (the closest reference decides), "mean" (the mean distance to all references) or "relative"
+            (that mean over the mean distance among the references; its threshold is in those units).
         threshold: the distance at or below which it is a match (default: the mode's calibrated default).
         largest_face: face mode: when a photo shows several faces, compare the largest instead of refusing.
     """

@@ -141,3 +141,24 @@ def calibrate(scores: Sequence[float], labels: Sequence[int], criterion: str = "
         n_same=int(labels.sum()),
         n_different=int((~labels).sum()),
     )
+
+
+MIN_SPREAD = 1e-6  # references closer than this to one another are copies of one image: no spread to measure
+
+
+def relative_distance(to_references: Sequence[float], among_references: Sequence[float]) -> float:
+    """The mean distance of a questioned item to the references over the mean distance among the references.
+
+    Writers (and people) vary: one signs the same way every time, another never does, so one cosine distance
+    cannot mean "forged" for both. Measured in units of the references' own spread, a distance means the same for
+    every writer (on held-out signature writers the skilled-forgery EER fell by about a quarter; docs/VERIFICATION.md).
+    `among_references`: the distances of every pair of references (at least one pair)."""
+    among = np.asarray(among_references, dtype=float)
+    if among.size == 0:
+        raise UserInputError("A relative score needs at least 2 references (5 or more recommended): enrol more "
+                             "references, or score by the closest or the mean distance.")
+    spread = float(among.mean())
+    if spread < MIN_SPREAD:
+        raise UserInputError("The references are copies of one image, so they show nothing of how the writer varies: "
+                             "enrol distinct images, or score by the closest or the mean distance.")
+    return float(np.mean(to_references)) / spread

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from . import calibration_cache
-from .calibration import Calibration, calibrate
+from .calibration import Calibration, calibrate, relative_distance
 from .errors import UserInputError
 from .face import DLIB_THRESHOLD, FaceModel, load_face_model
 from .images import ImageSource, load_image
@@ -45,6 +45,7 @@ class Mode(str, enum.Enum):
 class Reduce(str, enum.Enum):
     BEST = "best"  # the closest reference decides
     MEAN = "mean"  # the mean distance to all references decides
+    RELATIVE = "relative"  # the mean distance over the references' own spread (calibration.relative_distance)
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,20 @@ class Verifier:
             return Threshold(DLIB_THRESHOLD, "dlib's documented default for this face model (0.6; 99.38% on LFW)")
         return self._self_calibration(mode)
 
+    def enrolment_threshold(self, mode: Mode | str) -> Threshold:
+        """The threshold of reduce="relative" (a distance in units of the references' spread): from the card of the
+        mode's encoder or head, which calibrates it on enrolments of identities it never trained on."""
+        mode = Mode(mode)
+        head = self.heads.get(mode)
+        info = (head.card.get("enrolment") or {}) if head is not None else {}
+        if "threshold" not in info:
+            raise UserInputError(
+                f"The relative score needs a threshold calibrated for it, and {self.model_name(mode)} has none: pass "
+                "threshold= (in units of the references' spread), load an encoder trained by `python -m indexer.siamese "
+                "train` (its card holds one), or score by the closest or the mean distance.")
+        return Threshold(float(info["threshold"]), f"from the {'encoder' if getattr(head, 'standalone', False) else 'head'}'s "
+                         f"card: {info.get('how', 'calibrated on enrolments when it was trained')}")
+
     def _self_calibration(self, mode: Mode) -> Threshold:
         from .augment import photo_views, scribble_writers
 
@@ -324,26 +339,35 @@ class Verifier:
     ) -> Verification:
         """Writer- (or person-) dependent check: compare `questioned` against every enrolled reference.
 
-        reduce="best" decides on the closest reference, "mean" on the mean distance to all of them.
+        reduce="best" decides on the closest reference, "mean" on the mean distance to all of them, "relative" on
+        that mean over the mean distance among the references (how much this writer's own images vary; needs 2+
+        references, and a threshold in those units: the card's enrolment threshold or `threshold`).
         """
         mode, reduce = Mode(mode), Reduce(reduce)
         if not references:
-            raise ValueError("Enrol at least one reference image before comparing a questioned one.")
+            raise UserInputError("Enrol at least one reference image before comparing a questioned one.")
+        if reduce is Reduce.RELATIVE and threshold is None:
+            threshold = self.enrolment_threshold(mode)  # before any image work: a missing threshold fails fast
         names = [f"reference {k + 1}" for k in range(len(references))] + ["the questioned image"]
         reps = self.represent_many([*references, questioned], mode, names, on_multiple_faces)
         refs, query = reps[:-1], reps[-1]
         distances = tuple(self.distance(r.vector, query.vector, mode) for r in refs)
-        distance = min(distances) if reduce is Reduce.BEST else float(np.mean(distances))
-        how = (
-            f"the closest of {len(refs)} references" if reduce is Reduce.BEST else f"the mean over {len(refs)} references"
-        )
+        if reduce is Reduce.RELATIVE:
+            among = [self.distance(a.vector, b.vector, mode) for k, a in enumerate(refs) for b in refs[k + 1:]]
+            distance = relative_distance(distances, among)
+            how = f"the mean over {len(refs)} references, in units of their own spread"
+        else:
+            distance = min(distances) if reduce is Reduce.BEST else float(np.mean(distances))
+            how = f"the closest of {len(refs)} references" if reduce is Reduce.BEST else f"the mean over {len(refs)} references"
         return self._verdict(
             mode, distance, threshold, tuple(r.crop for r in reps), tuple(r.note for r in reps), how,
             reference_distances=distances, reduce=reduce,
         )
 
     def _verdict(self, mode, distance, threshold, crops, notes, compared, reference_distances=(), reduce=None) -> Verification:
-        if threshold is None:
+        if isinstance(threshold, Threshold):
+            chosen = threshold
+        elif threshold is None:
             chosen = self.threshold(mode)
         else:
             chosen = Threshold(float(threshold), "set by you")

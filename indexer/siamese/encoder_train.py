@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..calibration import calibrate, roc_auc
+from ..calibration import calibrate, relative_distance, roc_auc
 from ..sources import LabelledImages, load_labelled
 from .checkpoint import Checkpoint
 from .distort import distort, rotate_quarters
@@ -36,6 +36,7 @@ from .encoder import (ARCHITECTURES, DEFAULT_ARCHITECTURE, ENCODER_FORMAT, Siame
 from .losses import SiameseLoss
 
 FORGERY_FOLDERS = ("forged", "forgeries", "forgery", "skilled")  # identity = forgeries of its parent's writer
+ENROLMENT_REFERENCES = 5  # references per enrolment when the card's relative threshold is calibrated
 WIDE_INK = 1.8  # median width / height of the ink above which the data are signatures, not characters
 
 
@@ -186,6 +187,49 @@ def pair_scores(vectors: np.ndarray, identities: list[str]) -> tuple[np.ndarray,
     return np.sum(vectors[i] * vectors[j], axis=1), (ids[i] == ids[j]).astype(np.int8)
 
 
+def enrolment_scores(vectors: np.ndarray, identities: list[str], references: int = ENROLMENT_REFERENCES,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Relative distances (calibration.relative_distance) of questioned images to enrolments, and same/different.
+
+    Each genuine identity with more than `references` images is enrolled with its first `references`; questioned
+    are its other images (same), the forgeries of its writer and as many genuine images of other identities
+    (different). Cosine distances of L2-normalised `vectors`."""
+    ids = np.asarray(identities, dtype=object)
+    rng = np.random.default_rng(seed)
+    scores, same = [], []
+    for identity in sorted({i for i in identities if not is_forgery(i)}):
+        rows = np.flatnonzero(ids == identity)
+        if len(rows) <= references:
+            continue
+        enrolled, own = rows[:references], rows[references:]
+        forged = np.flatnonzero([is_forgery(i) and group_of(i) == group_of(identity) for i in identities])
+        others = np.flatnonzero([not is_forgery(i) and i != identity for i in identities])
+        others = rng.choice(others, min(len(others), len(own) + len(forged)), replace=False) if len(others) else others
+        among = 1.0 - (vectors[enrolled] @ vectors[enrolled].T)[np.triu_indices(references, k=1)]
+        for rows_, label in ((own, 1), (forged, 0), (others, 0)):
+            for row in rows_:
+                scores.append(relative_distance(1.0 - vectors[enrolled] @ vectors[row], among))
+                same.append(label)
+    return np.asarray(scores), np.asarray(same, dtype=np.int8)
+
+
+def enrolment_card(vectors: np.ndarray, identities: list[str], groups: int) -> dict:
+    """The card's `enrolment` section: the relative threshold at the equal error rate on held-out enrolments,
+    or {} when the validation identities are too few to enrol (fewer than ENROLMENT_REFERENCES + 1 images)."""
+    scores, same = enrolment_scores(vectors, identities)
+    if not (same == 1).any() or not (same == 0).any():
+        return {}
+    calibration = calibrate(-scores, same)
+    return {"enrolment": {
+        "threshold": -calibration.threshold, "references": ENROLMENT_REFERENCES, "criterion": "equal error rate",
+        "metric": "mean cosine distance to the references over the mean distance among them",
+        "eer": calibration.eer, "auc": calibration.auc, "accuracy": calibration.accuracy,
+        "how": (f"equal-error-rate threshold on {len(same)} questioned images against enrolments of "
+                f"{ENROLMENT_REFERENCES} references, of identities from {groups} folders (writers, alphabets) never seen "
+                "in training"),
+    }}
+
+
 def _embed(model, x: torch.Tensor) -> np.ndarray:
     model.eval()
     with torch.inference_mode():
@@ -306,6 +350,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
             "how": (f"equal-error-rate threshold on {calibration.n_same + calibration.n_different} pairs of {len(val_ids)} "
                     f"identities from {len({group_of(i) for i in val_ids})} folders (writers, alphabets) never seen in training"),
         },
+        **enrolment_card(vectors, val_identities, len({group_of(i) for i in val_ids})),
         "metrics": {
             "val_oneshot_accuracy": state["best"], "val_oneshot_ways": min(config.val_ways, len(val_ids)),
             "val_auc": roc_auc(scores, same), "val_eer": calibration.eer,
