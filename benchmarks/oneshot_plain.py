@@ -141,6 +141,25 @@ def run_distances(nets: list[nn.Module], runs: Path, prep: str, size: int, views
     return out
 
 
+def aligned(net: nn.Module, args) -> list[float]:
+    """Per-run accuracy with the distance of two images as the smallest over every pair of their distorted views."""
+    def views(files):
+        x = torch.from_numpy(np.stack([pixels(f, args.prep, args.size) for f in files]))[:, None]
+        with torch.inference_mode():
+            return torch.stack([net(x if v == 0 else random_affine(x, torch.Generator().manual_seed(v), same_for_all=True))
+                                for v in range(args.align)])
+
+    per_run = []
+    for run in sorted(args.runs.glob("run*")):
+        lines = [line.split() for line in (run / "class_labels.txt").read_text().splitlines() if line.strip()]
+        training = sorted((run / "training").glob("*.png"))
+        truth = np.array([training.index(args.runs / train) for _, train in lines])
+        q, t = views([args.runs / test for test, _ in lines]), views(training)
+        d = torch.cdist(q.flatten(0, 1), t.flatten(0, 1)).view(args.align, len(lines), args.align, len(training))
+        per_run.append(float(np.mean(d.amin(dim=(0, 2)).argmin(1).numpy() == truth)))
+    return per_run
+
+
 def accuracy(per_run: list[float]) -> str:
     values = np.asarray(per_run)
     return f"{values.mean():.1%} +- {values.std(ddof=1) / np.sqrt(len(values)):.1%}"
@@ -165,6 +184,8 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=6)
     parser.add_argument("--save", type=Path)
     parser.add_argument("--ensemble", type=Path, nargs="+", help="score these saved nets together instead of training")
+    parser.add_argument("--align", type=int, metavar="VIEWS",
+                        help="also score each saved net by the smallest distance over VIEWS x VIEWS distorted views")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.ensemble:
@@ -185,6 +206,8 @@ def main() -> None:
         for k, distance in enumerate(("euclid", "cosine")):
             per_run = [float(np.mean(sum(m[k] / np.median(m[k]) for m in matrices).argmin(1) == truth)) for truth, matrices in runs]
             results[f"{distance}, {views} view{'s' if views > 1 else ''}"] = accuracy(per_run)
+    for net, path in zip(nets, args.ensemble or []) if args.align else ():
+        results[f"{path}: smallest over {args.align} x {args.align} views"] = accuracy(aligned(net, args))
     print(json.dumps({**info, "args": {k: str(v) for k, v in vars(args).items()}, "accuracy": results}, indent=1))
 
 
