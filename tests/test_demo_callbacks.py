@@ -91,6 +91,13 @@ def test_pairwise_threshold_slider_shows_the_calibrated_default(use_model):
         assert default.source in slider.info and slider.maximum >= default.value
 
 
+def test_signature_mode_scores_enrolments_relative_to_the_references_and_others_by_the_closest():
+    assert pairwise.default_reduce("signature") == "relative"
+    assert pairwise.default_reduce("general") == pairwise.default_reduce("face") == "best"
+    with pytest.raises(gr.Error, match="Unknown mode"):
+        pairwise.default_reduce("handwriting")
+
+
 def test_pairwise_face_mode_says_when_there_is_no_face(use_model, image_files):
     use_model("effnet-lite0")
     with pytest.raises(gr.Error, match="(?i)no face"):
