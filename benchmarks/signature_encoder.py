@@ -9,8 +9,9 @@ them from the genuine signatures, as SigNet does; the test writers' forgeries ar
 `python -m indexer.siamese train --mode signature`'s defaults. On the fold's writers, each writer's first 5
 genuine signatures are the references and every other signature is questioned: genuine (same writer),
 skilled forgery, and random (another test writer's genuine), each against one reference (the layout of the
-data's pairs.csv) and against all 5 (Verifier.enrol_and_compare, mean distance). Compared: that encoder;
-the handwriting encoder trained on Omniglot only (--handwriting); effnet-lite0's ImageNet features in
+data's pairs.csv), against all 5 (Verifier.enrol_and_compare, mean distance) and against all 5 relative to
+their spread (reduce="relative"). Compared: that encoder fused with its companion image model (as signature mode
+runs it), the same encoder alone; the handwriting encoder trained on Omniglot only (--handwriting); effnet-lite0's ImageNet features in
 signature mode without a head. Accuracy is at the threshold each model ships with (never tuned on the
 test writers); ROC AUC and EER separately for skilled and random forgeries. Mean +- SE over folds.
 Never copies the images anywhere (the training folder holds symlinks). Slow: not part of the test suite.
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.calibration import accuracy_at, equal_error_rate, roc_auc  # noqa: E402
 from indexer.errors import UserInputError  # noqa: E402
+from indexer.siamese.encoder import SiameseEncoder  # noqa: E402
 from indexer.siamese.encoder_train import EncoderConfig, train_encoder  # noqa: E402
 from indexer.siamese.head import load_head  # noqa: E402
 from indexer.verify import Mode, Verifier  # noqa: E402
@@ -153,7 +155,10 @@ def main() -> None:
         else:
             encoder = train_encoder(config).encoder
             minutes = (time.perf_counter() - started) / 60
-        models = {"stroke encoder, trained on signatures": Verifier(None, heads=[encoder])}
+        models = {"stroke encoder + effnet-lite0, trained on signatures": Verifier(None, heads=[encoder])}
+        if encoder.card.get("companion"):  # the same encoder without its companion, at its own thresholds
+            alone = SiameseEncoder(encoder.module, {k: v for k, v in encoder.card.items() if k != "companion"}, encoder.source)
+            models["stroke encoder alone, trained on signatures"] = Verifier(None, heads=[alone])
         if args.handwriting and (args.handwriting / "card.json").is_file():
             models["stroke encoder, trained on Omniglot only"] = Verifier(None, heads=[load_head(args.handwriting)])
         elif args.handwriting:

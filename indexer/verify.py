@@ -27,8 +27,10 @@ from .errors import UserInputError
 from .face import DLIB_THRESHOLD, FaceModel, load_face_model
 from .images import ImageSource, load_image
 from .models.base import Embedder
+from .models.registry import load_embedder
 from .signature import preprocess_signature
 from .siamese.encoder import SiameseEncoder
+from .siamese.fused import FusedEncoder
 from .siamese.head import SiameseHead
 
 log = logging.getLogger(__name__)
@@ -143,7 +145,7 @@ class Verifier:
         if mode is Mode.FACE:
             raise ValueError("Face mode uses dlib's face descriptor; heads apply to general and signature modes.")
         if getattr(head, "standalone", False):
-            self.heads[mode] = head
+            self.heads[mode] = self._with_companion(head)
             self._calibrated.pop(mode, None)
             return
         if self.embedder is None or head.backbone != self.embedder.name:
@@ -155,6 +157,19 @@ class Verifier:
             self.embedder.prepare_trunk(head.fine_tune_blocks)
         self.heads[mode] = head
         self._calibrated.pop(mode, None)
+
+    def _with_companion(self, encoder):
+        """`encoder` fused with the image model its card calibrated it with (siamese.fused), when it names one: the
+        shared model when it is that one, else that model loaded beside it. Without it, the encoder alone."""
+        name = (getattr(encoder, "card", {}).get("companion") or {}).get("model")
+        if not name or isinstance(encoder, FusedEncoder):
+            return encoder
+        try:
+            companion = self.embedder if getattr(self.embedder, "name", None) == name else load_embedder(name)
+        except Exception as exc:  # noqa: BLE001 - the encoder alone still works, with its own thresholds
+            log.warning("%s: its companion model %s could not be loaded (%s); using the encoder alone", encoder.source, name, exc)
+            return encoder
+        return FusedEncoder(encoder, companion)
 
     @property
     def face_model(self) -> FaceModel:

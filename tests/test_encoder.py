@@ -193,7 +193,10 @@ def test_cli_trains_an_encoder_in_signature_mode_and_evaluates_it(strokes, tmp_p
                  "--images", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["pairs_scored"] == 2 and "trained end to end" in result["model"]
-    assert result["threshold"] == pytest.approx(card["threshold"]["value"])
+    # signatures: fused with effnet-lite0 (the default companion), at the threshold calibrated on the fused vectors
+    assert card["companion"]["model"] == "effnet-lite0" and "effnet-lite0" in result["model"]
+    assert result["threshold"] == pytest.approx(card["companion"]["threshold"]["value"])
+    assert result["threshold"] != pytest.approx(card["threshold"]["value"])
     # without --head, signature mode is evaluated with the shipped signature encoder
     assert main(["eval", "--mode", "signature", "--pairs", str(tmp_path / "pairs.csv"), "--images", str(data)]) == 0
     shipped = json.loads(capsys.readouterr().out)

@@ -47,7 +47,7 @@ def _train_encoder(args, architecture: str | None) -> int:
         steps=args.steps, ways=args.ways, per_class=args.per_class,
         lr=args.lr or defaults.lr, margin=args.margin, rotations=args.rotations, val_fraction=args.val_fraction or defaults.val_fraction,
         patience=args.patience or defaults.patience, seed=args.seed, threads=args.threads or defaults.threads, progress=not args.quiet,
-        data_terms=args.data_terms or "",
+        data_terms=args.data_terms or "", companion=args.companion,
         command="python -m indexer.siamese " + " ".join(shlex.quote(a) for a in args.argv),
     )
     if args.identity_column or args.image_column:
@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     strokes.add_argument("--per-class", type=int, help="images per identity per step (default: the architecture's, e.g. 6)")
     strokes.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=None,
                          help="each 90-degree rotation is a class of its own (default: on for square inputs)")
+    strokes.add_argument("--companion", help="image model fused with the encoder in signature mode, its thresholds "
+                         "calibrated with it (default: the architecture's, effnet-lite0 for signatures); 'none' for none")
     strokes.add_argument("--data-terms", help="the data's source and terms of use, written into the card")
     strokes.add_argument("--threads", type=int, help="torch threads (default 1: robust on a shared machine)")
     t.add_argument("--batch-identities", type=int, default=16)

@@ -31,6 +31,7 @@ from ..sources import LabelledImages, load_labelled
 from .checkpoint import Checkpoint
 from .distort import distort, rotate_quarters
 from ..signature import ink_crop
+from .fused import companion_vectors, fuse
 from .encoder import (ARCHITECTURES, DEFAULT_ARCHITECTURE, ENCODER_FORMAT, SiameseEncoder, architecture, build_encoder,
                       ink_pixels)
 from .losses import SiameseLoss
@@ -55,6 +56,9 @@ class EncoderConfig:
     weight_decay: float = 5e-4
     margin: float | None = None
     rotations: bool | None = None  # None: on for square (character) inputs, off for signatures
+    # an image model spec to fuse with in signature mode (siamese.fused), its thresholds calibrated here; None: the
+    # architecture's default (effnet-lite0 for signatures); "none": no companion
+    companion: str | None = None
     thickness: bool = True
     val_fraction: float = 0.15  # of identities, by whole groups
     val_every: int | None = None
@@ -230,6 +234,29 @@ def enrolment_card(vectors: np.ndarray, identities: list[str], groups: int) -> d
     }}
 
 
+def companion_card(spec: str | None, vectors: np.ndarray, images: list, identities: list[str], alone) -> dict:
+    """The card's `companion` section: the image model `spec` fused with the encoder (siamese.fused) and the pair and
+    enrolment thresholds calibrated on the fused vectors of the validation identities; {} without a companion."""
+    if not spec or spec == "none":
+        return {}
+    from ..models import load_embedder
+
+    model = load_embedder(spec)
+    fused = fuse(vectors, companion_vectors(model, images))
+    scores, same = pair_scores(fused, identities)
+    calibration = calibrate(scores, same)
+    groups = len({group_of(i) for i in identities})
+    return {"companion": {
+        "model": model.name,
+        "how": "the encoder's vector and the model's (signature mode's 224 px ink) side by side: the mean of their cosine distances",
+        "threshold": {"value": 1.0 - calibration.threshold, "criterion": "equal error rate",
+                      "how": f"equal-error-rate threshold on {len(same)} pairs of {len(set(identities))} identities from {groups} "
+                             f"folders never seen in training, with {model.name} fused"},
+        "metrics": {"val_auc": roc_auc(scores, same), "val_eer": calibration.eer, "val_eer_encoder_alone": alone.eer},
+        **enrolment_card(fused, identities, groups),
+    }}
+
+
 def _embed(model, x: torch.Tensor) -> np.ndarray:
     model.eval()
     with torch.inference_mode():
@@ -351,6 +378,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
                     f"identities from {len({group_of(i) for i in val_ids})} folders (writers, alphabets) never seen in training"),
         },
         **enrolment_card(vectors, val_identities, len({group_of(i) for i in val_ids})),
+        **companion_card(config.companion, vectors, [data.images[kept[r]] for r in val_rows], val_identities, calibration),
         "metrics": {
             "val_oneshot_accuracy": state["best"], "val_oneshot_ways": min(config.val_ways, len(val_ids)),
             "val_auc": roc_auc(scores, same), "val_eer": calibration.eer,
