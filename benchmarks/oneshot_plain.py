@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.siamese.distort import random_affine, random_thickness, rotate_quarters  # noqa: E402
 from indexer.siamese.encoder import ink_pixels  # noqa: E402
+from indexer.siamese.evaluate import read_oneshot_run  # noqa: E402
 
 
 def conv4() -> nn.Sequential:
@@ -119,23 +120,29 @@ def train(args, x: torch.Tensor, members: list[torch.Tensor]) -> tuple[nn.Module
     return net.eval(), {"steps": steps, "train_seconds": round(time.time() - started, 1)}
 
 
-def run_distances(nets: list[nn.Module], runs: Path, prep: str, size: int, views: int) -> list[tuple[np.ndarray, list[np.ndarray]]]:
-    """Per run: (true class of each test item, per net the squared Euclidean and cosine distance matrices)."""
-    def embed(net, files):
-        x = torch.from_numpy(np.stack([pixels(f, prep, size) for f in files]))[:, None]
-        with torch.inference_mode():
-            return sum(net(x if v == 0 else random_affine(x, torch.Generator().manual_seed(v), same_for_all=True))
-                       for v in range(views)) / views
-
-    out = []
+def oneshot_runs(runs: Path):
+    """Per run: (test images, training images, index of each test image's true training image)."""
     for run in sorted(runs.glob("run*")):
-        lines = [line.split() for line in (run / "class_labels.txt").read_text().splitlines() if line.strip()]
-        training = sorted((run / "training").glob("*.png"))
-        tests = [runs / test for test, _ in lines]
-        truth = np.array([training.index(runs / train) for _, train in lines])
+        training, tests, truth = read_oneshot_run(run)
+        yield tests, training, np.array([training.index(truth[test]) for test in tests])
+
+
+def view_stack(net: nn.Module, files: list[Path], prep: str, size: int, views: int) -> torch.Tensor:
+    """(views, n, 64): each image's vector, then those of `views` - 1 fixed distortions of it."""
+    x = torch.from_numpy(np.stack([pixels(f, prep, size) for f in files]))[:, None]
+    with torch.inference_mode():
+        return torch.stack([net(x if v == 0 else random_affine(x, torch.Generator().manual_seed(v), same_for_all=True))
+                            for v in range(views)])
+
+
+def run_distances(nets: list[nn.Module], runs: Path, prep: str, size: int, views: int) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """Per run: (true class of each test item, per net the squared Euclidean and cosine distance matrices of the
+    mean vectors over the views)."""
+    out = []
+    for tests, training, truth in oneshot_runs(runs):
         matrices = []
         for net in nets:
-            q, t = embed(net, tests), embed(net, training)
+            q, t = view_stack(net, tests, prep, size, views).mean(0), view_stack(net, training, prep, size, views).mean(0)
             matrices.append((torch.cdist(q, t).pow(2).numpy(), 1 - (F.normalize(q, dim=-1) @ F.normalize(t, dim=-1).T).numpy()))
         out.append((truth, matrices))
     return out
@@ -143,19 +150,11 @@ def run_distances(nets: list[nn.Module], runs: Path, prep: str, size: int, views
 
 def aligned(net: nn.Module, args) -> list[float]:
     """Per-run accuracy with the distance of two images as the smallest over every pair of their distorted views."""
-    def views(files):
-        x = torch.from_numpy(np.stack([pixels(f, args.prep, args.size) for f in files]))[:, None]
-        with torch.inference_mode():
-            return torch.stack([net(x if v == 0 else random_affine(x, torch.Generator().manual_seed(v), same_for_all=True))
-                                for v in range(args.align)])
-
     per_run = []
-    for run in sorted(args.runs.glob("run*")):
-        lines = [line.split() for line in (run / "class_labels.txt").read_text().splitlines() if line.strip()]
-        training = sorted((run / "training").glob("*.png"))
-        truth = np.array([training.index(args.runs / train) for _, train in lines])
-        q, t = views([args.runs / test for test, _ in lines]), views(training)
-        d = torch.cdist(q.flatten(0, 1), t.flatten(0, 1)).view(args.align, len(lines), args.align, len(training))
+    for tests, training, truth in oneshot_runs(args.runs):
+        q = view_stack(net, tests, args.prep, args.size, args.align)
+        t = view_stack(net, training, args.prep, args.size, args.align)
+        d = torch.cdist(q.flatten(0, 1), t.flatten(0, 1)).view(args.align, len(tests), args.align, len(training))
         per_run.append(float(np.mean(d.amin(dim=(0, 2)).argmin(1).numpy() == truth)))
     return per_run
 
