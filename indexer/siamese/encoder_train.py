@@ -199,15 +199,17 @@ def enrolment_scores(vectors: np.ndarray, identities: list[str], references: int
     are its other images (same), the forgeries of its writer and as many genuine images of other identities
     (different). Cosine distances of L2-normalised `vectors`."""
     ids = np.asarray(identities, dtype=object)
+    forgery = np.array([is_forgery(i) for i in identities], dtype=bool)
+    groups = np.array([group_of(i) for i in identities], dtype=object)
     rng = np.random.default_rng(seed)
     scores, same = [], []
-    for identity in sorted({i for i in identities if not is_forgery(i)}):
+    for identity in sorted(set(ids[~forgery])):
         rows = np.flatnonzero(ids == identity)
         if len(rows) <= references:
             continue
         enrolled, own = rows[:references], rows[references:]
-        forged = np.flatnonzero([is_forgery(i) and group_of(i) == group_of(identity) for i in identities])
-        others = np.flatnonzero([not is_forgery(i) and i != identity for i in identities])
+        forged = np.flatnonzero(forgery & (groups == group_of(identity)))
+        others = np.flatnonzero(~forgery & (ids != identity))
         others = rng.choice(others, min(len(others), len(own) + len(forged)), replace=False) if len(others) else others
         among = 1.0 - (vectors[enrolled] @ vectors[enrolled].T)[np.triu_indices(references, k=1)]
         for rows_, label in ((own, 1), (forged, 0), (others, 0)):
