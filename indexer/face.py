@@ -338,9 +338,14 @@ class FaceModel:
         return self.describe(found[0]), note
 
 
+def _whole_number(value, low: int, high: int) -> bool:
+    """A whole number (not a bool) from `low` to `high`."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and low <= value <= high
+
+
 def check_workers(workers: int) -> int:
     """`workers` if it is a whole number from 1 to MAX_WORKERS; otherwise a UserInputError naming the fix."""
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or not 1 <= workers <= MAX_WORKERS:
+    if not _whole_number(workers, 1, MAX_WORKERS):
         raise UserInputError(f"workers={workers!r} is not valid: set it to a whole number from 1 to {MAX_WORKERS} "
                              f"(worker processes, ~80 MB each), or leave it unset for one per core up to 2.")
     return int(workers)
@@ -354,7 +359,7 @@ def default_workers() -> int:
 
 def check_jitters(jitters: int, name: str = "jitters") -> int:
     """`jitters` if it is a whole number from 1 to MAX_JITTERS; otherwise a ValueError naming `name` and the fix."""
-    if isinstance(jitters, bool) or not isinstance(jitters, (int, np.integer)) or not 1 <= jitters <= MAX_JITTERS:
+    if not _whole_number(jitters, 1, MAX_JITTERS):
         raise UserInputError(f"{name}={jitters!r} is not valid: set it to a whole number from 1 (the face chip alone) to "
                          f"{MAX_JITTERS}; {DEFAULT_JITTERS} is the default (the chip and its mirror image).")
     return int(jitters)
