@@ -195,6 +195,9 @@ def test_cli_trains_an_encoder_in_signature_mode_and_evaluates_it(strokes, tmp_p
     assert result["pairs_scored"] == 2 and "trained end to end" in result["model"]
     # signatures: fused with effnet-lite0 (the default companion), at the threshold calibrated on the fused vectors
     assert card["companion"]["model"] == "effnet-lite0" and "effnet-lite0" in result["model"]
+    # centred blocks (siamese.fused): the encoder's mean, then effnet's pooled and stage-5 means over training images
+    centres = load_head(out).centres
+    assert [len(c) for c in centres] == [load_head(out).module.dim, 1280, 224] and "training images" in card["companion"]["how"]
     assert result["threshold"] == pytest.approx(card["companion"]["threshold"]["value"])
     assert result["threshold"] != pytest.approx(card["threshold"]["value"])
     # without --head, signature mode is evaluated with the shipped signature encoder

@@ -8,7 +8,7 @@ from indexer.augment import scribble_writers
 from indexer.calibration import relative_distance
 from indexer.errors import UserInputError
 from indexer.siamese.encoder import SiameseEncoder, build_encoder
-from indexer.siamese.encoder_train import ENROLMENT_REFERENCES, enrolment_card, enrolment_scores
+from indexer.siamese.validation import ENROLMENT_REFERENCES, enrolment_card, enrolment_scores
 from indexer.verify import Mode, Reduce, Verifier
 
 

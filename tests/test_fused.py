@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from indexer.augment import scribble_writers
-from indexer.siamese.encoder import SiameseEncoder, build_encoder
-from indexer.siamese.fused import FusedEncoder, fuse
-from indexer.signature import SignatureError
+from indexer.siamese import load_head
+from indexer.siamese.encoder import CENTRES_FILE, ENCODER_FORMAT, SiameseEncoder, architecture, build_encoder
+from indexer.siamese.fused import TEXTURE_SIZE, FusedEncoder, fuse
+from indexer.signature import SignatureError, ink_crop
 from indexer.verify import Mode, Verifier
 
 
@@ -31,10 +32,30 @@ def test_fused_vectors_are_unit_and_their_distance_is_the_mean_of_the_two():
     a1, b1 = rng.standard_normal((2, 3, 8))
     a2, b2 = rng.standard_normal((2, 3, 5))
     unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
-    fa, fb = fuse(a1, a2), fuse(b1, b2)
+    fa, fb = fuse([a1, a2]), fuse([b1, b2])
     assert np.allclose(np.linalg.norm(fa, axis=1), 1.0, atol=1e-6)
     expected = ((1 - np.sum(unit(a1) * unit(b1), 1)) + (1 - np.sum(unit(a2) * unit(b2), 1))) / 2
     assert np.allclose(1 - np.sum(fa * fb, 1), expected, atol=1e-6)
+    a3, b3 = rng.standard_normal((2, 3, 4))
+    three = 1 - np.sum(fuse([a1, a2, a3]) * fuse([b1, b2, b3]), 1)
+    assert np.allclose(three, (2 * expected + 1 - np.sum(unit(a3) * unit(b3), 1)) / 3, atol=1e-6)
+
+
+def test_centres_take_out_what_every_vector_shares():
+    """Without centres a large common part makes every pair look alike; minus it, the differences count."""
+    rng = np.random.default_rng(1)
+    own = rng.standard_normal((2, 6, 16))
+    common = 50 * rng.standard_normal(16)
+    a, b = own[0] + common, own[1] + common
+    encoder_a, encoder_b = rng.standard_normal((2, 6, 8))
+    raw = 1 - np.sum(fuse([encoder_a, a]) * fuse([encoder_b, b]), 1)
+    centred = 1 - np.sum(fuse([encoder_a, a], [np.zeros(8), common]) * fuse([encoder_b, b], [np.zeros(8), common]), 1)
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    encoder_part = 1 - np.sum(unit(encoder_a) * unit(encoder_b), 1)
+    assert np.all(np.abs(raw - encoder_part / 2) < 0.01)  # the shared block adds almost nothing uncentred
+    assert np.allclose(centred, (encoder_part + 1 - np.sum(unit(own[0]) * unit(own[1]), 1)) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="retrain"):
+        fuse([encoder_a, a], [common])
 
 
 CARD = {"mode": "signature", "threshold": {"value": 0.3, "how": "encoder alone"},
@@ -66,6 +87,50 @@ def test_fused_encoder_takes_the_companion_thresholds_and_fuses_each_usable_imag
         assert np.allclose(got[0][: encoder.module.dim] * np.sqrt(2), own[0], atol=1e-5)  # the encoder's half, unchanged
 
 
+class FakeTexture(FakeCompanion):
+    """A companion with `ink_texture` (as EfficientNet-Lite0): two blocks per image, and the sizes it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def ink_texture(self, images):
+        self.sizes += [image.size for image in images]
+        means = np.array([np.asarray(image, np.float32).mean() for image in images])
+        return np.stack([means, 255 - means], 1), np.stack([means, means ** 2, np.ones_like(means)], 1)
+
+
+def test_a_texture_companion_sees_the_ink_at_its_wide_size_and_is_centred(encoder, signatures):
+    centres = [np.zeros(encoder.module.dim), np.array([100.0, 100.0]), np.zeros(3)]
+    centred = SiameseEncoder(encoder.module, CARD, "centred", centres=centres)
+    companion = FakeTexture()
+    results = FusedEncoder(centred, companion).try_encode(signatures[:2])
+    assert companion.sizes == [TEXTURE_SIZE[::-1]] * 2 and companion.calls == 0  # (width, height), never encode_images
+    assert results[0][0].shape == (encoder.module.dim + 2 + 3,)
+    means = [np.asarray(image, np.float32).mean() for image in companion_images(signatures[:2])]
+    block = np.array([means[0] - 100.0, 155.0 - means[0]])
+    third = np.sqrt(3)
+    assert np.allclose(results[0][0][encoder.module.dim : encoder.module.dim + 2] * third, block / np.linalg.norm(block), atol=1e-4)
+
+
+def companion_images(images):
+    """What FusedEncoder hands a texture companion, rebuilt by another path: the ink at TEXTURE_SIZE."""
+    height, width = TEXTURE_SIZE
+    return [Image.fromarray(ink_crop(image, aspect=width / height)).resize((width, height), Image.Resampling.LANCZOS).convert("RGB")
+            for image in images]
+
+
+def test_centres_round_trip_beside_the_weights(encoder, tmp_path):
+    centres = [np.arange(encoder.module.dim, dtype=np.float32), np.array([1.5, -2.0], np.float32)]
+    card = {**CARD, "format": ENCODER_FORMAT, "architecture": {"name": "conv4-sig", "config": architecture("conv4-sig")}}
+    SiameseEncoder(encoder.module, card, "x", centres=centres).save(tmp_path)
+    loaded = load_head(tmp_path)
+    assert len(loaded.centres) == 2 and all(np.array_equal(a, b) for a, b in zip(loaded.centres, centres))
+    (tmp_path / CENTRES_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="re-download"):
+        load_head(tmp_path)
+
+
 def test_fused_encoder_refuses_another_companion_than_its_card_names(encoder):
     with pytest.raises(ValueError, match="effnet-lite0"):
         FusedEncoder(encoder, FakeCompanion("open_clip:ViT-B-32"))
@@ -88,3 +153,16 @@ def test_the_encoder_works_alone_when_its_companion_cannot_be_loaded(signatures,
         verifier = Verifier(None, heads=[encoder])
     assert verifier.heads[Mode.SIGNATURE] is encoder and "no-such-model" in caplog.text
     assert verifier.compare(signatures[0], signatures[1], Mode.SIGNATURE).threshold == 0.3
+
+
+def test_effnet_ink_texture_is_its_own_features_at_any_size(effnet, signatures):
+    """The pooled block is the model's ordinary feature vector (checked on a square image its transform leaves
+    alone), and a wide image keeps its size: 1280 pooled features and 112 channel means + 112 spreads."""
+    photo = Image.fromarray(np.random.default_rng(3).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    pooled, _ = effnet.ink_texture([photo.crop((16, 16, 240, 240))])  # what its transform keeps: the centre 224
+    own = effnet.encode_images([photo])
+    assert np.sum(own[0] * pooled[0] / np.linalg.norm(pooled[0])) > 0.995
+    wide = companion_images(signatures[:2])
+    pooled, stage = effnet.ink_texture(wide)
+    assert pooled.shape == (2, 1280) and stage.shape == (2, 224) and np.isfinite(stage).all()
+    assert (stage[:, 112:] > 0).all() and not np.allclose(stage[0], stage[1])

@@ -7,8 +7,11 @@ from __future__ import annotations
 import copy
 import importlib.util
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision import transforms
 
 from .base import Embedder
@@ -83,6 +86,7 @@ class EfficientNetLite0Embedder(Embedder):
         self._labels = imagenet_labels()
         # timm's eval transform for it: bicubic resize of the short side to 256, centre crop 224.
         self._transform = transforms.Compose([ResizeCenterCrop(256, (224, 224)), PixelsToTensor(IMAGENET_MEAN, IMAGENET_STD)])
+        self._texture_transform = PixelsToTensor(IMAGENET_MEAN, IMAGENET_STD)
         self._finish_init()
 
     @property
@@ -108,6 +112,25 @@ class EfficientNetLite0Embedder(Embedder):
         return self.model.forward_head(self.model.forward_features(pixels), pre_logits=True)
 
     fine_tune_max_blocks = 7  # timm's blocks are the 7 stages
+    texture_stage = 5  # ink_texture's mid-level features: the output of the first 5 stages (112 channels, 1/16 scale)
+
+    def ink_texture(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """(pooled last features (n, 1280), mean and spread of stage-5 activations (n, 224)), not normalised, for
+        images of one size, any size: the network is convolutional, so a wide signature keeps its aspect and its
+        strokes keep their pixels (signature mode's companion, siamese.fused). Float weights even in int8 mode."""
+        pixels = torch.stack([self._texture_transform(image) for image in images])
+
+        def run():
+            model = self.model
+            with torch.inference_mode():
+                mid = model.blocks[: self.texture_stage](model.bn1(model.conv_stem(self._model_input(pixels))))
+                last = model.blocks[self.texture_stage :](mid)
+                pooled = model.forward_head(model.bn2(model.conv_head(last)), pre_logits=True)
+                mid = mid.float()  # bf16 sums over 100s of positions would round
+                spread = torch.cat([mid.mean((2, 3)), mid.std((2, 3))], dim=1)
+                return pooled.float().cpu().numpy(), spread.float().cpu().numpy()
+
+        return self.streams.call(run)
 
     def _trunk_forward(self, pixels, cut_blocks):
         model = self.model

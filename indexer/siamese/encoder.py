@@ -26,6 +26,7 @@ from .distort import random_affine
 
 ENCODER_FORMAT = "twinsight-siamese-encoder/1"
 ENCODER_WEIGHTS_FILE = "encoder.safetensors"
+CENTRES_FILE = "centres.safetensors"  # siamese.fused: the companion's block centres
 SUPERSAMPLE = 2  # images are prepared at this multiple of the working size (finer augmentation)
 
 # blocks: [out_channels, kernel, max-pool after?]; "same" padding keeps the size through a convolution.
@@ -124,6 +125,8 @@ class SiameseEncoder:
     module: ConvEncoder
     card: dict = field(default_factory=dict)
     source: str = ""
+    # the mean of each fused block over the training images (siamese.fused: the encoder's, then its companion's)
+    centres: list[np.ndarray] = field(default_factory=list)
 
     standalone = True  # needs no shared backbone (Verifier.add_head)
     fine_tune_blocks = 0
@@ -193,6 +196,9 @@ class SiameseEncoder:
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         save_file(state, str(folder / ENCODER_WEIGHTS_FILE), metadata={"format": ENCODER_FORMAT})
+        if self.centres:
+            save_file({str(k): torch.from_numpy(np.asarray(c, np.float32)) for k, c in enumerate(self.centres)},
+                      str(folder / CENTRES_FILE))
         write_card(folder, self.card)
         return folder
 
@@ -220,4 +226,17 @@ def load_encoder(folder: Path, card: dict, source: str) -> SiameseEncoder:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{weights} does not match the architecture in {folder / 'card.json'} ({exc}); "
                          "retrain or re-download the encoder.") from None
-    return SiameseEncoder(module.eval(), card, source)
+    return SiameseEncoder(module.eval(), card, source, load_centres(folder / CENTRES_FILE))
+
+
+def load_centres(path: Path) -> list[np.ndarray]:
+    """The fused blocks' centres saved by SiameseEncoder.save, [] when there are none."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return []
+    try:
+        state = load_file(str(path))
+        return [state[str(k)].numpy() for k in range(len(state))]
+    except Exception as exc:
+        raise ValueError(f"{path} is not a valid centres file ({type(exc).__name__}: {exc}); retrain or re-download the encoder.") from None

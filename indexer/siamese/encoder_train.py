@@ -26,18 +26,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..calibration import calibrate, relative_distance, roc_auc
+from ..calibration import calibrate, roc_auc
 from ..sources import LabelledImages, load_labelled
 from .checkpoint import Checkpoint
 from .distort import distort, rotate_quarters
 from ..signature import ink_crop
-from .fused import companion_vectors, fuse
 from .encoder import (ARCHITECTURES, DEFAULT_ARCHITECTURE, ENCODER_FORMAT, SiameseEncoder, architecture, build_encoder,
                       ink_pixels)
 from .losses import SiameseLoss
+from .validation import companion_card, enrolment_card, group_of, pair_scores
 
-FORGERY_FOLDERS = ("forged", "forgeries", "forgery", "skilled")  # identity = forgeries of its parent's writer
-ENROLMENT_REFERENCES = 5  # references per enrolment when the card's relative threshold is calibrated
 WIDE_INK = 1.8  # median width / height of the ink above which the data are signatures, not characters
 
 
@@ -81,15 +79,6 @@ class EncoderResult:
     history: list[dict] = field(default_factory=list)
     out: Path | None = None
     resumed_from: int = 0
-
-
-def group_of(identity: str) -> str:
-    parent = identity.rpartition("/")[0]
-    return parent or identity
-
-
-def is_forgery(identity: str) -> bool:
-    return identity.rpartition("/")[2].lower() in FORGERY_FOLDERS
 
 
 def split_groups(identities: list[str], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
@@ -178,85 +167,6 @@ def oneshot_accuracy(vectors: np.ndarray, labels: np.ndarray, ways: int, episode
         similarity = vectors[pairs[:, 1]] @ vectors[pairs[:, 0]].T
         correct += int((similarity.argmax(1) == np.arange(ways)).sum())
     return correct / (episodes * ways)
-
-
-def pair_scores(vectors: np.ndarray, identities: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarities and same/different of every pair; two forgeries of one writer are not a pair
-    (different forgers may have made them)."""
-    i, j = np.triu_indices(len(identities), k=1)
-    ids = np.asarray(identities, dtype=object)
-    forged = np.array([is_forgery(x) for x in identities])
-    keep = ~(forged[i] & forged[j])
-    i, j = i[keep], j[keep]
-    return np.sum(vectors[i] * vectors[j], axis=1), (ids[i] == ids[j]).astype(np.int8)
-
-
-def enrolment_scores(vectors: np.ndarray, identities: list[str], references: int = ENROLMENT_REFERENCES,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Relative distances (calibration.relative_distance) of questioned images to enrolments, and same/different.
-
-    Each genuine identity with more than `references` images is enrolled with its first `references`; questioned
-    are its other images (same), the forgeries of its writer and as many genuine images of other identities
-    (different). Cosine distances of L2-normalised `vectors`."""
-    ids = np.asarray(identities, dtype=object)
-    forgery = np.array([is_forgery(i) for i in identities], dtype=bool)
-    groups = np.array([group_of(i) for i in identities], dtype=object)
-    rng = np.random.default_rng(seed)
-    scores, same = [], []
-    for identity in sorted(set(ids[~forgery])):
-        rows = np.flatnonzero(ids == identity)
-        if len(rows) <= references:
-            continue
-        enrolled, own = rows[:references], rows[references:]
-        forged = np.flatnonzero(forgery & (groups == group_of(identity)))
-        others = np.flatnonzero(~forgery & (ids != identity))
-        others = rng.choice(others, min(len(others), len(own) + len(forged)), replace=False) if len(others) else others
-        among = 1.0 - (vectors[enrolled] @ vectors[enrolled].T)[np.triu_indices(references, k=1)]
-        for rows_, label in ((own, 1), (forged, 0), (others, 0)):
-            for row in rows_:
-                scores.append(relative_distance(1.0 - vectors[enrolled] @ vectors[row], among))
-                same.append(label)
-    return np.asarray(scores), np.asarray(same, dtype=np.int8)
-
-
-def enrolment_card(vectors: np.ndarray, identities: list[str], groups: int) -> dict:
-    """The card's `enrolment` section: the relative threshold at the equal error rate on held-out enrolments,
-    or {} when the validation identities are too few to enrol (fewer than ENROLMENT_REFERENCES + 1 images)."""
-    scores, same = enrolment_scores(vectors, identities)
-    if not (same == 1).any() or not (same == 0).any():
-        return {}
-    calibration = calibrate(-scores, same)
-    return {"enrolment": {
-        "threshold": -calibration.threshold, "references": ENROLMENT_REFERENCES, "criterion": "equal error rate",
-        "metric": "mean cosine distance to the references over the mean distance among them",
-        "eer": calibration.eer, "auc": calibration.auc, "accuracy": calibration.accuracy,
-        "how": (f"equal-error-rate threshold on {len(same)} questioned images against enrolments of "
-                f"{ENROLMENT_REFERENCES} references, of identities from {groups} folders (writers, alphabets) never seen "
-                "in training"),
-    }}
-
-
-def companion_card(spec: str | None, vectors: np.ndarray, images: list, identities: list[str], alone) -> dict:
-    """The card's `companion` section: the image model `spec` fused with the encoder (siamese.fused) and the pair and
-    enrolment thresholds calibrated on the fused vectors of the validation identities; {} without a companion."""
-    if not spec or spec == "none":
-        return {}
-    from ..models import load_embedder
-
-    model = load_embedder(spec)
-    fused = fuse(vectors, companion_vectors(model, images))
-    scores, same = pair_scores(fused, identities)
-    calibration = calibrate(scores, same)
-    groups = len({group_of(i) for i in identities})
-    return {"companion": {
-        "model": model.name,
-        "how": "the encoder's vector and the model's (signature mode's 224 px ink) side by side: the mean of their cosine distances",
-        "threshold": {"value": 1.0 - calibration.threshold, "criterion": "equal error rate",
-                      "how": f"equal-error-rate threshold on {len(same)} pairs of {len(set(identities))} identities from {groups} "
-                             f"folders never seen in training, with {model.name} fused"},
-        "metrics": {"val_auc": roc_auc(scores, same), "val_eer": calibration.eer, "val_eer_encoder_alone": alone.eer},
-        **enrolment_card(fused, identities, groups),
-    }}
 
 
 def _embed(model, x: torch.Tensor) -> np.ndarray:
@@ -363,9 +273,13 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
     model.eval().to(memory_format=torch.contiguous_format)
     views = {"test_time_views": arch.get("test_time_views", 1)}
     # the threshold is calibrated on the vectors the app will compare: with the card's test-time views
-    vectors = SiameseEncoder(model, views).embed(x_val.float())
+    embed = SiameseEncoder(model, views).embed
+    vectors = embed(x_val.float())
     scores, same = pair_scores(vectors, val_identities)
     calibration = calibrate(scores, same)
+    fused_card, centres = companion_card(config.companion, embed, (x_train, [data.images[kept[r]] for r in train_rows]),
+                                         (vectors, [data.images[kept[r]] for r in val_rows], val_identities), calibration,
+                                         config.seed)
     card = {
         "format": ENCODER_FORMAT,
         "mode": "signature",
@@ -380,7 +294,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
                     f"identities from {len({group_of(i) for i in val_ids})} folders (writers, alphabets) never seen in training"),
         },
         **enrolment_card(vectors, val_identities, len({group_of(i) for i in val_ids})),
-        **companion_card(config.companion, vectors, [data.images[kept[r]] for r in val_rows], val_identities, calibration),
+        **fused_card,
         "metrics": {
             "val_oneshot_accuracy": state["best"], "val_oneshot_ways": min(config.val_ways, len(val_ids)),
             "val_auc": roc_auc(scores, same), "val_eer": calibration.eer,
@@ -403,7 +317,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
         },
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    encoder = SiameseEncoder(model.eval(), card, source=str(config.out or "(in memory)"))
+    encoder = SiameseEncoder(model.eval(), card, source=str(config.out or "(in memory)"), centres=centres)
     out = encoder.save(config.out) if config.out else None
     checkpoint.remove()
     return EncoderResult(encoder, state["history"], out, resumed_from)

@@ -1,11 +1,17 @@
 """A stroke encoder fused with a companion image model (its card's `companion`), for signature mode.
 
-The stroke encoder sees the ink's shape at low resolution; an ImageNet model sees texture at 224 px (stroke quality,
-pen pressure). Neither alone tells skilled forgeries apart (about 23% equal error rate each on held-out writers);
-their errors differ, so their mean distance does better (docs/VERIFICATION.md). The fused vector is the two
-L2-normalised vectors side by side over sqrt(2): unit length, and its cosine distance is the mean of the two
-models' cosine distances, so everything that compares vectors works unchanged. The card's `companion` section holds
-thresholds calibrated on these fused vectors (the encoder's own `threshold` stays for the encoder alone).
+The stroke encoder sees the ink's shape at low resolution; an ImageNet model sees texture (stroke quality, pen
+pressure). With EfficientNet-Lite0 the companion sees the cleaned ink at 224x512, its aspect kept (a signature is
+about 2.3 times as wide as high; squeezed into 224x224 its strokes lose half their pixels), and gives two blocks:
+its pooled features and the mean and spread of its stage-5 activations. Their errors differ from the encoder's, so
+the mean of their distances does better than any one (docs/VERIFICATION.md).
+
+The fused vector is each block minus its centre (its mean over the training images), L2-normalised, side by side
+over sqrt(k): unit length, and its cosine distance is the mean of the k blocks' cosine distances, so everything
+that compares vectors works unchanged. The centres matter: every signature's activations share a large common part,
+so uncentred the stage-5 block's distances are tiny and the mean is the encoder's alone. The card's `companion`
+section holds thresholds calibrated on these fused vectors (the encoder's own `threshold` stays for the encoder
+alone); the centres are saved beside the weights (encoder.CENTRES_FILE).
 """
 from __future__ import annotations
 
@@ -16,8 +22,10 @@ import numpy as np
 from PIL import Image
 
 from ..images import ImageSource
-from ..signature import preprocess_signature
+from ..signature import ink_crop, preprocess_signature
 from .encoder import SiameseEncoder
+
+TEXTURE_SIZE = (224, 512)  # height, width of the ink a companion with `ink_texture` sees
 
 
 class ImageModel(Protocol):
@@ -26,18 +34,31 @@ class ImageModel(Protocol):
     def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray: ...
 
 
-def fuse(encoder_vectors: np.ndarray, companion_vectors: np.ndarray) -> np.ndarray:
-    """(n, d1) and (n, d2) -> (n, d1 + d2), unit length; cosine distance = the mean of the two cosine distances."""
-    def unit(v):
-        v = np.asarray(v, np.float32)
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+def fuse(parts: Sequence[np.ndarray], centres: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """k blocks (n, d_i) -> (n, sum of d_i), unit length: each block minus its centre, normalised, side by side over
+    sqrt(k), so the cosine distance is the mean of the blocks' cosine distances."""
+    if centres and len(centres) != len(parts):
+        raise ValueError(f"The encoder's card has centres for {len(centres)} blocks but its companion gives {len(parts) - 1} "
+                         "besides the encoder's; retrain the encoder with this companion (python -m indexer.siamese train).")
+    blocks = []
+    for k, part in enumerate(parts):
+        v = np.asarray(part, np.float32)
+        if centres:
+            v = v - np.asarray(centres[k], np.float32)
+        blocks.append(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+    return np.concatenate(blocks, axis=1) / np.float32(np.sqrt(len(blocks)))
 
-    return np.concatenate([unit(encoder_vectors), unit(companion_vectors)], axis=1) / np.float32(np.sqrt(2.0))
 
-
-def companion_vectors(model: ImageModel, images: Sequence[ImageSource]) -> np.ndarray:
-    """The companion's vectors of the ink as signature mode prepares it for an image model (224 px, cleaned ink)."""
-    return model.encode_images([preprocess_signature(image) for image in images])
+def companion_parts(model: ImageModel, images: Sequence[ImageSource]) -> list[np.ndarray]:
+    """The companion's blocks for the cleaned ink of each image: with `ink_texture` (EfficientNet-Lite0) its two
+    texture blocks of the ink at TEXTURE_SIZE, aspect kept; otherwise its vector of signature mode's 224 px square."""
+    texture = getattr(model, "ink_texture", None)
+    if texture is None:
+        return [model.encode_images([preprocess_signature(image) for image in images])]
+    height, width = TEXTURE_SIZE
+    wide = [Image.fromarray(ink_crop(image, aspect=width / height)).resize((width, height), Image.Resampling.LANCZOS).convert("RGB")
+            for image in images]
+    return list(texture(wide))
 
 
 @dataclass
@@ -79,8 +100,8 @@ class FusedEncoder:
         results = self.encoder.try_encode(images)
         usable = [k for k, r in enumerate(results) if not isinstance(r, Exception)]
         if usable:
-            extra = companion_vectors(self.companion, [images[k] for k in usable])
-            fused = fuse(np.stack([results[k][0] for k in usable]), extra)
+            parts = [np.stack([results[k][0] for k in usable]), *companion_parts(self.companion, [images[k] for k in usable])]
+            fused = fuse(parts, self.encoder.centres)
             for k, vector in zip(usable, fused):
                 results[k] = (vector, results[k][1])
         return results
