@@ -55,6 +55,7 @@ def test_wheel_holds_the_code_licence_and_console_command(tmp_path):
     assert "indexer/siamese/train.py" in names and "indexer/models/registry.py" in names
     for model in ("signature-encoder", "omniglot-encoder"):  # the shipped encoders travel with the package
         assert {f"indexer/siamese/pretrained/{model}/card.json", f"indexer/siamese/pretrained/{model}/encoder.safetensors"} <= set(names)
+    assert "indexer/siamese/pretrained/signature-encoder/centres.safetensors" in names  # its companion's centres
     assert any(n.endswith("licenses/LICENSE") for n in names)
     entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "twinsight = app:cli" in entry_points

@@ -153,7 +153,7 @@ def load_head(path_or_repo: str | Path) -> "SiameseHead | SiameseEncoder":
         from huggingface_hub import snapshot_download
 
         try:
-            folder = Path(snapshot_download(text, allow_patterns=[WEIGHTS_FILE, CARD_FILE, "encoder.safetensors"]))
+            folder = Path(snapshot_download(text, allow_patterns=[WEIGHTS_FILE, CARD_FILE, "encoder.safetensors", "centres.safetensors"]))
         except Exception as exc:
             raise FileNotFoundError(f"Could not download the Siamese head {text!r} from the hub: {exc}") from exc
     card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
