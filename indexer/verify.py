@@ -166,10 +166,10 @@ class Verifier:
             return encoder
         try:
             companion = self.embedder if getattr(self.embedder, "name", None) == name else load_embedder(name)
+            return FusedEncoder(encoder, companion)
         except Exception as exc:  # noqa: BLE001 - the encoder alone still works, with its own thresholds
-            log.warning("%s: its companion model %s could not be loaded (%s); using the encoder alone", encoder.source, name, exc)
+            log.warning("%s: cannot fuse it with its companion model %s (%s); using the encoder alone", encoder.source, name, exc)
             return encoder
-        return FusedEncoder(encoder, companion)
 
     @property
     def face_model(self) -> FaceModel:

@@ -120,6 +120,16 @@ def companion_images(images):
             for image in images]
 
 
+def test_an_encoder_without_centres_is_not_fused_with_a_texture_companion(encoder, signatures, caplog):
+    """An encoder calibrated on the older fusion (no centres) keeps its own thresholds instead of wrong fused ones."""
+    with pytest.raises(ValueError, match="retrain"):
+        FusedEncoder(encoder, FakeTexture())
+    with caplog.at_level(logging.WARNING, logger="indexer.verify"):
+        verifier = Verifier(FakeTexture(), heads=[encoder])
+    assert verifier.heads[Mode.SIGNATURE] is encoder and "no centres" in caplog.text
+    assert verifier.compare(signatures[0], signatures[1], Mode.SIGNATURE).threshold == 0.3
+
+
 def test_centres_round_trip_beside_the_weights(encoder, tmp_path):
     centres = [np.arange(encoder.module.dim, dtype=np.float32), np.array([1.5, -2.0], np.float32)]
     card = {**CARD, "format": ENCODER_FORMAT, "architecture": {"name": "conv4-sig", "config": architecture("conv4-sig")}}

@@ -76,6 +76,10 @@ class FusedEncoder:
         if section.get("model") != self.companion.name:
             raise ValueError(f"{self.encoder.source} was calibrated with {section.get('model')!r} as its companion, "
                              f"not {self.companion.name!r}; load that model.")
+        if hasattr(self.companion, "ink_texture") and not self.encoder.centres:
+            # calibrated on an older fusion (one uncentred vector of the square ink): its thresholds would not apply
+            raise ValueError(f"{self.encoder.source} has no centres for {self.companion.name}'s texture blocks (trained by "
+                             "an older Twinsight); retrain it with python -m indexer.siamese train.")
         # The fused space's thresholds replace the encoder's own; the rest of the card (loss, data, terms) stays.
         self.card = {**self.encoder.card, "threshold": section.get("threshold", {}), "enrolment": section.get("enrolment", {})}
 
