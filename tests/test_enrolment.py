@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from indexer.augment import scribble_writers
-from indexer.calibration import relative_distance
+from indexer.calibration import calibrate, relative_distance
 from indexer.errors import UserInputError
 from indexer.siamese.encoder import SiameseEncoder, build_encoder
 from indexer.siamese.validation import ENROLMENT_REFERENCES, enrolment_card, enrolment_scores
@@ -40,6 +40,28 @@ def test_enrolment_scores_question_own_images_forgeries_and_other_writers():
     assert card["references"] == ENROLMENT_REFERENCES and card["eer"] == 0.0
     assert scores[same == 1].max() <= card["threshold"] < scores[same == 0].min()
     assert "2 folders" in card["how"] and "never seen in training" in card["how"]
+
+
+def test_the_enrolment_threshold_is_set_against_skilled_forgeries_when_there_are_some():
+    """Random forgeries are easy; a threshold at the equal-error point over them and the skilled ones together lets
+    more skilled forgeries through than one set against the skilled ones alone."""
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((3, 16))
+    vectors = np.vstack([clustered(rng, centres[0], 14, 0.35), clustered(rng, centres[0] + 0.35 * centres[2], 9, 0.35),
+                         clustered(rng, centres[1], 14, 0.35)])
+    identities = ["a/genuine"] * 14 + ["a/forged"] * 9 + ["b/genuine"] * 14
+    card = enrolment_card(vectors, identities, groups=2)["enrolment"]
+    assert card["negatives"].startswith("skilled forgeries") and "skilled forgeries" in card["how"]
+    skilled, same = enrolment_scores(vectors, identities, forgeries_only=True)
+    assert (same == 0).sum() == 9  # a's forgeries only: no other writers
+    mixed_scores, mixed_same = enrolment_scores(vectors, identities)
+    mixed = -calibrate(-mixed_scores, mixed_same).threshold
+    forged = skilled[same == 0]
+    assert card["threshold"] < mixed and (forged <= card["threshold"]).mean() < (forged <= mixed).mean()
+    # without forgeries, other identities are the negatives
+    genuine_only = [i for i in identities if i != "a/forged"]
+    keep = [k for k, i in enumerate(identities) if i != "a/forged"]
+    assert enrolment_card(vectors[keep], genuine_only, groups=2)["enrolment"]["negatives"] == "images of other identities"
 
 
 def test_no_enrolment_threshold_when_no_identity_has_more_images_than_references():
