@@ -23,7 +23,7 @@ from torch import nn
 
 from ..models.tracing import input_signature, trace_checked, tracing_enabled
 from .cards import CARD_FILE, write_card
-from .encoder import ENCODER_FORMAT, SiameseEncoder, load_encoder
+from .encoder import CENTRES_FILE, ENCODER_FORMAT, ENCODER_WEIGHTS_FILE, SiameseEncoder, load_encoder
 
 WEIGHTS_FILE = "head.safetensors"
 CARD_FORMAT = "twinsight-siamese-head/1"
@@ -153,7 +153,7 @@ def load_head(path_or_repo: str | Path) -> "SiameseHead | SiameseEncoder":
         from huggingface_hub import snapshot_download
 
         try:
-            folder = Path(snapshot_download(text, allow_patterns=[WEIGHTS_FILE, CARD_FILE, "encoder.safetensors", "centres.safetensors"]))
+            folder = Path(snapshot_download(text, allow_patterns=[WEIGHTS_FILE, CARD_FILE, ENCODER_WEIGHTS_FILE, CENTRES_FILE]))
         except Exception as exc:
             raise FileNotFoundError(f"Could not download the Siamese head {text!r} from the hub: {exc}") from exc
     card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE

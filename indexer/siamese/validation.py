@@ -107,14 +107,9 @@ def companion_card(spec: str | None, embed: Callable[[torch.Tensor], np.ndarray]
     train_pixels, train_images = train
     pick = np.sort(np.random.default_rng(seed).permutation(len(train_images))[:CENTRE_IMAGES])
     centres = [embed(train_pixels[torch.as_tensor(pick)].float()).mean(0)]
-    sums = None
-    for start in range(0, len(pick), COMPANION_BATCH):
-        parts = companion_parts(model, [train_images[k] for k in pick[start : start + COMPANION_BATCH]])
-        sums = [p.sum(0) for p in parts] if sums is None else [s + p.sum(0) for s, p in zip(sums, parts)]
-    centres += [s / len(pick) for s in sums]
+    centres += [block.mean(0) for block in _companion_blocks(model, [train_images[k] for k in pick])]
     vectors, images, identities = val
-    parts = [companion_parts(model, images[k : k + COMPANION_BATCH]) for k in range(0, len(images), COMPANION_BATCH)]
-    fused = fuse([vectors, *(np.concatenate(block) for block in zip(*parts))], centres)
+    fused = fuse([vectors, *_companion_blocks(model, images)], centres)
     scores, same = pair_scores(fused, identities)
     calibration = calibrate(scores, same)
     groups = len({group_of(i) for i in identities})
@@ -129,3 +124,9 @@ def companion_card(spec: str | None, embed: Callable[[torch.Tensor], np.ndarray]
         "metrics": {"val_auc": roc_auc(scores, same), "val_eer": calibration.eer, "val_eer_encoder_alone": alone.eer},
         **enrolment_card(fused, identities, groups),
     }}, centres
+
+
+def _companion_blocks(model, images: list) -> list[np.ndarray]:
+    """companion_parts of `images`, COMPANION_BATCH at a time (each batch is one forward pass)."""
+    chunks = [companion_parts(model, images[k : k + COMPANION_BATCH]) for k in range(0, len(images), COMPANION_BATCH)]
+    return [np.concatenate(block) for block in zip(*chunks)]
