@@ -141,6 +141,21 @@ def test_centres_round_trip_beside_the_weights(encoder, tmp_path):
         load_head(tmp_path)
 
 
+def test_each_image_is_decoded_once_for_both_models(encoder, signatures, tmp_path, monkeypatch):
+    paths = []
+    for k, image in enumerate(signatures[:2]):
+        paths.append(tmp_path / f"{k}.png")
+        image.save(paths[-1])
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: opened.append(getattr(args[0], "name", args[0])) or real_open(*args, **kwargs))
+    centred = SiameseEncoder(encoder.module, CARD, "centred", centres=[np.zeros(encoder.module.dim), np.zeros(2), np.zeros(3)])
+    results = FusedEncoder(centred, FakeTexture()).try_encode([str(paths[0]), str(tmp_path / "broken.png"), str(paths[1])])
+    assert isinstance(results[1], ValueError) and results[0][0].shape == results[2][0].shape == (encoder.module.dim + 5,)
+    assert sorted(map(str, opened)) == sorted(map(str, [paths[0], tmp_path / "broken.png", paths[1]]))  # once each
+
+
 def test_fused_encoder_refuses_another_companion_than_its_card_names(encoder):
     with pytest.raises(ValueError, match="effnet-lite0"):
         FusedEncoder(encoder, FakeCompanion("open_clip:ViT-B-32"))

@@ -21,7 +21,7 @@ from typing import Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from ..images import ImageSource
+from ..images import ImageSource, load_image
 from ..signature import ink_crop, preprocess_signature
 from .encoder import SiameseEncoder
 
@@ -101,10 +101,20 @@ class FusedEncoder:
         return None if value is None else float(value)
 
     def try_encode(self, images: Sequence[ImageSource]) -> list[tuple[np.ndarray, Image.Image] | ValueError]:
-        results = self.encoder.try_encode(images)
-        usable = [k for k, r in enumerate(results) if not isinstance(r, Exception)]
+        # Each image is decoded once; the encoder and the companion both crop the ink from that copy.
+        results: list = []
+        for image in images:
+            try:
+                results.append(load_image(image))
+            except ValueError as exc:
+                results.append(exc)
+        decoded = [k for k, r in enumerate(results) if not isinstance(r, Exception)]
+        loaded = {k: results[k] for k in decoded}
+        for k, result in zip(decoded, self.encoder.try_encode([loaded[k] for k in decoded])):
+            results[k] = result
+        usable = [k for k in decoded if not isinstance(results[k], Exception)]
         if usable:
-            parts = [np.stack([results[k][0] for k in usable]), *companion_parts(self.companion, [images[k] for k in usable])]
+            parts = [np.stack([results[k][0] for k in usable]), *companion_parts(self.companion, [loaded[k] for k in usable])]
             fused = fuse(parts, self.encoder.centres)
             for k, vector in zip(usable, fused):
                 results[k] = (vector, results[k][1])
