@@ -65,6 +65,8 @@ def ink_crop(source: ImageSource, aspect: float = 1.0, margin: float = MARGIN, c
     return canvas
 
 
-def preprocess_signature(source: ImageSource, size: int = OUTPUT_SIZE) -> Image.Image:
-    """A `size`x`size` RGB image of the ink, dark on white, centred, aspect ratio kept."""
-    return Image.fromarray(ink_crop(source)).resize((size, size), Image.LANCZOS).convert("RGB")
+def preprocess_signature(source: ImageSource, size: int = OUTPUT_SIZE, width: int | None = None) -> Image.Image:
+    """A `size` high, `width` (default `size`) wide RGB image of the ink, dark on white, centred, its aspect ratio
+    kept (padded, never stretched)."""
+    width = width or size
+    return Image.fromarray(ink_crop(source, aspect=width / size)).resize((width, size), Image.LANCZOS).convert("RGB")

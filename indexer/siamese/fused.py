@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..images import ImageSource, load_image
-from ..signature import ink_crop, preprocess_signature
+from ..signature import preprocess_signature
 from .encoder import SiameseEncoder
 
 TEXTURE_SIZE = (224, 512)  # height, width of the ink a companion with `ink_texture` sees
@@ -55,10 +55,7 @@ def companion_parts(model: ImageModel, images: Sequence[ImageSource]) -> list[np
     texture = getattr(model, "ink_texture", None)
     if texture is None:
         return [model.encode_images([preprocess_signature(image) for image in images])]
-    height, width = TEXTURE_SIZE
-    wide = [Image.fromarray(ink_crop(image, aspect=width / height)).resize((width, height), Image.Resampling.LANCZOS).convert("RGB")
-            for image in images]
-    return list(texture(wide))
+    return list(texture([preprocess_signature(image, *TEXTURE_SIZE) for image in images]))
 
 
 @dataclass
