@@ -1,6 +1,6 @@
 """What each part of signature mode's fused score adds, on writers never seen in training (docs/VERIFICATION.md).
 
-    python benchmarks/signature_ablation.py --signatures ../shared/data/signatures-dev --models /tmp/signature-bench3
+    python benchmarks/signature_ablation.py --signatures ../shared/data/signatures-dev --models /tmp/signature-bench4
 
 Takes the fold encoders `benchmarks/signature_encoder.py` trained (MODELS/model-foldK) and scores the same trials
 (5 references, relative to their spread) with a growing set of blocks, fused as siamese.fused does: the encoder
@@ -37,11 +37,11 @@ VARIANTS = {  # name: (blocks, centred)
 }
 
 
-def blocks_of(images: list[Path], encoder, effnet) -> dict[str, np.ndarray]:
-    out: dict[str, list] = {"encoder": [], "square": [], "wide": [], "stage5": []}
+def effnet_blocks(images: list[Path], effnet) -> dict[str, np.ndarray]:
+    """effnet-lite0's blocks of every image: the same in every fold (its weights are not trained), so computed once."""
+    out: dict[str, list] = {"square": [], "wide": [], "stage5": []}
     for start in range(0, len(images), 16):
         chunk = [str(p) for p in images[start : start + 16]]
-        out["encoder"].append(encoder.encode(chunk))
         out["square"].append(effnet.encode_images([preprocess_signature(p) for p in chunk]))
         wide, stage5 = companion_parts(effnet, chunk)
         out["wide"].append(wide)
@@ -75,9 +75,11 @@ def main() -> None:
     images = sorted(args.signatures.glob("*/*/*.png"))
     row = {str(p): k for k, p in enumerate(images)}
     results: dict[str, list] = {name: [] for name in VARIANTS}
+    shared = effnet_blocks(images, effnet)
     for k, test in enumerate(writer_folds(args.signatures, args.folds)):
         encoder = load_head(args.models / f"model-fold{k}")
-        blocks = blocks_of(images, encoder, effnet)
+        blocks = {**shared, "encoder": np.concatenate([encoder.encode([str(p) for p in images[i : i + 16]])
+                                                       for i in range(0, len(images), 16)])}
         train_rows = [row[str(p)] for p in images if p.parts[-3] not in test]
         for name, (keys, centred) in VARIANTS.items():
             parts = [blocks[key] for key in keys]
