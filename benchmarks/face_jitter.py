@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from indexer.face import DLIB_THRESHOLD, FaceModel, face_distance  # noqa: E402
+from indexer.face_net import MODEL_FILE  # noqa: E402
+from indexer.face_worker import models_dir  # noqa: E402
 
 DEV_PAIRS = ROOT.parent / "shared" / "data" / "faces-dev" / "pairs.csv"
 
@@ -44,7 +46,9 @@ def main() -> None:
     faces = {name: model.one_face(folder / name, on_multiple="largest")[0]
              for name in sorted({name for a, b, _ in pairs for name in (a, b)})}
     settings = {f"jitters {n}": describer(model, n) for n in args.jitters}
-    encoder = model.detector.encoder
+    import dlib
+
+    encoder = dlib.face_recognition_model_v1(str(models_dir() / MODEL_FILE))  # dlib's own CNN, for its num_jitters
     for n in args.dlib:
         settings[f"dlib num_jitters {n}"] = lambda face, n=n: np.asarray(
             encoder.compute_face_descriptor(np.asarray(face.chip), n), np.float32)

@@ -137,7 +137,7 @@ class Settings:
     face_timeout: float = _var("FACE_TIMEOUT", _number, 60.0, "seconds allowed per image in face mode", "60")
     face_worker: bool = _var("FACE_WORKER", _switch, True, "run dlib in worker processes (0: in the app's process)", "1")
     face_workers: int | None = _var("FACE_WORKERS", _whole(1, 16), None, "dlib worker processes: the images of a "
-                                    "pair are described at once, one per worker (~80 MB each; ignored when "
+                                    "pair are detected at once, one per worker (~55 MB each; ignored when "
                                     "TWINSIGHT_FACE_WORKER=0)", "2, or 1 on a 1-core CPU")
     face_jitters: int = _var("FACE_JITTERS", _whole(1, 32), 2, "CNN passes averaged per compared face: 1 the aligned "
                              "chip alone, 2 adds its mirror image, more add seeded shifts and rotations")

@@ -1,8 +1,10 @@
-"""Face pipeline: dlib detection, 5-point alignment, and the ResNet 128-d face descriptor.
+"""Face pipeline: dlib detection, 5-point alignment, and dlib's ResNet 128-d face descriptor.
 
-The model files ship in the PyPI package `face-recognition-models`. dlib runs in worker processes
+The model files ship in the PyPI package `face-recognition-models`. dlib detects and aligns in worker processes
 (indexer.face_worker): its bindings keep the GIL while they work, which would stall the app's other requests. There
-is one worker per core (up to 2, TWINSIGHT_FACE_WORKERS), so the two images of a pair are described at once.
+is one worker per core (up to 2, TWINSIGHT_FACE_WORKERS), so the two images of a pair are detected at once. The
+descriptor network runs here, in torch (indexer.face_net: dlib's weights, the same descriptors, ~8x faster than
+dlib-bin's own CNN).
 dlib's published operating point: two descriptors closer than 0.6 (Euclidean) are the same person
 (99.38% on LFW).
 """
@@ -25,7 +27,8 @@ import numpy as np
 from PIL import Image
 
 from . import face_worker
-from .face_worker import FaceDetector, RawFace
+from .face_net import face_describer
+from .face_worker import FaceDetector, RawFace, jittered_chips
 from .face_pool import Pool, SingleFlight
 from .config import Settings, settings
 from .images import ImageSource, load_image
@@ -36,10 +39,10 @@ DLIB_THRESHOLD = 0.6  # dlib's documented same-person distance for dlib_face_rec
 CACHE_SIZE = 64
 # CNN passes per compared face (TWINSIGHT_FACE_JITTERS): 1 is the aligned chip alone; 2 averages it with its mirror
 # image; more add dlib-style jitters from a fixed seed (indexer.face_worker.jittered_chips). Each pass costs one
-# chip's CNN time (~70 ms here), and only the face being compared pays it.
+# chip's CNN time (~12-17 ms here, Intel Xeon, 1 thread), and only the face being compared pays it.
 DEFAULT_JITTERS = Settings.face_jitters
 MAX_JITTERS = 32
-MAX_WORKERS = 16  # each worker process holds its own copy of the models (~80 MB resident)
+MAX_WORKERS = 16  # each worker process holds its own copy of dlib's detector and landmarks
 STARTUP_TIMEOUT = 120.0  # seconds for the worker to import dlib and load its models (~0.6 s here)
 
 
@@ -82,7 +85,8 @@ class FaceWorker:
     """`FaceDetector` in a child process (indexer/face_worker.py): started here, restarted when it has died.
 
     The app only waits on a pipe while dlib works, so its other threads keep the GIL. Costs: ~0.6-0.9 s to start,
-    ~80 MB (resident) for the models, and a copy of the pixels per image. Thread-safe; one image at a time.
+    ~55 MB (resident) for dlib's detector and landmarks, and a copy of the pixels per image. Thread-safe; one image at
+    a time.
     An image that takes longer than `timeout` seconds (TWINSIGHT_FACE_TIMEOUT, 60; a 14-megapixel photo takes
     ~0.3 s) has its worker killed and gets a FaceWorkerError, so one pathological upload cannot hold face mode.
     """
@@ -121,16 +125,11 @@ class FaceWorker:
             raise error(f"The face model could not load in its worker process: {reply['message']}. {fix}")
         self._process = process
 
-    def detect_and_embed(self, pixels: np.ndarray) -> list[RawFace]:
-        """`FaceDetector.detect_and_embed` in the worker. If the worker dies on the image, it is restarted and the
-        image tried once more; a second death raises FaceWorkerError (the worker restarts on the next call)."""
-        reply, arrays = self._request({"kind": "faces"}, pixels)
-        return [RawFace(tuple(face["box"]), arrays[2 * i], arrays[2 * i + 1], face["upsample"])
-                for i, face in enumerate(reply["faces"])]
-
-    def jitter(self, chip: np.ndarray, jitters: int) -> np.ndarray:
-        """`FaceDetector.jitter` in the worker, with the same restarts as `detect_and_embed`."""
-        return self._request({"kind": "jitter", "jitters": jitters}, chip)[1][0]
+    def detect(self, pixels: np.ndarray) -> list[RawFace]:
+        """`FaceDetector.detect` in the worker. If the worker dies on the image, it is restarted and the image tried
+        once more; a second death raises FaceWorkerError (the worker restarts on the next call)."""
+        reply, chips = self._request({"kind": "faces"}, pixels)
+        return [RawFace(tuple(face["box"]), chip, face["upsample"]) for face, chip in zip(reply["faces"], chips)]
 
     def _request(self, header: dict, pixels: np.ndarray) -> tuple[dict, list[np.ndarray]]:
         with self._lock:
@@ -232,6 +231,7 @@ class FaceModel:
                           Pool.start(FaceWorker, workers or default_workers(), FaceWorker.close))
         else:
             self._pool = Pool(detectors)
+        self._describe = face_describer()  # the ResNet, shared by every FaceModel of the process
         self._single = SingleFlight()  # the same image in flight twice takes one worker, once
         self._cache: LruCache[str, list[Face]] = LruCache(cache_size)  # its own lock: cached answers never wait
         self._jittered: LruCache[str, np.ndarray] = LruCache(cache_size)  # by chip hash and jitters
@@ -260,9 +260,11 @@ class FaceModel:
 
         def detect() -> list[Face]:
             with self._pool.checkout() as detector:
-                raw_faces = detector.detect_and_embed(pixels)
-            return sorted((Face(raw.box, raw.descriptor, Image.fromarray(raw.chip), raw.upsample) for raw in raw_faces),
-                          key=lambda face: face.area, reverse=True)
+                raw_faces = detector.detect(pixels)
+            # After the worker is free again: another image can be detected while these chips are described.
+            descriptors = self._describe([raw.chip for raw in raw_faces])
+            return sorted((Face(raw.box, descriptor, Image.fromarray(raw.chip), raw.upsample)
+                           for raw, descriptor in zip(raw_faces, descriptors)), key=lambda face: face.area, reverse=True)
 
         return self._single.get(self._cache, key, detect)
 
@@ -277,9 +279,7 @@ class FaceModel:
         key = f"{hashlib.blake2b(memoryview(chip), digest_size=16).hexdigest()}:{jitters}"
 
         def average() -> np.ndarray:
-            # Any worker will do: the variants come from a fixed seed, the same in every process.
-            with self._pool.checkout() as detector:
-                variants = detector.jitter(chip, jitters)
+            variants = self._describe(jittered_chips(chip, jitters)[1:])  # from a fixed seed: the same every time
             passes = np.vstack([np.asarray(face.descriptor, np.float64)[None], np.asarray(variants, np.float64)])
             return passes.mean(axis=0).astype(np.float32)
 
@@ -347,7 +347,7 @@ def check_workers(workers: int) -> int:
     """`workers` if it is a whole number from 1 to MAX_WORKERS; otherwise a UserInputError naming the fix."""
     if not _whole_number(workers, 1, MAX_WORKERS):
         raise UserInputError(f"workers={workers!r} is not valid: set it to a whole number from 1 to {MAX_WORKERS} "
-                             f"(worker processes, ~80 MB each), or leave it unset for one per core up to 2.")
+                             f"(worker processes, ~55 MB each), or leave it unset for one per core up to 2.")
     return int(workers)
 
 
@@ -369,8 +369,9 @@ _face_model_lock = threading.Lock()
 
 
 def load_face_model() -> FaceModel:
-    """The process-wide face model (dlib models are loaded once per worker process, ~80 MB each). Thread-safe: the
-    app starts it beside its other start-up work, and a request arriving meanwhile must not start a second one."""
+    """The process-wide face model (dlib's detector loads once per worker process, ~55 MB each; the descriptor network
+    once in this process). Thread-safe: the app starts it beside its other start-up work, and a request arriving
+    meanwhile must not start a second one."""
     with _face_model_lock:
         return _shared_face_model()
 

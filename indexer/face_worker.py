@@ -1,18 +1,17 @@
-"""dlib's face detection, 5-point alignment and 128-d descriptor, and the process that runs them.
+"""dlib's face detection and 5-point alignment, and the process that runs them.
 
-dlib's Python bindings keep the GIL while they detect and embed (0.2-0.6 s a photo), so in the app's process one
-face comparison stalls every other request: a pure-Python thread ran at 51-68% of its speed beside them
-(benchmarks/face_latency.py). indexer.face therefore runs `FaceDetector` in a child process by default, which
+dlib's Python bindings keep the GIL while they detect (tens of ms a photo, more for large ones), so in the app's
+process one face comparison would stall every other request: a pure-Python thread ran at 51-68% of its speed beside
+them (benchmarks/face_latency.py). indexer.face therefore runs `FaceDetector` in a child process by default, which
 starts this file as a script. As a script it imports dlib, numpy and PIL only: `python -m indexer...` would import the
-`indexer` package, and with it torch. Keep this file free of imports from the package.
+`indexer` package, and with it torch. Keep this file free of imports from the package. The 128-d descriptor of each
+aligned chip is computed in the app's process (indexer.face_net: dlib's ResNet run in torch, which frees the GIL).
 
 Protocol on the child's stdin/stdout, no pickle (nothing read can run code): a frame is an 8-byte little-endian
-length, a JSON header, then the raw bytes of the uint8/float32 arrays the header lists.
-    parent -> child: {"kind": "faces"} + the (H, W, 3) uint8 pixels, or
-                     {"kind": "jitter", "jitters": n} + one face's (150, 150, 3) uint8 chip
+length, a JSON header, then the raw bytes of the uint8 arrays the header lists.
+    parent -> child: {"kind": "faces"} + the (H, W, 3) uint8 pixels
     child -> parent: {"kind": "ready", "pid"} once the models are loaded, then per request
-                     {"kind": "faces", "faces": [{"box", "upsample"}, ...]} + each face's descriptor and chip,
-                     {"kind": "jitter"} + the (n - 1, 128) float32 descriptors of the chip's variants,
+                     {"kind": "faces", "faces": [{"box", "upsample"}, ...]} + each face's aligned (150, 150, 3) chip,
                      or {"kind": "error", "type": exception class name, "message"}
 The child exits when its stdin closes, so it never outlives the app.
 """
@@ -38,8 +37,8 @@ CHIP_PADDING = 0.25
 UPSAMPLE_MAX_SIDE = 1000  # upsample again only while the (upsampled) longer side is at most this
 MAX_UPSAMPLE = 2
 # Large photos are detected on a downscaled copy (faces in them are big); landmarks and chips use full resolution.
-# The HOG detector's time grows with the pixels: a copy of at most 800 px costs ~40 ms, one of 1600 px ~120 ms,
-# which pays for a second CNN pass (TWINSIGHT_FACE_JITTERS). It finds faces down to ~80 px at that scale (a tenth of
+# The HOG detector's time grows with the pixels: a copy of at most 800 px costs ~40-60 ms, one of 1600 px ~120 ms,
+# the largest part of a face's time. It finds faces down to ~80 px at that scale (a tenth of
 # the photo's longer side); when it finds none, the 1600 px copy is tried before giving up.
 DETECT_MAX_SIDES = (800, 1600)
 # dlib's own num_jitters draws from an RNG that lives on in its model object, so the same face got a different
@@ -50,15 +49,14 @@ JITTER_SHIFT = 0.02  # of the face's width
 JITTER_SCALE = (0.97, 0.99999)
 JITTER_DEGREES = 3.0
 _LENGTH = struct.Struct("<Q")
-_ARRAY_TYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+_ARRAY_TYPES = (np.dtype(np.uint8),)
 
 
 class RawFace(NamedTuple):
     """One detected face as plain data (it crosses the process boundary)."""
 
     box: tuple[int, int, int, int]  # left, top, right, bottom in the original image
-    descriptor: np.ndarray  # (128,) float32
-    chip: np.ndarray  # (150, 150, 3) uint8, the aligned crop the descriptor was computed from
+    chip: np.ndarray  # (150, 150, 3) uint8, the aligned crop the descriptor is computed from
     upsample: int  # how many 2x upsamplings the detector needed
 
 
@@ -72,7 +70,7 @@ def models_dir() -> Path:
 
 
 class FaceDetector:
-    """Detector, landmarks and descriptor, loaded once (~100 MB). Not thread-safe: callers serialise."""
+    """Detector and landmarks, loaded once. Not thread-safe: callers serialise."""
 
     def __init__(self):
         import dlib
@@ -81,10 +79,9 @@ class FaceDetector:
         self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
         self.landmarks = dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat"))
-        self.encoder = dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat"))
 
-    def detect_and_embed(self, pixels: np.ndarray) -> list[RawFace]:
-        """Every face in an (H, W, 3) uint8 image, in detection order."""
+    def detect(self, pixels: np.ndarray) -> list[RawFace]:
+        """Every face in an (H, W, 3) uint8 image, in detection order, with its aligned chip."""
         dlib = self._dlib
         upsample, rects = self._detect(pixels)
         if not rects:
@@ -93,21 +90,8 @@ class FaceDetector:
         for rect in rects:
             shapes.append(self.landmarks(pixels, rect))
         chips = dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
-        # One batched CNN call per image, on the aligned chips (the same crops shown to the user).
-        descriptors = self.encoder.compute_face_descriptor([np.asarray(c) for c in chips])
-        return [
-            RawFace((rect.left(), rect.top(), rect.right(), rect.bottom()), np.asarray(descriptor, dtype=np.float32),
-                    np.ascontiguousarray(chip, dtype=np.uint8), upsample)
-            for rect, chip, descriptor in zip(rects, chips, descriptors)
-        ]
-
-    def jitter(self, chip: np.ndarray, jitters: int) -> np.ndarray:
-        """The (jitters - 1, 128) descriptors of `chip`'s variants (see `jittered_chips`), in one batched CNN call;
-        the face's descriptor at that setting is their mean with the chip's own."""
-        variants = jittered_chips(chip, jitters)[1:]
-        if not variants:
-            return np.zeros((0, 128), np.float32)
-        return np.asarray(self.encoder.compute_face_descriptor(variants), dtype=np.float32).reshape(-1, 128)
+        return [RawFace((rect.left(), rect.top(), rect.right(), rect.bottom()),
+                        np.ascontiguousarray(chip, dtype=np.uint8), upsample) for rect, chip in zip(rects, chips)]
 
     def _detect(self, pixels: np.ndarray) -> tuple[int, list]:
         """(upsampling used, face rectangles in full-resolution coordinates), from the smallest copy that has any."""
@@ -203,15 +187,12 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
         except EOFError:
             return
         try:
-            if request["kind"] == "jitter":
-                send(replies, {"kind": "jitter"}, (detector.jitter(pixels, int(request["jitters"])),))
-                continue
-            faces = detector.detect_and_embed(pixels)
+            faces = detector.detect(pixels)
         except Exception as exc:  # noqa: BLE001 - one bad image must not end the worker
             send(replies, {"kind": "error", "type": type(exc).__name__, "message": str(exc)})
             continue
         send(replies, {"kind": "faces", "faces": [{"box": face.box, "upsample": face.upsample} for face in faces]},
-             tuple(array for face in faces for array in (face.descriptor, face.chip)))
+             tuple(face.chip for face in faces))
 
 
 def main() -> None:

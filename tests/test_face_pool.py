@@ -42,7 +42,7 @@ class Recorder:
     def __init__(self, seconds: float = 0.3):
         self.seconds, self.lock, self.active, self.most, self.calls = seconds, threading.Lock(), 0, 0, 0
 
-    def detect_and_embed(self, pixels):
+    def detect(self, pixels):
         with self.lock:
             self.active += 1
             self.calls += 1
@@ -57,12 +57,12 @@ def spy_on(model: FaceModel, monkeypatch) -> list[tuple[int, float, float]]:
     """Record (worker pid, start, end) of every detection the model's workers do."""
     calls = []
     for worker in model.detectors:
-        def timed(pixels, worker=worker, real=worker.detect_and_embed):
+        def timed(pixels, worker=worker, real=worker.detect):
             start = time.monotonic()
             found = real(pixels)
             calls.append((worker.pid, start, time.monotonic()))
             return found
-        monkeypatch.setattr(worker, "detect_and_embed", timed)
+        monkeypatch.setattr(worker, "detect", timed)
     return calls
 
 
@@ -112,7 +112,7 @@ def test_errors_name_their_image_when_the_images_are_described_at_once(pool_mode
 
 def test_a_service_error_is_raised_earliest_image_first():
     class Failing:
-        def detect_and_embed(self, pixels):
+        def detect(self, pixels):
             if pixels.shape[0] in (21, 22):
                 raise FaceWorkerError(f"worker failed on the image of {pixels.shape[0]} rows")
             return []
@@ -148,7 +148,7 @@ def test_when_the_first_request_for_an_image_fails_the_one_waiting_for_it_tries_
     class FailsOnce:
         calls = 0
 
-        def detect_and_embed(self, pixels):
+        def detect(self, pixels):
             FailsOnce.calls += 1
             time.sleep(0.2)  # long enough for the second request to wait on this one
             if FailsOnce.calls == 1:

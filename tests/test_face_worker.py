@@ -95,8 +95,8 @@ def test_a_failure_on_one_image_is_reported_and_the_worker_keeps_running(worker_
     worker = worker_model.detector
     pid = worker.pid
     with pytest.raises(FaceWorkerError, match="failed on this image .*Try another photo"):
-        worker.detect_and_embed(np.zeros((40, 40, 4), np.uint8))  # dlib takes RGB or grey pixels, not RGBA
-    assert worker.pid == pid and len(worker.detect_and_embed(data.astronaut()[:, :-5])) == 1
+        worker.detect(np.zeros((40, 40, 4), np.uint8))  # dlib takes RGB or grey pixels, not RGBA
+    assert worker.pid == pid and len(worker.detect(data.astronaut()[:, :-5])) == 1
 
 
 def test_a_worker_that_dies_on_an_image_twice_gives_an_error_and_restarts_next_time(tmp_path):
@@ -109,9 +109,9 @@ def test_a_worker_that_dies_on_an_image_twice_gives_an_error_and_restarts_next_t
     worker = FaceWorker(script)
     try:
         with pytest.raises(FaceWorkerError, match=r"stopped twice on this image \(exit code 3\)"):
-            worker.detect_and_embed(np.zeros((13, 13, 3), np.uint8))
+            worker.detect(np.zeros((13, 13, 3), np.uint8))
         assert worker.restarts == 1  # once while retrying; the second death leaves no worker
-        assert worker.detect_and_embed(np.zeros((20, 20, 3), np.uint8)) == []
+        assert worker.detect(np.zeros((20, 20, 3), np.uint8)) == []
         assert worker.restarts == 2
     finally:
         worker.close()
@@ -186,9 +186,9 @@ def test_an_image_that_takes_too_long_stops_the_worker_and_the_next_image_is_ans
         first = worker.pid
         start = time.monotonic()
         with pytest.raises(FaceWorkerError, match=r"took over 1 s on this image and was stopped"):
-            worker.detect_and_embed(np.zeros((13, 13, 3), np.uint8))
+            worker.detect(np.zeros((13, 13, 3), np.uint8))
         assert time.monotonic() - start < 10 and exited(first)  # not retried: no second wait
-        assert worker.detect_and_embed(np.zeros((20, 20, 3), np.uint8)) == [] and worker.pid != first
+        assert worker.detect(np.zeros((20, 20, 3), np.uint8)) == [] and worker.pid != first
     finally:
         worker.close()
 
@@ -208,11 +208,11 @@ def test_a_cached_image_is_answered_while_another_image_is_being_detected(worker
     real, started, release = worker_model.detector, threading.Event(), threading.Event()
 
     class SlowDetector:
-        def detect_and_embed(self, pixels):
+        def detect(self, pixels):
             if pixels.shape[1] != data.astronaut().shape[1]:  # the other image waits until released
                 started.set()
                 release.wait(30)
-            return real.detect_and_embed(pixels)
+            return real.detect(pixels)
 
     model = FaceModel(detectors=[SlowDetector()])  # one detector, busy with the other image
     cached = model.faces(data.astronaut())
@@ -238,11 +238,11 @@ def test_restarts_leave_no_open_pipes_behind(tmp_path):
     worker = FaceWorker(script)
     try:
         with pytest.raises(FaceWorkerError):
-            worker.detect_and_embed(np.zeros((8, 8, 3), np.uint8))
+            worker.detect(np.zeros((8, 8, 3), np.uint8))
         open_fds = len(os.listdir("/proc/self/fd"))
         for _ in range(5):
             with pytest.raises(FaceWorkerError, match="stopped twice"):
-                worker.detect_and_embed(np.zeros((8, 8, 3), np.uint8))
+                worker.detect(np.zeros((8, 8, 3), np.uint8))
         assert len(os.listdir("/proc/self/fd")) <= open_fds  # 10 more dead workers, no more descriptors
     finally:
         worker.close()

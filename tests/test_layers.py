@@ -20,7 +20,8 @@ LAYERS: list[tuple[str, ...]] = [
      "indexer.device", "indexer.brute", "indexer.hamming", "indexer.calibration", "indexer.augment",
      "indexer.signature", "indexer.face_worker", "indexer.face_pool"),
     ("indexer.models", "indexer.siamese.head", "indexer.siamese.losses", "indexer.siamese.cards",
-     "indexer.siamese.encoder", "indexer.siamese.fused", "indexer.siamese.distort", "indexer.siamese.shipped"),  # the embedding models and their heads
+     "indexer.siamese.encoder", "indexer.siamese.fused", "indexer.siamese.distort", "indexer.siamese.shipped",
+     "indexer.face_net"),  # the embedding models and their heads
     ("indexer.sources",),  # where gallery images come from
     ("indexer.index",),  # stores, the index directory, the gallery
     ("indexer.build",),  # the resumable build pipeline and sync
