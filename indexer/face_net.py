@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .device import pick_device
 from .errors import ServiceError
 from .face_worker import CHIP_SIZE, models_dir
 
@@ -152,13 +153,15 @@ def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class FaceDescriber:
-    """128-d descriptors of aligned chips; thread-safe (inference only)."""
+    """128-d descriptors of aligned chips; thread-safe (inference only). On the app's device (TWINSIGHT_DEVICE, else
+    CUDA when there is one), always in float32: dlib's threshold of 0.6 was set on its float32 descriptors."""
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, device: str | torch.device | None = None):
         path = Path(path) if path is not None else models_dir() / MODEL_FILE
         if not path.is_file():
             raise FileNotFoundError(f"dlib's face model is missing ({path}): pip install face-recognition-models")
-        self.net = FaceResNet(read_weights(path))
+        self.device = pick_device(str(device) if device is not None else None)
+        self.net = FaceResNet(read_weights(path)).to(self.device)
 
     def __call__(self, chips: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """(n, 128) float32 descriptors of (n, 150, 150, 3) uint8 chips."""
@@ -174,7 +177,7 @@ class FaceDescriber:
         torch.set_num_threads(1)
         try:
             with torch.inference_mode():
-                return self.net(torch.from_numpy(batch)).numpy().astype(np.float32)
+                return self.net(torch.from_numpy(batch).to(self.device)).cpu().numpy().astype(np.float32)
         finally:
             torch.set_num_threads(previous)
 
