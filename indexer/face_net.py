@@ -81,7 +81,9 @@ def read_weights(path: str | Path) -> dict:
         raise FaceModelFileError(f"{path} is damaged or incomplete ({exc}). Reinstall it: "
                                  "pip install --force-reinstall face-recognition-models") from None
     convs, affines = weights["convs"], weights["affines"]
-    if len(convs) != CONVOLUTIONS or len(affines) != CONVOLUTIONS or "linear" not in weights or "mean" not in weights:
+    widths = [WIDTHS[0]] + [width for width, count in zip(WIDTHS, BLOCKS) for _ in range(2 * count)]
+    if ([w.shape[0] for w, *_ in convs] != widths or len(affines) != CONVOLUTIONS or "linear" not in weights
+            or "mean" not in weights):
         raise FaceModelFileError(f"{path} has {len(convs)} convolutions and {len(affines)} affine layers, not the "
                                  f"{CONVOLUTIONS} of dlib's face ResNet. Reinstall face-recognition-models.")
     return weights
