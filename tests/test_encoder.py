@@ -90,6 +90,16 @@ def test_validation_groups_are_disjoint_from_training():
     assert not {i.split("/")[0] for i in train} & {i.split("/")[0] for i in val}
 
 
+def test_named_validation_groups_replace_the_drawn_fraction():
+    identities = [f"{alphabet}/c{k}" for alphabet in "ABCDE" for k in range(4)]
+    train, val = split_groups(identities, 0.3, seed=0, chosen=("E",))
+    assert val == {f"E/c{k}" for k in range(4)} and train == set(identities) - val
+    with pytest.raises(ValueError, match=r"--val-groups: no group \['F'\] in the data.*A, B, C, D, E"):
+        split_groups(identities, 0.3, seed=0, chosen=("E", "F"))
+    with pytest.raises(ValueError, match="no group would be left to train on"):
+        split_groups(identities, 0.3, seed=0, chosen=tuple("ABCDE"))
+
+
 def test_encoder_in_the_verifier_needs_no_shared_model(trained, strokes):
     _, out = trained
     verifier = Verifier(None, heads=[load_head(out)])

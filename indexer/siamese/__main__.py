@@ -46,7 +46,8 @@ def _train_encoder(args, architecture: str | None) -> int:
         dataset=args.dataset, out=args.out, architecture=architecture, loss=args.loss or defaults.loss,
         steps=args.steps, ways=args.ways, per_class=args.per_class,
         lr=args.lr or defaults.lr, margin=args.margin, rotations=args.rotations, val_fraction=args.val_fraction or defaults.val_fraction,
-        patience=args.patience or defaults.patience, seed=args.seed, threads=args.threads or defaults.threads, progress=not args.quiet,
+        val_groups=tuple(args.val_groups or ()), patience=args.patience or defaults.patience, seed=args.seed,
+        threads=args.threads or defaults.threads, progress=not args.quiet,
         data_terms=args.data_terms or "", companion=args.companion,
         command="python -m indexer.siamese " + " ".join(shlex.quote(a) for a in args.argv),
     )
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--val-fraction", type=float, help="fraction of identities held out for validation (strokes: whole "
                    "groups, e.g. alphabets or writers; default 0.15 for strokes, 0.2 for heads)")
     t.add_argument("--epochs", type=int, default=40, help="heads only")
+    t.add_argument("--val-groups", nargs="+", metavar="FOLDER", help="ink encoders: validate on these folders' identities "
+                   "(alphabets, writers) instead of a drawn --val-fraction")
     t.add_argument("--patience", type=int, help="validations without gain before stopping (default 6 for strokes, 5 for heads)")
     strokes = t.add_argument_group("ink encoders (--backbone strokes)")
     strokes.add_argument("--steps", type=int, help="training steps (default: the architecture's, e.g. 1800 for conv4-28)")

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..calibration import calibrate, roc_auc
+from ..errors import UserInputError
 from ..sources import LabelledImages, load_labelled
 from .checkpoint import Checkpoint
 from .distort import distort, rotate_quarters
@@ -59,6 +60,7 @@ class EncoderConfig:
     companion: str | None = None
     thickness: bool = True
     val_fraction: float = 0.15  # of identities, by whole groups
+    val_groups: tuple[str, ...] = ()  # these groups (folders: alphabets, writers) validate instead of a drawn fraction
     val_every: int | None = None
     patience: int = 6  # validations without gain before stopping
     val_ways: int = 20
@@ -81,11 +83,21 @@ class EncoderResult:
     resumed_from: int = 0
 
 
-def split_groups(identities: list[str], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
-    """(train, validation) identity sets, whole groups apart; validation gets >= val_fraction of identities."""
+def split_groups(identities: list[str], val_fraction: float, seed: int,
+                 chosen: tuple[str, ...] = ()) -> tuple[set[str], set[str]]:
+    """(train, validation) identity sets, whole groups apart; validation gets >= val_fraction of identities, or the
+    `chosen` groups when given."""
     groups = sorted({group_of(i) for i in identities})
     if len(groups) < 2:
         raise ValueError("Training needs identities in at least two groups (folders) to validate on unseen ones.")
+    if chosen:
+        missing = sorted(set(chosen) - set(groups))
+        if missing or set(chosen) >= set(groups):
+            problem = f"no group {missing} in the data" if missing else "no group would be left to train on"
+            raise UserInputError(f"--val-groups: {problem}. Name some of the folders that hold identities: "
+                                 f"{', '.join(groups[:12])}{' ...' if len(groups) > 12 else ''}.")
+        val = {i for i in identities if group_of(i) in chosen}
+        return set(identities) - val, val
     random.Random(seed).shuffle(groups)
     unique = sorted(set(identities))
     val_groups: set[str] = set()
@@ -199,7 +211,7 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
     rotations = (size[0] == size[1]) if config.rotations is None else config.rotations
     if rotations and size[0] != size[1]:
         raise ValueError(f"Rotations as extra classes need a square input; {name} is {size[0]}x{size[1]}.")
-    train_ids, val_ids = split_groups(data.identities, config.val_fraction, config.seed)
+    train_ids, val_ids = split_groups(data.identities, config.val_fraction, config.seed, tuple(config.val_groups))
     pixels, kept = prepare_all(data.images, size, config.progress, arch.get("crop", True))
     identities = [data.identities[k] for k in kept]
     train_rows = [r for r, i in enumerate(identities) if i in train_ids]
