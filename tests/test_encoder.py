@@ -90,6 +90,14 @@ def test_validation_groups_are_disjoint_from_training():
     assert not {i.split("/")[0] for i in train} & {i.split("/")[0] for i in val}
 
 
+def test_val_groups_is_refused_for_heads_which_split_identities(tmp_path, capsys):
+    from indexer.siamese.__main__ import main
+
+    assert main(["train", "--dataset", str(tmp_path), "--mode", "general", "--out", str(tmp_path / "h"),
+                 "--val-groups", "writer1"]) == 2
+    assert "--val-groups is for ink encoders" in capsys.readouterr().err
+
+
 def test_named_validation_groups_replace_the_drawn_fraction():
     identities = [f"{alphabet}/c{k}" for alphabet in "ABCDE" for k in range(4)]
     train, val = split_groups(identities, 0.3, seed=0, chosen=("E",))
@@ -190,11 +198,13 @@ def test_cli_trains_an_encoder_in_signature_mode_and_evaluates_it(strokes, tmp_p
         image.save(data / identity / f"{k}.png")
     out = tmp_path / "model"
     assert main(["train", "--dataset", str(data), "--mode", "signature", "--out", str(out), "--steps", "6",
-                 "--ways", "4", "--per-class", "3", "--quiet"]) == 0
+                 "--ways", "4", "--per-class", "3", "--val-groups", "group1", "--quiet"]) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["architecture"] == "conv4-sig" and trained["steps_run"] == 6  # wide ink: the signature net
+    assert trained["data"]["val_groups"] == ["group1"]  # the named folder validated, not a drawn one
     card = json.loads((out / "card.json").read_text())
     assert card["format"] == "twinsight-siamese-encoder/1" and "--steps 6" in card["training"]["command"]
+    assert card["training"]["config"]["val_groups"] == ["group1"]
     files = sorted((data / "group0").glob("*/*.png"))
     rows = [f"{files[0].relative_to(data)},{files[1].relative_to(data)},1",
             f"{files[0].relative_to(data)},{files[-1].relative_to(data)},0"]

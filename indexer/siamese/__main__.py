@@ -20,6 +20,10 @@ def _train(args) -> int:
         return _train_encoder(args, backbone.partition(":")[2] or None)
     from .train import TrainConfig, train
 
+    if args.val_groups:  # heads split identities, not folders; say so rather than ignore the flag
+        print("--val-groups is for ink encoders (--backbone strokes); heads hold out --val-fraction of the identities.",
+              file=sys.stderr)
+        return 2
     args.loss, args.lr, args.backbone = args.loss or "triplet", args.lr or 1e-3, backbone
     args.val_fraction, args.patience = args.val_fraction or 0.2, args.patience or 5
 
