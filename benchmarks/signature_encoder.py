@@ -22,6 +22,7 @@ import argparse
 import functools
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from indexer.calibration import accuracy_at, equal_error_rate, roc_auc  # noqa: 
 from indexer.errors import UserInputError  # noqa: E402
 from indexer.siamese.encoder import SiameseEncoder  # noqa: E402
 from indexer.siamese.encoder_train import EncoderConfig, train_encoder  # noqa: E402
+from indexer.siamese.cards import CARD_FILE, write_card  # noqa: E402
 from indexer.siamese.head import load_head  # noqa: E402
 from indexer.verify import Mode, Verifier  # noqa: E402
 
@@ -132,11 +134,10 @@ def cross_fitted(results: list[dict], model: str) -> dict | None:
     return {"threshold": float(np.mean(points)), "points": points, "accuracy": accuracy}
 
 
-def write_card(folder: Path, fit: dict, command: str) -> None:
+def write_fit(folder: Path, fit: dict, command: str) -> None:
     """Set the enrolment threshold of the encoder in `folder` (its companion's, when fused) to the folds' mean
     held-out equal-error point; the trainer's threshold and figures on its validation writers move to `validation`."""
-    card_file = folder / "card.json"
-    card = json.loads(card_file.read_text())
+    card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
     section = card["companion"]["enrolment"] if card.get("companion") else card["enrolment"]
     if "validation" not in section:  # the trainer's own figures, on its validation writers, kept for reference
         section["validation"] = {key: section.pop(key) for key in ("threshold", "eer", "auc", "accuracy", "how")
@@ -146,7 +147,7 @@ def write_card(folder: Path, fit: dict, command: str) -> None:
         f"equal-error point against skilled forgeries on writers never seen in training: the mean over {len(fit['points'])} "
         f"writer folds' encoders of this recipe ({points}); accuracy at the other folds' mean: skilled forgeries "
         f"{np.mean(fit['accuracy']['skilled']):.1%}, random {np.mean(fit['accuracy']['random']):.1%}"))
-    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    write_card(folder, card)
 
 
 def link_writers(folder: Path, root: Path, writers: list[str]) -> Path:
@@ -224,8 +225,10 @@ def main() -> None:
         print(f"\n{RELATIVE}, {FUSED}: threshold from the other folds' held-out writers ({', '.join(f'{p:.3f}' for p in fit['points'])}): "
               f"accuracy skilled {mean_se(fit['accuracy']['skilled'])}, random {mean_se(fit['accuracy']['random'])}")
         if args.write_card:
-            write_card(args.write_card, fit, "python benchmarks/signature_encoder.py " + " ".join(sys.argv[1:]))
-            print(f"{args.write_card}/card.json: enrolment threshold {fit['threshold']:.3f} (the folds' mean)")
+            write_fit(args.write_card, fit, shlex.join(["python", "benchmarks/signature_encoder.py", *sys.argv[1:]]))
+            print(f"{args.write_card}/{CARD_FILE}: enrolment threshold {fit['threshold']:.3f} (the folds' mean)")
+    elif args.write_card:
+        print(f"--write-card: {args.write_card} left as it was; the threshold needs the results of 2 or more folds.")
 
 
 def print_table(results: list[dict]) -> None:

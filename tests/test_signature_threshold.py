@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from signature_encoder import FUSED, RELATIVE, cross_fitted, write_card  # noqa: E402
+from signature_encoder import FUSED, RELATIVE, cross_fitted, write_fit  # noqa: E402
 
 from indexer.calibration import equal_error_rate  # noqa: E402
 
@@ -43,8 +43,8 @@ def test_write_card_sets_the_threshold_and_keeps_the_validation_figures(tmp_path
                                         "references": 5}}}
     (tmp_path / "card.json").write_text(json.dumps(card))
     fit = {"threshold": 1.55, "points": [1.5, 1.6], "accuracy": {"skilled": [0.9, 0.8], "random": [1.0, 0.9]}}
-    write_card(tmp_path, fit, "python benchmarks/signature_encoder.py ...")
-    write_card(tmp_path, fit, "python benchmarks/signature_encoder.py ...")  # twice: the validation figures stay
+    write_fit(tmp_path, fit, "python benchmarks/signature_encoder.py ...")
+    write_fit(tmp_path, fit, "python benchmarks/signature_encoder.py ...")  # twice: the validation figures stay
     written = json.loads((tmp_path / "card.json").read_text())
     section = written["companion"]["enrolment"]
     assert section["threshold"] == 1.55 and section["references"] == 5 and "signature_encoder.py" in section["command"]
