@@ -1,8 +1,8 @@
 """dlib's face ResNet (dlib_face_recognition_resnet_model_v1) run in torch, with dlib's own weights.
 
 dlib-bin is built without BLAS, so its CNN took ~92 ms per 150x150 chip on this CPU (Intel Xeon, 1 thread), most of
-a face pair's time. The same network in torch takes ~12 ms and gives the same descriptors (largest difference
-3e-7 on the dev faces; tests/test_face_net.py checks it against dlib). dlib still detects and aligns the faces.
+a face pair's time. The same network in torch takes 12-16 ms and gives the same descriptors (largest difference
+4e-7 on the dev faces; tests/test_face_net.py checks it against dlib). dlib still detects and aligns the faces.
 
 The weights are read from the `.dat` file that `face-recognition-models` ships (dlib's serialization: a layer's
 version string, then its fields; a tensor is a version, four dimensions and raw little-endian float32). The layers
@@ -14,6 +14,7 @@ at training time), which is folded into the convolution here.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .device import pick_device
+from .device import TORCH_THREADS, pick_device
 from .errors import ServiceError
 from .face_worker import CHIP_SIZE, models_dir
 
@@ -80,12 +81,14 @@ def read_weights(path: str | Path) -> dict:
     except (ValueError, IndexError) as exc:  # a value runs past the end: the file was cut short
         raise FaceModelFileError(f"{path} is damaged or incomplete ({exc}). Reinstall it: "
                                  "pip install --force-reinstall face-recognition-models") from None
-    convs, affines = weights["convs"], weights["affines"]
     widths = [WIDTHS[0]] + [width for width, count in zip(WIDTHS, BLOCKS) for _ in range(2 * count)]
-    if ([w.shape[0] for w, *_ in convs] != widths or len(affines) != CONVOLUTIONS or "linear" not in weights
-            or "mean" not in weights):
-        raise FaceModelFileError(f"{path} has {len(convs)} convolutions and {len(affines)} affine layers, not the "
-                                 f"{CONVOLUTIONS} of dlib's face ResNet. Reinstall face-recognition-models.")
+    found = {"convolution widths": [w.shape[0] for w, *_ in weights["convs"]], "affine layers": len(weights["affines"]),
+             "linear map": "linear" in weights, "input mean": "mean" in weights}
+    expected = {"convolution widths": widths, "affine layers": CONVOLUTIONS, "linear map": True, "input mean": True}
+    wrong = [f"{key} {found[key]} (expected {expected[key]})" for key in found if found[key] != expected[key]]
+    if wrong:
+        raise FaceModelFileError(f"{path} is not dlib's face ResNet as this module knows it: {'; '.join(wrong)}. "
+                                 "Reinstall it: pip install --force-reinstall face-recognition-models")
     return weights
 
 
@@ -101,7 +104,8 @@ def _parse(data: bytes, path: Path) -> dict:
             shape = read.dims()  # the filters' (out, in, rows, cols)
             size = int(np.prod(shape))
             if shape[0] != filters or shape[2:] != (rows, cols) or params.size != size + filters:
-                raise FaceModelFileError(f"{path}: a convolution's sizes do not add up ({shape}, {params.size} values).")
+                raise FaceModelFileError(f"{path}: a convolution's sizes do not add up ({shape}, {params.size} values). "
+                                         "Reinstall it: pip install --force-reinstall face-recognition-models")
             weights["convs"].append((params[:size].reshape(shape), params[size:], stride, padding))
         elif name == b"affine_":
             params = read.tensor()
@@ -169,19 +173,35 @@ class FaceDescriber:
         """(n, 128) float32 descriptors of (n, 150, 150, 3) uint8 chips."""
         if not len(chips):
             return np.zeros((0, 128), np.float32)
-        batch = np.ascontiguousarray(np.stack(list(chips)) if isinstance(chips, list) else chips, dtype=np.uint8)
-        if batch.ndim != 4 or batch.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
-            raise ValueError(f"Face chips must be (n, {CHIP_SIZE}, {CHIP_SIZE}, 3) uint8, not {batch.shape}.")
-        # One thread per call (OpenMP's setting is per calling thread): on a busy CPU each of the network's ~100 small
-        # ops waited for a preempted second thread, and a pass took 0.8-1 s instead of 16 ms. A pair's two images
-        # are described on two threads at once, which keeps both cores busy anyway.
-        previous = torch.get_num_threads()
+        batch = np.ascontiguousarray(np.stack(list(chips)) if isinstance(chips, list) else chips)
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
+            raise ValueError(f"Face chips must be (n, {CHIP_SIZE}, {CHIP_SIZE}, 3) uint8, not {batch.shape} {batch.dtype}.")
+        with self._precise(), torch.inference_mode():
+            return self.net(torch.from_numpy(batch).to(self.device)).cpu().numpy()
+
+    @contextlib.contextmanager
+    def _precise(self):
+        """One CPU thread for the pass; on CUDA, no TF32 (dlib's 0.6 was set on float32 descriptors).
+
+        On a busy CPU each of the network's ~100 small ops waited for a preempted second OpenMP thread, and a pass
+        took 0.8-1 s instead of 16 ms; a pair's two images are described on two threads at once, which keeps both
+        cores busy anyway. torch.set_num_threads sets the calling thread's count and the count threads started later
+        begin with, so it is put back to the process's own (TORCH_THREADS), not to whatever this thread had: with
+        two calls overlapping, the second would otherwise read the first's 1 and leave it for every later thread."""
+        if self.device.type == "cuda":
+            cudnn = torch.backends.cudnn
+            with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                             allow_tf32=False):
+                yield
+            return
+        if torch.get_num_threads() == 1:
+            yield
+            return
         torch.set_num_threads(1)
         try:
-            with torch.inference_mode():
-                return self.net(torch.from_numpy(batch).to(self.device)).cpu().numpy().astype(np.float32)
+            yield
         finally:
-            torch.set_num_threads(previous)
+            torch.set_num_threads(TORCH_THREADS)
 
 
 _lock = threading.Lock()

@@ -68,3 +68,42 @@ def test_a_shortcut_with_fewer_channels_and_more_pixels_is_added_as_dlib_does():
     assert out.shape == (1, 4, 3, 3)
     assert torch.all(out[0, :2, :2, :2] == 11) and torch.all(out[0, 2:, :2, :2] == 1)  # the sum where both are
     assert torch.all(out[0, :2, 2, :] == 10) and torch.all(out[0, 2:, 2, :] == 0)  # zero beyond a tensor's end
+
+
+def test_overlapping_calls_leave_later_threads_the_process_thread_count(chips, monkeypatch):
+    """torch.set_num_threads also sets the count threads started later begin with. A call that starts while another
+    is inside its one-thread pass must not read that 1 as the count to put back."""
+    import threading
+
+    from indexer import face_net
+
+    monkeypatch.setattr(face_net, "TORCH_THREADS", 2)
+    describer, inside, release = FaceDescriber(), threading.Event(), threading.Event()
+    net = describer.net
+
+    def held(batch):  # the first call waits inside its pass until the second has run
+        if not inside.is_set():
+            inside.set()
+            release.wait(30)
+        return net(batch)
+
+    describer.net = held
+    main_threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # this thread's count, and the one new threads start with
+    try:
+        first = threading.Thread(target=describer, args=(chips[:1],))
+        first.start()
+        assert inside.wait(30)
+        second = threading.Thread(target=describer, args=(chips[:1],))  # started while the first holds 1
+        second.start()
+        second.join(30)
+        release.set()
+        first.join(30)
+        seen = []
+        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        later.start()
+        later.join()
+        assert seen == [2]
+    finally:
+        release.set()
+        torch.set_num_threads(main_threads)
