@@ -124,11 +124,13 @@ class FaceDetector:
 def jittered_chips(chip: np.ndarray, jitters: int) -> list[np.ndarray]:
     """`jitters` versions of an aligned chip: itself, its mirror image, then dlib-style jitters (a small random shift,
     zoom and rotation, mirrored half the time) from a fixed seed. The same chip always gives the same list."""
-    import dlib
-
     chips = [np.ascontiguousarray(chip)]
     if jitters >= 2:
         chips.append(np.ascontiguousarray(chip[:, ::-1]))
+    if jitters <= 2:
+        return chips  # without dlib: the app's process (the default 2 passes) never loads it
+    import dlib
+
     rng = np.random.default_rng(JITTER_SEED)
     side = chip.shape[0]
     inner = side - 6  # dlib jitters the chip less 3 pixels a side

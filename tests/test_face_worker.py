@@ -66,6 +66,7 @@ def test_dlib_runs_only_in_the_worker_and_the_worker_never_loads_torch(tmp_path)
         from indexer.face import FaceModel
         model = FaceModel()
         assert len(model.faces(data.astronaut())) == 1
+        assert model.one_face(data.astronaut())[0].jitters == 2  # the default passes, described in this process
         maps = open(f"/proc/{model.detector.pid}/maps").read()
         print("dlib here:", "dlib" in sys.modules, "| torch here:", "torch" in sys.modules)
         print("worker maps dlib:", "dlib" in maps, "| worker maps torch:", "libtorch" in maps)
