@@ -39,7 +39,7 @@ DLIB_THRESHOLD = 0.6  # dlib's documented same-person distance for dlib_face_rec
 CACHE_SIZE = 64
 # CNN passes per compared face (TWINSIGHT_FACE_JITTERS): 1 is the aligned chip alone; 2 averages it with its mirror
 # image; more add dlib-style jitters from a fixed seed (indexer.face_worker.jittered_chips). Each pass costs one
-# chip's CNN time (~12-17 ms here, Intel Xeon, 1 thread), and only the face being compared pays it.
+# chip's CNN time (12-16 ms here, Intel Xeon, 1 thread), and only the face being compared pays it.
 DEFAULT_JITTERS = Settings.face_jitters
 MAX_JITTERS = 32
 MAX_WORKERS = 16  # each worker process holds its own copy of dlib's detector and landmarks
@@ -206,8 +206,9 @@ def _deadline(process: subprocess.Popen, seconds: float):
 class FaceModel:
     """Face detection and description, loaded once; per-image results are cached by content hash.
 
-    dlib runs in `workers` worker processes (FaceWorker; default TWINSIGHT_FACE_WORKERS, else one per core up to 2),
-    each describing one image at a time: `one_faces` describes a pair's two images at once. TWINSIGHT_FACE_WORKER=0,
+    dlib's detector runs in `workers` worker processes (FaceWorker; default TWINSIGHT_FACE_WORKERS, else one per core up
+    to 2), each detecting and aligning one image at a time; the chips are described here (indexer.face_net), on the
+    asking thread: `one_faces` does a pair's two images at once. TWINSIGHT_FACE_WORKER=0,
     or in_process=True, runs one detector in this process instead (where starting processes is not allowed; dlib
     then holds the GIL while it works, so a second in-process detector would not run at the same time).
     `jitters` (default TWINSIGHT_FACE_JITTERS, else DEFAULT_JITTERS) is how many CNN passes `one_face` averages into
@@ -220,6 +221,9 @@ class FaceModel:
         self.jitters = check_jitters(jitters) if jitters is not None else settings().face_jitters
         if workers is not None:
             workers = check_workers(workers)
+        # The ResNet, shared by every FaceModel of the process; loaded before any worker starts, so a damaged model
+        # file leaves no worker processes behind.
+        self._describe = face_describer()
         if detectors is None:
             if in_process is None:
                 in_process = not settings().face_worker
@@ -231,7 +235,6 @@ class FaceModel:
                           Pool.start(FaceWorker, workers or default_workers(), FaceWorker.close))
         else:
             self._pool = Pool(detectors)
-        self._describe = face_describer()  # the ResNet, shared by every FaceModel of the process
         self._single = SingleFlight()  # the same image in flight twice takes one worker, once
         self._cache: LruCache[str, list[Face]] = LruCache(cache_size)  # its own lock: cached answers never wait
         self._jittered: LruCache[str, np.ndarray] = LruCache(cache_size)  # by chip hash and jitters
