@@ -98,6 +98,18 @@ def test_val_groups_is_refused_for_heads_which_split_identities(tmp_path, capsys
     assert "--val-groups is for ink encoders" in capsys.readouterr().err
 
 
+def test_named_validation_groups_resume_in_any_order_and_exclude_a_fraction(tmp_path):
+    from indexer.siamese.__main__ import main
+    from indexer.siamese.encoder_train import _resumable
+
+    assert _resumable(EncoderConfig(val_groups=("B", "A"))) == _resumable(EncoderConfig(val_groups=("A", "B")))
+    assert _resumable(EncoderConfig(val_groups=("A",))) != _resumable(EncoderConfig())
+    assert "val_groups" not in _resumable(EncoderConfig())  # a checkpoint from before the option still resumes
+    with pytest.raises(SystemExit):  # argparse: one way to choose the validation identities
+        main(["train", "--dataset", str(tmp_path), "--mode", "signature", "--out", str(tmp_path / "e"),
+              "--val-fraction", "0.2", "--val-groups", "A"])
+
+
 def test_named_validation_groups_replace_the_drawn_fraction():
     identities = [f"{alphabet}/c{k}" for alphabet in "ABCDE" for k in range(4)]
     train, val = split_groups(identities, 0.3, seed=0, chosen=("E",))

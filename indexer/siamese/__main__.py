@@ -116,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="general (photos, faces: a head on a frozen model) or signature (ink: handwriting, signatures, drawings)")
     t.add_argument("--out", required=True, help="folder for head.safetensors and card.json")
     t.add_argument("--views", type=int, default=3, help="views per image: 1 clean + augmented (default 3)")
-    t.add_argument("--val-fraction", type=float, help="fraction of identities held out for validation (strokes: whole "
-                   "groups, e.g. alphabets or writers; default 0.15 for strokes, 0.2 for heads)")
+    held_out = t.add_mutually_exclusive_group()
+    held_out.add_argument("--val-fraction", type=float, help="fraction of identities held out for validation (strokes: "
+                          "whole groups, e.g. alphabets or writers; default 0.15 for strokes, 0.2 for heads)")
+    held_out.add_argument("--val-groups", nargs="+", metavar="FOLDER", help="ink encoders: validate on these folders' "
+                          "identities (alphabets, writers) instead of a drawn --val-fraction")
     t.add_argument("--epochs", type=int, default=40, help="heads only")
-    t.add_argument("--val-groups", nargs="+", metavar="FOLDER", help="ink encoders: validate on these folders' identities "
-                   "(alphabets, writers) instead of a drawn --val-fraction")
     t.add_argument("--patience", type=int, help="validations without gain before stopping (default 6 for strokes, 5 for heads)")
     strokes = t.add_argument_group("ink encoders (--backbone strokes)")
     strokes.add_argument("--steps", type=int, help="training steps (default: the architecture's, e.g. 1800 for conv4-28)")

@@ -338,4 +338,8 @@ def _train(config: EncoderConfig, data: LabelledImages | None, started: float) -
 def _resumable(config: EncoderConfig) -> str:
     """What must match for a checkpoint to be resumed: everything that changes the run's course."""
     keep = {k: v for k, v in asdict(config).items() if k not in ("progress", "out", "command", "checkpoint_seconds", "threads", "data_terms")}
+    # Named validation groups in any order are the same run; none named matches checkpoints from before the option.
+    groups = keep.pop("val_groups")
+    if groups:
+        keep["val_groups"] = sorted(set(groups))
     return json.dumps(keep, sort_keys=True)
