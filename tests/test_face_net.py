@@ -107,3 +107,18 @@ def test_overlapping_calls_leave_later_threads_the_process_thread_count(chips, m
     finally:
         release.set()
         torch.set_num_threads(main_threads)
+
+
+def test_a_descriptor_model_that_cannot_load_starts_no_worker_process(monkeypatch):
+    from indexer import face
+
+    started = []
+    monkeypatch.setattr(face, "FaceWorker", lambda *args, **kwargs: started.append(1))
+
+    def damaged():
+        raise FaceModelFileError("the model file is damaged")
+
+    monkeypatch.setattr(face, "face_describer", damaged)
+    with pytest.raises(FaceModelFileError, match="damaged"):
+        FaceModel(in_process=False, workers=2)
+    assert started == []  # nothing left running for the failed model
