@@ -37,7 +37,7 @@ CHIP_PADDING = 0.25
 UPSAMPLE_MAX_SIDE = 1000  # upsample again only while the (upsampled) longer side is at most this
 MAX_UPSAMPLE = 2
 # Large photos are detected on a downscaled copy (faces in them are big); landmarks and chips use full resolution.
-# The HOG detector's time grows with the pixels: a copy of at most 800 px costs ~40-60 ms, one of 1600 px ~120 ms,
+# The HOG detector's time grows with the pixels: a copy of at most 800 px costs ~40-80 ms, one of 1600 px ~120 ms,
 # the largest part of a face's time. It finds faces down to ~80 px at that scale (a tenth of
 # the photo's longer side); when it finds none, the 1600 px copy is tried before giving up.
 DETECT_MAX_SIDES = (800, 1600)
