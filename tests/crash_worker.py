@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,9 +95,19 @@ def build(dataset: str, path: str) -> None:
     """An index build that checkpoints after every batch (the test kills it part-way)."""
     from tiny_models import register_tiny_open_clip
 
-    from indexer import build_index
+    from indexer import build_index, load_embedder
 
-    build_index(dataset, model=register_tiny_open_clip(), out=path, batch_size=4, checkpoint_seconds=0, workers=1)
+    embedder = load_embedder(register_tiny_open_clip())
+    preprocess = embedder.preprocess
+
+    def paced(image):
+        # 10 ms an image: the whole build takes over a second, so the test's polling sees it part-way on any machine
+        # (unpaced, the 120 tiny images were sometimes all in before the kill landed).
+        time.sleep(0.01)
+        return preprocess(image)
+
+    embedder.preprocess = paced
+    build_index(dataset, model=embedder, out=path, batch_size=4, checkpoint_seconds=0, workers=1)
 
 
 def main() -> None:
