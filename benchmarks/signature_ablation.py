@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from signature_encoder import REFERENCES, mean_se, trials, writer_folds  # noqa: E402
+from signature_encoder import REFERENCES, against, mean_se, trials, writer_folds  # noqa: E402
 
 from indexer.calibration import equal_error_rate, relative_distance  # noqa: E402
 from indexer.models import load_embedder  # noqa: E402
@@ -59,8 +59,7 @@ def fold_eers(root: Path, test: list[str], vectors: np.ndarray, row: dict[str, i
     distances, kinds = np.asarray(distances), np.asarray(kinds)
     eers = {}
     for forgery in ("skilled", "random"):
-        keep = (kinds == "genuine") | (kinds == forgery)
-        eers[forgery] = equal_error_rate(-distances[keep], (kinds[keep] == "genuine").astype(int))[0]
+        eers[forgery] = equal_error_rate(*against(distances, kinds, forgery))[0]
     return eers
 
 

@@ -50,6 +50,13 @@ def writer_folds(root: Path, folds: int) -> list[list[str]]:
     return [writers[k::folds] for k in range(folds)]
 
 
+def against(distances: np.ndarray, kinds: np.ndarray, forgery: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, labels) of the genuine trials and those of one kind of forgery: scores are negated distances (higher
+    = more alike), labels 1 for genuine."""
+    keep = (kinds == "genuine") | (kinds == forgery)
+    return -distances[keep], (kinds[keep] == "genuine").astype(int)
+
+
 def trials(root: Path, writers: list[str]) -> list[dict]:
     """Questioned signatures of `writers` with their claimed writer and kind; random ones claim the next writer."""
     rows = []
@@ -103,8 +110,7 @@ def score(verifier: Verifier, root: Path, writers: list[str]) -> dict:
         distances = np.asarray(distances)
         kinds = np.array([row["kind"] for row in rows])
         for forgery in ("skilled", "random"):
-            keep = (kinds == "genuine") | (kinds == forgery)
-            labels, scores = (kinds[keep] == "genuine").astype(int), -distances[keep]
+            scores, labels = against(distances, kinds, forgery)
             eer, point = equal_error_rate(scores, labels)
             out[f"{setting}/{forgery}"] = {
                 "accuracy": accuracy_at(scores, labels, -chosen.value) if chosen else None, "auc": roc_auc(scores, labels),
@@ -129,8 +135,7 @@ def cross_fitted(results: list[dict], model: str) -> dict | None:
         threshold = float(np.mean(points[:k] + points[k + 1:]))
         distances, kinds = np.asarray(r["relative scores"]["distances"]), np.asarray(r["relative scores"]["kinds"])
         for forgery, values in accuracy.items():
-            keep = (kinds == "genuine") | (kinds == forgery)
-            values.append(accuracy_at(-distances[keep], (kinds[keep] == "genuine").astype(int), -threshold))
+            values.append(accuracy_at(*against(distances, kinds, forgery), -threshold))
     return {"threshold": float(np.mean(points)), "points": points, "accuracy": accuracy}
 
 

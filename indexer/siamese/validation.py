@@ -28,7 +28,6 @@ def is_forgery(identity: str) -> bool:
     return identity.rpartition("/")[2].lower() in FORGERY_FOLDERS
 
 
-
 def pair_scores(vectors: np.ndarray, identities: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarities and same/different of every pair; two forgeries of one writer are not a pair
     (different forgers may have made them)."""
